@@ -1,0 +1,347 @@
+"""Galaxy-size normalisation and stretch, shared by training and inference.
+
+One function, :func:`normalise`, turns a raw 2-D cutout into the model's input frame:
+
+1. background: a plane fitted to the stamp border with sigma clipping (handles residual sky and
+   sky gradients), subtracted; the noise is the border's robust standard deviation;
+2. NaN, inf and masked pixels are set to the background (zero after subtraction) and counted;
+3. the galaxy is found as the smoothed peak nearest the stamp centre, segmented from the
+   neighbours, and its half-light radius ``r50`` is measured in circular apertures (or taken
+   from the caller, e.g. an input-catalogue size);
+4. a square frame of half-width ``half_width_r50 * r50`` around the galaxy is resampled to
+   ``size x size`` pixels (anti-aliased when shrinking), so the galaxy fills the same fraction
+   of the frame whatever its angular size or the survey's pixel scale. The resampling scale
+   (input pixels per model pixel) is recorded so that lengths convert back to arcsec;
+5. a robust arcsinh stretch relative to the galaxy's central brightness.
+
+The parameters live in :class:`NormaliseConfig`, which is stored in each model bundle's card,
+so inference always applies exactly the preprocessing that the model was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["NormaliseConfig", "Normalised", "normalise", "estimate_background"]
+
+
+@dataclass(frozen=True)
+class NormaliseConfig:
+    """Parameters of the preprocessing.
+
+    Parameters
+    ----------
+    size : int
+        Side of the square model frame in pixels.
+    half_width_r50 : float
+        Half-width of the frame in units of the galaxy's half-light radius.
+    asinh_beta : float
+        Softening of the arcsinh stretch; larger values compress bright cores more.
+    border_frac : float
+        Width of the stamp border used for the background, as a fraction of the stamp side.
+    detect_nsigma : float
+        Detection threshold of the segmentation, in units of the smoothed noise.
+    min_r50_pix : float
+        Smallest half-light radius accepted, in input pixels (PSF-sized galaxies).
+    """
+
+    size: int = 64
+    half_width_r50: float = 2.5
+    asinh_beta: float = 8.0
+    border_frac: float = 0.1
+    detect_nsigma: float = 2.0
+    min_r50_pix: float = 1.0
+
+    def to_dict(self) -> dict:
+        """Return the configuration as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NormaliseConfig:
+        """Build a configuration from :meth:`to_dict` output, rejecting unknown keys.
+
+        Parameters
+        ----------
+        data : dict
+            Mapping of field names to values.
+
+        Returns
+        -------
+        NormaliseConfig
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            msg = (
+                f"Unknown preprocessing parameters {sorted(unknown)}; this model bundle was made "
+                "by a newer survey-bars. Upgrade survey-bars or use a compatible bundle."
+            )
+            raise ValueError(msg)
+        return cls(**data)
+
+
+@dataclass
+class Normalised:
+    """A cutout in the model frame, with what is needed to map results back.
+
+    Attributes
+    ----------
+    image : ndarray
+        float32 array of shape ``(size, size)``: the stretched model input.
+    scale : float
+        Input pixels per model pixel. A length of ``L`` model pixels is ``L * scale`` input
+        pixels.
+    x0, y0 : float
+        Centre of the model frame in 0-based input pixel coordinates (x along columns).
+    r50_pix : float
+        Half-light radius in input pixels.
+    background : float
+        Background level at the galaxy centre (input units).
+    noise : float
+        Robust per-pixel noise of the background (input units).
+    snr : float
+        Integrated signal-to-noise ratio of the segmented galaxy.
+    bad_centre_frac : float
+        Fraction of pixels within ``r50`` of the centre that were non-finite or masked.
+    bad_frac : float
+        Fraction of all stamp pixels that were non-finite or masked.
+    outside_frac : float
+        Fraction of the model frame that lies outside the stamp.
+    centre_offset_frac : float
+        Distance of the galaxy centre from the stamp centre, as a fraction of the stamp side.
+    size_from_fallback : bool
+        True when no galaxy could be segmented and a fallback size was used.
+    """
+
+    image: np.ndarray
+    scale: float
+    x0: float
+    y0: float
+    r50_pix: float
+    background: float
+    noise: float
+    snr: float
+    bad_centre_frac: float
+    bad_frac: float
+    outside_frac: float
+    centre_offset_frac: float
+    size_from_fallback: bool
+
+    def model_to_input(self, xm, ym):
+        """Map model-frame pixel coordinates to input pixel coordinates.
+
+        Parameters
+        ----------
+        xm, ym : float or ndarray
+            0-based model-frame coordinates (x along columns).
+
+        Returns
+        -------
+        tuple of (float or ndarray)
+            Input pixel coordinates ``(x, y)``.
+        """
+        c = (self.image.shape[0] - 1) / 2.0
+        return self.x0 + (np.asarray(xm) - c) * self.scale, self.y0 + (np.asarray(ym) - c) * self.scale
+
+
+def _border_mask(shape, frac):
+    ny, nx = shape
+    w = max(2, int(round(frac * min(ny, nx))))
+    m = np.zeros(shape, dtype=bool)
+    m[:w, :] = m[-w:, :] = True
+    m[:, :w] = m[:, -w:] = True
+    return m
+
+
+def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
+    """Fit a sigma-clipped plane to the stamp border.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D image.
+    good : ndarray of bool
+        Mask of finite, unmasked pixels.
+    border_frac : float
+        Border width as a fraction of the shorter side.
+    n_iter : int
+        Sigma-clipping iterations.
+    clip : float
+        Clipping threshold in robust standard deviations.
+
+    Returns
+    -------
+    plane : ndarray
+        The background model, same shape as ``data``.
+    noise : float
+        Robust standard deviation of the clipped border pixels (0 when it cannot be measured).
+    """
+    ny, nx = data.shape
+    sel = _border_mask(data.shape, border_frac) & good
+    if sel.sum() < 10:
+        sel = good
+    if sel.sum() < 3:
+        return np.zeros(data.shape), 0.0
+    yy, xx = np.nonzero(sel)
+    v = data[sel].astype(np.float64)
+    xs = (xx - nx / 2.0) / max(nx, 1)
+    ys = (yy - ny / 2.0) / max(ny, 1)
+    A = np.column_stack([np.ones_like(xs), xs, ys])
+    keep = np.ones(v.size, dtype=bool)
+    coef = np.array([np.median(v), 0.0, 0.0])
+    noise = 0.0
+    for _ in range(n_iter):
+        if keep.sum() < 3:
+            break
+        coef, *_ = np.linalg.lstsq(A[keep], v[keep], rcond=None)
+        resid = v - A @ coef
+        mad = np.median(np.abs(resid[keep] - np.median(resid[keep])))
+        noise = 1.4826 * mad
+        if noise <= 0:
+            noise = float(np.std(resid[keep]))
+            break
+        keep = np.abs(resid) < clip * noise
+    Y, X = np.mgrid[0:ny, 0:nx]
+    plane = coef[0] + coef[1] * (X - nx / 2.0) / max(nx, 1) + coef[2] * (Y - ny / 2.0) / max(ny, 1)
+    return plane, float(noise)
+
+
+def _find_galaxy(sub, noise, cfg):
+    """Return (x0, y0, r50, segment mask, fallback flag, snr)."""
+    ny, nx = sub.shape
+    smooth = ndimage.gaussian_filter(sub, 1.5)
+    # noise of the smoothed image (white noise through a Gaussian of sigma s: / (2 sqrt(pi) s))
+    snoise = noise / (2.0 * np.sqrt(np.pi) * 1.5) if noise > 0 else 0.0
+    cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
+    Y, X = np.mgrid[0:ny, 0:nx]
+    rc = np.hypot(X - cx, Y - cy)
+    search = rc <= 0.25 * min(nx, ny)
+    cand = np.where(search, smooth, -np.inf)
+    iy, ix = np.unravel_index(int(np.argmax(cand)), cand.shape)
+    thresh = cfg.detect_nsigma * snoise if snoise > 0 else 0.0
+    det = smooth > thresh
+    fallback = False
+    if not det[iy, ix] or smooth[iy, ix] <= 0:
+        fallback = True
+        seg = np.ones_like(det)
+    else:
+        lab, _ = ndimage.label(det)
+        seg = lab == lab[iy, ix]
+    # flux-weighted centroid within a small radius of the peak
+    w = np.clip(smooth, 0, None) * (np.hypot(X - ix, Y - iy) <= 3) * seg
+    if w.sum() > 0:
+        x0 = float((w * X).sum() / w.sum())
+        y0 = float((w * Y).sum() / w.sum())
+    else:
+        x0, y0 = float(ix), float(iy)
+    flux_img = np.where(seg, sub, 0.0)
+    total = float(flux_img.sum())
+    npix = int(seg.sum())
+    snr = total / (noise * np.sqrt(npix)) if noise > 0 and npix > 0 else float("inf") if total > 0 else 0.0
+    if fallback or total <= 0:
+        return x0, y0, min(nx, ny) / 8.0, seg, True, max(snr, 0.0)
+    r = np.hypot(X - x0, Y - y0)[seg].ravel()
+    f = sub[seg].ravel()
+    order = np.argsort(r)
+    cum = np.cumsum(f[order])
+    k = int(np.searchsorted(cum, 0.5 * total))
+    k = min(max(k, 0), r.size - 1)
+    r50 = float(r[order][k])
+    return x0, y0, max(r50, cfg.min_r50_pix), seg, False, snr
+
+
+def normalise(data, config=None, *, mask=None, r50_pix=None):
+    """Bring a cutout into the model frame.
+
+    Parameters
+    ----------
+    data : array_like
+        2-D image. NaN and inf pixels are treated as masked.
+    config : NormaliseConfig, optional
+        Preprocessing parameters (default: ``NormaliseConfig()``). Inference must use the
+        configuration stored in the model bundle.
+    mask : array_like of bool, optional
+        True where pixels are bad (e.g. removed stars).
+    r50_pix : float, optional
+        The galaxy's half-light radius in input pixels, e.g. from an input catalogue. When
+        omitted it is measured from the image.
+
+    Returns
+    -------
+    Normalised
+        The model input and the geometry needed to map results back to the cutout.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not a 2-D array of at least 8 x 8 pixels, or has no finite pixel.
+    """
+    cfg = config or NormaliseConfig()
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        msg = f"normalise() needs a 2-D image, got an array of shape {arr.shape}."
+        raise ValueError(msg)
+    if min(arr.shape) < 8:
+        msg = f"The image is {arr.shape[1]} x {arr.shape[0]} pixels; at least 8 x 8 are needed."
+        raise ValueError(msg)
+    arr = arr.astype(np.float64, copy=False)
+    good = np.isfinite(arr)
+    if mask is not None:
+        good &= ~np.asarray(mask, dtype=bool)
+    if not good.any():
+        msg = "The image has no finite, unmasked pixel."
+        raise ValueError(msg)
+    ny, nx = arr.shape
+    plane, noise = estimate_background(np.where(good, arr, 0.0), good, cfg.border_frac)
+    sub = np.where(good, arr - plane, 0.0)
+
+    x0, y0, r50, seg, fallback, snr = _find_galaxy(sub, noise, cfg)
+    if r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0:
+        r50 = float(r50_pix)
+
+    Y, X = np.mgrid[0:ny, 0:nx]
+    within = np.hypot(X - x0, Y - y0) <= max(r50, 2.0)
+    bad_centre_frac = float((~good & within).sum() / max(within.sum(), 1))
+    bad_frac = float((~good).sum() / good.size)
+
+    n = cfg.size
+    scale = cfg.half_width_r50 * r50 / (n / 2.0)
+    src = sub
+    if scale > 1.0:
+        src = ndimage.gaussian_filter(sub, 0.5 * np.sqrt(scale**2 - 1.0))
+    c = (n - 1) / 2.0
+    grid = (np.arange(n) - c) * scale
+    yy = y0 + grid[:, None] + np.zeros((1, n))
+    xx = x0 + grid[None, :] + np.zeros((n, 1))
+    out = ndimage.map_coordinates(src, [yy, xx], order=1, mode="constant", cval=0.0)
+    inside = (xx >= -0.5) & (xx <= nx - 0.5) & (yy >= -0.5) & (yy <= ny - 0.5)
+    outside_frac = float(1.0 - inside.mean())
+
+    # robust stretch relative to the galaxy's central brightness in the frame
+    core = out[int(c) - 2 : int(c) + 4, int(c) - 2 : int(c) + 4]
+    ref = float(np.max(core)) if core.size else 0.0
+    if not np.isfinite(ref) or ref <= 0:
+        ref = float(np.max(out)) if np.max(out) > 0 else 1.0
+    img = np.arcsinh(cfg.asinh_beta * out / ref) / np.arcsinh(cfg.asinh_beta)
+    img = np.clip(img, -0.5, 1.5).astype(np.float32)
+
+    offset = float(np.hypot(x0 - (nx - 1) / 2.0, y0 - (ny - 1) / 2.0) / min(nx, ny))
+    return Normalised(
+        image=img,
+        scale=float(scale),
+        x0=float(x0),
+        y0=float(y0),
+        r50_pix=float(r50),
+        background=float(plane[int(np.clip(round(y0), 0, ny - 1)), int(np.clip(round(x0), 0, nx - 1))]),
+        noise=float(noise),
+        snr=float(snr),
+        bad_centre_frac=bad_centre_frac,
+        bad_frac=bad_frac,
+        outside_frac=outside_frac,
+        centre_offset_frac=offset,
+        size_from_fallback=bool(fallback),
+    )
