@@ -233,7 +233,7 @@ def _file_metadata(extra):
     return {METADATA_KEY: json.dumps(meta, default=str).encode()}
 
 
-def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000_000):
+def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000_000, transform=None):
     """Stream the parts into the final catalogue.
 
     Parameters
@@ -249,6 +249,9 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
         Extra file metadata (model card, run configuration).
     rows_per_file : int, optional
         Rows per output file when ``out`` is a directory.
+    transform : callable, optional
+        Applied to each row group (a ``pyarrow.Table``) before it is written, e.g. to set
+        flags that need the whole job (duplicate ids).
 
     Returns
     -------
@@ -268,6 +271,8 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
                 pf = pq.ParquetFile(part)
                 for rg in range(pf.num_row_groups):
                     t = pf.read_row_group(rg).cast(schema)
+                    if transform is not None:
+                        t = transform(t).cast(schema)
                     if writer is None or in_file >= rows_per_file:
                         if writer is not None:
                             writer.close()
@@ -299,6 +304,8 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
                 pf = pq.ParquetFile(part)
                 for rg in range(pf.num_row_groups):
                     t = pf.read_row_group(rg).cast(schema)
+                    if transform is not None:
+                        t = transform(t).cast(schema)
                     writer.write_table(t)
                     total += t.num_rows
         os.replace(tmp, out)

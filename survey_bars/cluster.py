@@ -1,0 +1,550 @@
+"""The catalogue job on Dask: inputs, partitions, submission, retries, resume, assembly.
+
+:func:`process` is the Python API (it accepts an existing ``distributed.Client``) and
+``survey-bars process`` is its command line. The job:
+
+1. discovers the input files (directories recursively, globs, ``@list.txt`` files, or the
+   ``file`` column of an input catalogue) and sorts them, so partitions are deterministic;
+2. cuts them into partitions of ``partition_size`` files; each partition is one Dask task that
+   reads its own files on the worker, where the model is loaded once per worker process;
+3. each task writes its Parquet part atomically to the staging directory ``<out>.parts/`` and
+   then a done marker; ``resume=True`` skips partitions whose marker matches;
+4. lost workers are retried by the scheduler; a task is idempotent (same inputs, same part);
+5. the parts are streamed into the final catalogue, with duplicate object ids flagged and the
+   model card, run configuration and flag meanings in the file metadata.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .catalogue import assemble, is_done, part_paths, write_part
+from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
+from .flags import Flag
+from .pipeline import InputItem, RunOptions, process_items
+
+__all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "process", "JobError", "JobSummary"]
+
+
+class JobError(RuntimeError):
+    """A fatal problem with a catalogue job (no inputs, bad model, unreachable scheduler...)."""
+
+
+def _is_fits(name):
+    low = name.lower()
+    return any(low.endswith(s) for s in FITS_SUFFIXES)
+
+
+def discover_inputs(paths):
+    """Find the FITS files named by paths, directories, globs and ``@list`` files.
+
+    Parameters
+    ----------
+    paths : str or list of str
+        Files, directories (searched recursively; symbolic links to directories are not
+        followed, so link loops are harmless), glob patterns, or ``@FILE`` naming a text file
+        with one path per line.
+
+    Returns
+    -------
+    list of str
+        Absolute paths, sorted and de-duplicated.
+
+    Raises
+    ------
+    JobError
+        If a named path does not exist.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found = set()
+    for p in paths:
+        p = os.fspath(p)
+        if p.startswith("@"):
+            listing = p[1:]
+            try:
+                with open(listing, encoding="utf-8") as fh:
+                    base = os.path.dirname(os.path.abspath(listing))
+                    for line in fh:
+                        line = line.strip()
+                        if line and not line.startswith("#"):
+                            found.add(os.path.abspath(os.path.join(base, line)))
+            except OSError as exc:
+                msg = f"Cannot read the input list {listing!r}: {exc.strerror}."
+                raise JobError(msg) from None
+        elif os.path.isdir(p):
+            for root, dirs, files in os.walk(p, followlinks=False):
+                dirs.sort()
+                for f in files:
+                    if _is_fits(f):
+                        found.add(os.path.abspath(os.path.join(root, f)))
+        elif os.path.exists(p) or os.path.islink(p):
+            found.add(os.path.abspath(p))
+        elif any(ch in p for ch in "*?["):
+            for f in glob.glob(p, recursive=True):
+                if os.path.isdir(f):
+                    found.update(discover_inputs([f]))
+                elif _is_fits(f):
+                    found.add(os.path.abspath(f))
+        else:
+            msg = f"Input path {p!r} does not exist. Give FITS files, directories, globs or @list files."
+            raise JobError(msg)
+    return sorted(found)
+
+
+def read_input_catalogue(path):
+    """Read an input catalogue (CSV or Parquet) into :class:`InputItem` objects.
+
+    Columns: ``file`` (required; relative paths are taken relative to the catalogue's
+    directory and never expanded by a shell), and optionally ``object_id``, ``ra``, ``dec``,
+    ``redshift``, ``r50_arcsec`` (or ``size_arcsec``) and ``pixel_scale``.
+
+    Parameters
+    ----------
+    path : str
+        The catalogue file.
+
+    Returns
+    -------
+    dict
+        Absolute file path -> InputItem.
+    """
+    import pandas as pd
+
+    try:
+        if str(path).lower().endswith((".parquet", ".pq")):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        msg = f"Cannot read the input catalogue {path!r}: {exc}. Give a CSV or Parquet file."
+        raise JobError(msg) from None
+    if "file" not in df.columns:
+        msg = f"The input catalogue {path!r} has no 'file' column (it has {list(df.columns)})."
+        raise JobError(msg)
+    base = os.path.dirname(os.path.abspath(path))
+    size_col = "r50_arcsec" if "r50_arcsec" in df.columns else ("size_arcsec" if "size_arcsec" in df.columns else None)
+
+    def val(row, col, cast=float):
+        if col is None or col not in df.columns:
+            return None
+        v = row[col]
+        if v is None or (isinstance(v, float) and not np.isfinite(v)) or pd.isna(v):
+            return None
+        return cast(v)
+
+    items = {}
+    for _, row in df.iterrows():
+        f = os.path.abspath(os.path.join(base, str(row["file"])))
+        items[f] = InputItem(
+            file=f,
+            object_id=val(row, "object_id", str),
+            ra=val(row, "ra"),
+            dec=val(row, "dec"),
+            redshift=val(row, "redshift"),
+            r50_arcsec=val(row, size_col),
+            pixel_scale=val(row, "pixel_scale"),
+        )
+    return items
+
+
+def make_partitions(items, partition_size):
+    """Cut the sorted inputs into consecutive partitions.
+
+    Parameters
+    ----------
+    items : list of InputItem
+        Sorted inputs.
+    partition_size : int
+        Files per partition.
+
+    Returns
+    -------
+    list of list of InputItem
+    """
+    if partition_size < 1:
+        msg = f"partition_size must be >= 1, got {partition_size}."
+        raise ValueError(msg)
+    return [items[i : i + partition_size] for i in range(0, len(items), partition_size)]
+
+
+def _digest(part, model_id, options):
+    h = hashlib.sha256()
+    h.update(model_id.encode())
+    h.update(json.dumps(options.to_dict(), sort_keys=True, default=str).encode())
+    for it in part:
+        h.update(json.dumps([it.file, it.object_id, it.ra, it.dec, it.redshift, it.r50_arcsec, it.pixel_scale]).encode())
+    return h.hexdigest()
+
+
+def _run_partition(index, items, options, staging, digest):
+    """Dask task: process one partition and write its part (idempotent)."""
+    if is_done(staging, index, digest):
+        return {"partition": index, "rows": None, "skipped": True}
+    table = process_items(items, options)
+    if table.num_rows != len(items):  # pragma: no cover - guarded by process_items
+        msg = f"Partition {index} produced {table.num_rows} rows for {len(items)} inputs."
+        raise RuntimeError(msg)
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("partition"), "partition", pa.array([index] * table.num_rows, pa.int32()))
+    try:
+        write_part(table, staging, index, digest=digest)
+    except OSError as exc:
+        msg = f"Cannot write partition {index} to the staging directory {staging!r}: {exc.strerror or exc}. Free space or choose another --out location."
+        raise OSError(msg) from None
+    errors = int(sum(1 for s in table.column("status").to_pylist() if s != "ok"))
+    return {"partition": index, "rows": table.num_rows, "errors": errors, "skipped": False}
+
+
+class JobSummary(dict):
+    """Counts of a finished job: rows, ok, errors, partitions, seconds, out."""
+
+    def __str__(self):
+        return (
+            f"{self['rows']} galaxies in {self['partitions']} partitions: {self['ok']} ok, "
+            f"{self['errors']} errors, {self['duplicates']} duplicate ids; "
+            f"{self['seconds']:.1f} s -> {self['out']}"
+        )
+
+
+class _Progress:
+    def __init__(self, total, stream=None, enabled=True):
+        self.total = total
+        self.done = 0
+        self.t0 = time.time()
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = 0.0
+
+    def update(self, n=1):
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.time()
+        if not self.tty and now - self._last < 5 and self.done < self.total:
+            return
+        self._last = now
+        frac = self.done / max(self.total, 1)
+        bar = "#" * int(30 * frac)
+        el = now - self.t0
+        eta = el / frac - el if frac > 0 else 0
+        line = f"[{bar:<30}] {self.done}/{self.total} partitions  {el:6.0f}s elapsed  ~{eta:.0f}s left"
+        self.stream.write(("\r" if self.tty else "") + line + ("" if self.tty else "\n"))
+        if self.tty and self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout):
+    """Return (client, owned cluster or None, owned flag)."""
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        return client, None, False
+    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if scheduler or scheduler_file:
+        try:
+            if scheduler_file:
+                c = Client(scheduler_file=scheduler_file, timeout=timeout)
+            else:
+                c = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            where = scheduler_file or scheduler
+            msg = f"Cannot reach the Dask scheduler at {where!r} within {timeout}: {exc}. Check the address and that the scheduler is running."
+            raise JobError(msg) from None
+        return c, None, True
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        processes=True,
+        dashboard_address=None,
+    )
+    return Client(cluster), cluster, True
+
+
+def process(
+    inputs,
+    out,
+    *,
+    client=None,
+    scheduler=None,
+    scheduler_file=None,
+    workers=None,
+    threads_per_worker=1,
+    memory_limit="4GiB",
+    partition_size=64,
+    catalogue=None,
+    options=None,
+    resume=False,
+    overwrite=False,
+    keep_parts=False,
+    retries=3,
+    timeout="20s",
+    progress=True,
+):
+    """Run the catalogue job.
+
+    Parameters
+    ----------
+    inputs : str or list of str
+        FITS files, directories, globs or ``@list`` files. May be empty when ``catalogue``
+        names the files.
+    out : str
+        ``catalogue.parquet``, or a directory for a partitioned catalogue.
+    client : distributed.Client, optional
+        An existing client (e.g. in a notebook). It is not closed.
+    scheduler, scheduler_file : str, optional
+        Connect to a running scheduler (also ``DASK_SCHEDULER_ADDRESS``).
+    workers, threads_per_worker, memory_limit : optional
+        LocalCluster sizing when no scheduler is given (``workers`` defaults to the CPU count).
+    partition_size : int
+        Files per partition (one task each).
+    catalogue : str, optional
+        Input catalogue (CSV/Parquet) with ``file`` and optional object_id, ra, dec, redshift,
+        r50_arcsec, pixel_scale.
+    options : RunOptions, optional
+        Model and measurement settings.
+    resume : bool
+        Keep finished partitions of an earlier, interrupted run.
+    overwrite : bool
+        Replace an existing ``out``.
+    keep_parts : bool
+        Keep the staging directory after assembly.
+    retries : int
+        Retries of a partition whose worker died.
+    timeout : str
+        Scheduler connection timeout.
+    progress : bool
+        Print progress to stderr.
+
+    Returns
+    -------
+    JobSummary
+
+    Raises
+    ------
+    JobError
+        No inputs, an unusable model, an unreachable scheduler, or an existing ``out``.
+    """
+    from distributed import as_completed
+
+    from .models.bundle import BundleError, load_bundle
+
+    t0 = time.time()
+    options = options or RunOptions()
+    out = os.path.abspath(os.fspath(out))
+    if os.path.exists(out) and not (overwrite or resume):
+        msg = f"{out!r} exists. Pass --overwrite to replace it, or --resume to finish an interrupted run."
+        raise JobError(msg)
+    try:
+        bundle = load_bundle(options.model)
+    except BundleError as exc:
+        raise JobError(str(exc)) from None
+    if options.save_saliency:
+        options = RunOptions(**{**options.to_dict(), "save_saliency": os.path.abspath(options.save_saliency)})
+    if options.model:
+        options = RunOptions(**{**options.to_dict(), "model": os.path.abspath(options.model)})
+
+    cat_items = read_input_catalogue(catalogue) if catalogue else {}
+    files = discover_inputs(inputs) if inputs else []
+    if not files:
+        files = sorted(cat_items)
+    items = [cat_items.get(f, InputItem(file=f)) for f in files]
+    if not items:
+        msg = "No input FITS files were found. Give files, directories or globs (.fits, .fit, .fits.gz, .fz)."
+        raise JobError(msg)
+    model_id = json.dumps(bundle.card.get("files", {}), sort_keys=True) + json.dumps(bundle.card.get("calibration", {}), sort_keys=True)
+    parts = make_partitions(items, partition_size)
+    digests = [_digest(p, model_id, options) for p in parts]
+    staging = out.rstrip(os.sep) + ".parts"
+    if os.path.exists(staging) and not resume:
+        shutil.rmtree(staging)
+    try:
+        os.makedirs(staging, exist_ok=True)
+    except OSError as exc:
+        msg = f"Cannot create the staging directory {staging!r}: {exc.strerror}. Choose a writable --out location."
+        raise JobError(msg) from None
+    todo = [i for i in range(len(parts)) if not (resume and is_done(staging, i, digests[i]))]
+
+    c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout)
+    bar = _Progress(len(parts), enabled=progress)
+    bar.done = len(parts) - len(todo)
+    try:
+        futures = [
+            c.submit(
+                _run_partition,
+                i,
+                parts[i],
+                options,
+                staging,
+                digests[i],
+                key=f"survey-bars-partition-{digests[i][:20]}-{i}",
+                retries=retries,
+                pure=False,
+            )
+            for i in todo
+        ]
+        for fut in as_completed(futures):
+            try:
+                fut.result()
+            except Exception as exc:
+                for f in futures:
+                    f.cancel()
+                msg = f"A partition failed: {exc}. Finished partitions are kept; fix the cause and rerun with --resume."
+                raise JobError(msg) from None
+            bar.update()
+            fut.release()
+    finally:
+        if owned:
+            c.close()
+            if cluster is not None:
+                cluster.close()
+
+    dups = _duplicate_ids(staging, range(len(parts)))
+    metadata = {
+        "model_card": bundle.card,
+        "model_path": str(bundle.path),
+        "run_config": {
+            **options.to_dict(),
+            "partition_size": partition_size,
+            "inputs": [os.fspath(p) for p in ([inputs] if isinstance(inputs, str) else (inputs or []))],
+            "catalogue": os.fspath(catalogue) if catalogue else None,
+            "n_inputs": len(items),
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "software_version": __version__,
+    }
+    transform = _flag_duplicates(dups) if dups else None
+    if os.path.exists(out) and (overwrite or resume) and os.path.isdir(out):
+        for f in os.listdir(out):
+            if f.startswith("catalogue-") and f.endswith(".parquet"):
+                os.unlink(os.path.join(out, f))
+    rows = assemble(staging, list(range(len(parts))), out, metadata=metadata, transform=transform)
+    n_err = _count_errors(staging, range(len(parts)))
+    if not keep_parts:
+        shutil.rmtree(staging, ignore_errors=True)
+    return JobSummary(rows=rows, ok=rows - n_err, errors=n_err, duplicates=len(dups), partitions=len(parts), seconds=time.time() - t0, out=out)
+
+
+def _duplicate_ids(staging, partitions):
+    import pyarrow.parquet as pq
+
+    seen, dups = set(), set()
+    for p in partitions:
+        part, _ = part_paths(staging, p)
+        for oid in pq.read_table(part, columns=["object_id"]).column(0).to_pylist():
+            if oid in seen:
+                dups.add(oid)
+            seen.add(oid)
+    return dups
+
+
+def _count_errors(staging, partitions):
+    import pyarrow.parquet as pq
+
+    n = 0
+    for p in partitions:
+        part, _ = part_paths(staging, p)
+        n += sum(1 for s in pq.read_table(part, columns=["status"]).column(0).to_pylist() if s != "ok")
+    return n
+
+
+def _flag_duplicates(dups):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dup_arr = pa.array(sorted(dups), pa.string())
+
+    def transform(table):
+        is_dup = pc.is_in(table.column("object_id"), value_set=dup_arr)
+        flags = pc.fill_null(table.column("quality_flags"), 0)
+        bit = pa.scalar(int(Flag.DUPLICATE_OBJECT_ID), pa.uint32())
+        new = pc.if_else(is_dup, pc.bit_wise_or(flags, bit), flags)
+        return table.set_column(table.schema.get_field_index("quality_flags"), table.schema.field("quality_flags"), new.cast(pa.uint32()))
+
+    return transform
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def configure_parser(parser):
+    """Add the ``process`` options to an argparse parser."""
+    parser.add_argument("--input", "-i", nargs="+", default=[], metavar="PATH", help="FITS files, directories (recursive), globs, or @list.txt files.")
+    parser.add_argument("--out", "-o", required=True, help="Output catalogue: a .parquet file, or a directory for a partitioned catalogue.")
+    parser.add_argument("--model", default=None, help="Model bundle directory (default: the shipped bundle).")
+    parser.add_argument("--scheduler", default=None, help="Address of a running Dask scheduler (or set DASK_SCHEDULER_ADDRESS).")
+    parser.add_argument("--scheduler-file", default=None, help="Dask scheduler file.")
+    parser.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: CPU count).")
+    parser.add_argument("--threads-per-worker", type=int, default=1)
+    parser.add_argument("--memory-limit", default="4GiB", help="LocalCluster memory limit per worker.")
+    parser.add_argument("--partition-size", type=int, default=64, help="Files per partition (one Dask task).")
+    parser.add_argument("--catalogue", default=None, help="CSV/Parquet with file and optional object_id, ra, dec, redshift, r50_arcsec, pixel_scale.")
+    parser.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples per galaxy (default: the bundle's).")
+    parser.add_argument("--method", default="moments", choices=["moments", "bhambra2022"], help="Bar measuring method for bar_length_arcsec.")
+    parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Refuse larger images without reading them.")
+    parser.add_argument("--save-saliency", default=None, metavar="DIR", help="Write FITS saliency maps here for QA.")
+    parser.add_argument("--cosmology", default="Planck18", help="astropy.cosmology realisation for bar_length_kpc.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="Keep the finished partitions of an interrupted run.")
+    group.add_argument("--overwrite", action="store_true", help="Replace an existing --out.")
+    parser.add_argument("--keep-parts", action="store_true", help="Keep the staging directory of parts.")
+    parser.add_argument("--fail-on-error", action="store_true", help="Exit non-zero when any input gave an error row.")
+    parser.add_argument("--timeout", default="20s", help="Scheduler connection timeout.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="No progress output.")
+
+
+def run_cli(args):
+    """Run ``survey-bars process``; returns the exit code."""
+    options = RunOptions(
+        model=args.model,
+        smoothgrad_samples=args.smoothgrad_samples,
+        method=args.method,
+        pixel_scale=args.pixel_scale,
+        max_pixels=args.max_pixels,
+        save_saliency=args.save_saliency,
+        cosmology=args.cosmology,
+        threads=1,
+    )
+    if not args.input and not args.catalogue:
+        print("survey-bars process: give --input PATH... or --catalogue TABLE.", file=sys.stderr)
+        return 2
+    try:
+        summary = process(
+            args.input,
+            args.out,
+            scheduler=args.scheduler,
+            scheduler_file=args.scheduler_file,
+            workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            memory_limit=args.memory_limit,
+            partition_size=args.partition_size,
+            catalogue=args.catalogue,
+            options=options,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            keep_parts=args.keep_parts,
+            timeout=args.timeout,
+            progress=not args.quiet,
+        )
+    except JobError as exc:
+        print(f"survey-bars process: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    if args.fail_on_error and summary["errors"]:
+        print(f"survey-bars process: {summary['errors']} inputs gave error rows (--fail-on-error).", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,390 @@
+"""The work of one partition, as a worker does it.
+
+``read -> normalise -> infer -> saliency -> measure -> flag -> row``: :func:`process_items`
+takes a list of :class:`InputItem` and returns an Arrow table with exactly one catalogue row per
+item, in input order. Files that cannot be used get ``status="error"`` rows with the reason;
+nothing a single file does can stop the partition.
+
+This module (like everything on the worker path) imports no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bars import measure_bar
+from .catalogue import empty_row, rows_to_table
+from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, read_cutout
+from .flags import Flag
+from .normalise import normalise
+from .saliency import smoothgrad_batch
+
+__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "sky_pa", "kpc_per_arcsec"]
+
+#: thresholds of the image-level flags
+LOW_SNR = 20.0
+NAN_CENTRE_FRAC = 0.05
+OFF_CENTRE_FRAC = 0.10
+TRUNCATED_FRAC = 0.05
+LARGE_RESAMPLING = 4.0
+P_BAR_AMBIGUOUS = (0.35, 0.65)
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input file and what an input catalogue says about it.
+
+    Parameters
+    ----------
+    file : str
+        Path of the FITS cutout.
+    object_id, ra, dec, redshift : optional
+        Override the values from the FITS header.
+    r50_arcsec : float, optional
+        Galaxy half-light radius, used instead of measuring it.
+    pixel_scale : float, optional
+        Pixel scale (arcsec) to assume when the file has no WCS.
+    """
+
+    file: str
+    object_id: str | None = None
+    ra: float | None = None
+    dec: float | None = None
+    redshift: float | None = None
+    r50_arcsec: float | None = None
+    pixel_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of a catalogue run (recorded in the catalogue metadata).
+
+    Parameters
+    ----------
+    model : str or None
+        Bundle directory; None for the shipped default.
+    smoothgrad_samples : int or None
+        Noisy copies per galaxy; None takes the bundle's recommendation.
+    noise_frac : float or None
+        SmoothGrad noise as a fraction of the input range; None takes the bundle's value.
+    n_subsets : int
+        Disjoint SmoothGrad subsets for the length uncertainty.
+    method : str
+        Bar measuring method for ``bar_length_arcsec``.
+    pixel_scale : float or None
+        Pixel scale (arcsec) to assume for files without a WCS.
+    max_pixels : int
+        Larger images are refused unread.
+    save_saliency : str or None
+        Directory for FITS saliency maps.
+    cosmology : str
+        An ``astropy.cosmology`` realisation name for ``bar_length_kpc``.
+    threads : int
+        onnxruntime threads per session.
+    chunk_size : int
+        Files normalised and inferred together; bounds the worker's memory.
+    p_bar_min : float
+        Bars are measured only where ``p_bar`` reaches this.
+    """
+
+    model: str | None = None
+    smoothgrad_samples: int | None = None
+    noise_frac: float | None = None
+    n_subsets: int = 4
+    method: str = "moments"
+    pixel_scale: float | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    save_saliency: str | None = None
+    cosmology: str = "Planck18"
+    threads: int = 1
+    chunk_size: int = 64
+    p_bar_min: float = 0.5
+
+    def to_dict(self):
+        """Return the options as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def apply_calibration(length_raw, calibration):
+    """Map a raw saliency length (model pixels) to a calibrated one.
+
+    Parameters
+    ----------
+    length_raw : float or ndarray
+        Raw lengths in model-frame pixels.
+    calibration : dict
+        ``{"slope": a, "intercept": b}`` from the bundle card (identity when empty).
+
+    Returns
+    -------
+    float or ndarray
+    """
+    if not calibration:
+        return length_raw
+    return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
+
+
+def sky_pa(pa_pix_deg, cd):
+    """Convert an angle in pixel coordinates to a position angle east of north.
+
+    Parameters
+    ----------
+    pa_pix_deg : float
+        Angle from the +x pixel axis towards +y, degrees.
+    cd : ndarray or None
+        2x2 CD matrix (degrees per pixel). None assumes north up, east left.
+
+    Returns
+    -------
+    float
+        Position angle in [0, 180).
+    """
+    if not np.isfinite(pa_pix_deg):
+        return np.nan
+    t = np.radians(pa_pix_deg)
+    d = np.array([np.cos(t), np.sin(t)])
+    if cd is None:
+        cd = np.array([[-1.0, 0.0], [0.0, 1.0]])
+    xi, eta = np.asarray(cd) @ d
+    return float(np.degrees(np.arctan2(xi, eta)) % 180.0)
+
+
+def kpc_per_arcsec(redshift, cosmology="Planck18"):
+    """Proper kpc per arcsec at each redshift.
+
+    Parameters
+    ----------
+    redshift : ndarray
+        Redshifts (NaN where unknown).
+    cosmology : str
+        Name of an astropy.cosmology realisation.
+
+    Returns
+    -------
+    ndarray
+        NaN where the redshift is missing or not positive.
+    """
+    from astropy import cosmology as cosmo_mod
+
+    try:
+        cosmo = getattr(cosmo_mod, cosmology)
+    except AttributeError:
+        msg = f"Unknown cosmology {cosmology!r}; use one of {list(cosmo_mod.realizations.available)}."
+        raise ValueError(msg) from None
+    z = np.asarray(redshift, dtype=float)
+    out = np.full(z.shape, np.nan)
+    ok = np.isfinite(z) & (z > 0)
+    if ok.any():
+        out[ok] = cosmo.kpc_proper_per_arcmin(z[ok]).value / 60.0
+    return out
+
+
+def _cd_matrix(path):
+    """CD matrix of the cutout's celestial WCS (None if absent)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    import warnings
+
+    from astropy import log as astropy_log
+
+    old = astropy_log.level
+    astropy_log.setLevel("ERROR")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=False) as hdul:
+                for h in hdul:
+                    if h.is_image and h.header.get("NAXIS", 0) >= 2 or "ZNAXIS" in h.header:
+                        w = WCS(h.header, naxis=2)
+                        if w.has_celestial:
+                            return w.celestial.pixel_scale_matrix
+                        return None
+    except Exception:
+        return None
+    finally:
+        astropy_log.setLevel(old)
+    return None
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _save_saliency(directory, object_id, sal, norm, meas):
+    from astropy.io import fits
+
+    os.makedirs(directory, exist_ok=True)
+    name = _SAFE.sub("_", str(object_id)) or "object"
+    hdr = fits.Header()
+    hdr["OBJID"] = str(object_id)
+    hdr["SCALE"] = (norm.scale, "input pixels per model pixel")
+    hdr["X0"] = (norm.x0, "frame centre, 0-based input x")
+    hdr["Y0"] = (norm.y0, "frame centre, 0-based input y")
+    hdr["BARLEN_M"] = (float(meas.length) if np.isfinite(meas.length) else -1.0, "raw bar length, model px")
+    hdr["BARPA_M"] = (float(meas.pa_deg) if np.isfinite(meas.pa_deg) else -1.0, "bar angle from +x, deg")
+    hdul = fits.HDUList([fits.PrimaryHDU(sal.astype(np.float32), header=hdr), fits.ImageHDU(norm.image, name="IMAGE")])
+    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}.fits")
+    hdul.writeto(tmp, overwrite=True)
+    os.replace(tmp, os.path.join(directory, f"{name}.fits"))
+
+
+def _prepare(item, options, prep_cfg):
+    """Read and normalise one file; return (row, normalised, cd) or (error row, None, None)."""
+    try:
+        cut = read_cutout(item.file, pixel_scale=item.pixel_scale or options.pixel_scale, max_pixels=options.max_pixels)
+    except CutoutError as exc:
+        return empty_row(object_id=item.object_id or _stem(item.file), file=os.path.abspath(item.file), status="error", error=f"{exc.reason}: {exc.message}", ra=item.ra, dec=item.dec, redshift=item.redshift), None, None
+    except Exception as exc:  # never lose a row, whatever the file does
+        return empty_row(object_id=item.object_id or _stem(item.file), file=os.path.abspath(item.file), status="error", error=f"internal: {type(exc).__name__}: {exc}", ra=item.ra, dec=item.dec, redshift=item.redshift), None, None
+    flags = int(cut.flags)
+    row = empty_row(
+        object_id=item.object_id or cut.object_id,
+        file=cut.path,
+        status="ok",
+        ra=item.ra if item.ra is not None else cut.ra,
+        dec=item.dec if item.dec is not None else cut.dec,
+        redshift=item.redshift if item.redshift is not None else cut.redshift,
+        pixel_scale_arcsec=cut.pixel_scale_arcsec,
+    )
+    r50_pix = None
+    if item.r50_arcsec is not None and np.isfinite(item.r50_arcsec) and item.r50_arcsec > 0:
+        r50_pix = item.r50_arcsec / cut.pixel_scale_arcsec
+    try:
+        norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix)
+    except ValueError as exc:
+        row.update(status="error", error=f"normalise: {exc}")
+        return row, None, None
+    if norm.snr < LOW_SNR:
+        flags |= Flag.LOW_SNR
+    if norm.bad_centre_frac > NAN_CENTRE_FRAC:
+        flags |= Flag.NAN_NEAR_CENTRE
+    if norm.centre_offset_frac > OFF_CENTRE_FRAC:
+        flags |= Flag.OFF_CENTRE
+    if norm.outside_frac > TRUNCATED_FRAC:
+        flags |= Flag.TRUNCATED
+    if norm.scale > LARGE_RESAMPLING or norm.scale < 1.0 / LARGE_RESAMPLING:
+        flags |= Flag.LARGE_RESAMPLING
+    if norm.size_from_fallback:
+        flags |= Flag.SIZE_FROM_FALLBACK
+    row.update(
+        r50_arcsec=norm.r50_pix * cut.pixel_scale_arcsec,
+        resample_scale=norm.scale,
+        snr=float(norm.snr) if np.isfinite(norm.snr) else None,
+        quality_flags=flags,
+    )
+    cd = None if flags & Flag.NO_WCS else _cd_matrix(cut.path)
+    return row, norm, cd
+
+
+def _stem(path):
+    name = os.path.basename(str(path))
+    return name.split(".")[0] or name
+
+
+def _finite_or_none(v):
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def process_items(items, options=None, *, runtime=None):
+    """Process one partition's files into catalogue rows.
+
+    Parameters
+    ----------
+    items : list of InputItem or str
+        The partition's inputs, in order.
+    options : RunOptions, optional
+        Run settings.
+    runtime : survey_bars.runtime.ModelRuntime, optional
+        A runtime to use (default: the per-process cached runtime of ``options.model``).
+
+    Returns
+    -------
+    pyarrow.Table
+        Exactly ``len(items)`` rows in input order, with the catalogue schema.
+    """
+    from .runtime import get_runtime
+
+    options = options or RunOptions()
+    items = [it if isinstance(it, InputItem) else InputItem(file=str(it)) for it in items]
+    rt = runtime or get_runtime(options.model, threads=options.threads)
+    card = rt.card
+    prep_cfg = rt.bundle.preprocessing
+    sg = rt.bundle.smoothgrad or {}
+    n_samples = int(options.smoothgrad_samples or sg.get("samples", 32))
+    noise_frac = float(options.noise_frac or sg.get("noise_frac", 0.1))
+    n_subsets = options.n_subsets if n_samples % options.n_subsets == 0 and n_samples >= options.n_subsets else 1
+    calib = (card.get("calibration") or {}).get(options.method, {})
+    names = rt.class_names
+    rows = []
+    for start in range(0, len(items), options.chunk_size):
+        chunk = items[start : start + options.chunk_size]
+        prepared = [_prepare(it, options, prep_cfg) for it in chunk]
+        ok = [i for i, (_, norm, _) in enumerate(prepared) if norm is not None]
+        if ok:
+            try:
+                _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib)
+            except Exception as exc:  # a model failure marks the chunk's rows, never loses them
+                tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                for i in ok:
+                    prepared[i][0].update(status="error", error=f"inference: {tb}")
+        rows.extend(r for r, _, _ in prepared)
+    # kpc for the whole partition at once
+    z = np.array([r["redshift"] if r["redshift"] is not None else np.nan for r in rows], dtype=float)
+    if np.isfinite(z).any():
+        scale = kpc_per_arcsec(z, options.cosmology)
+        for r, s in zip(rows, scale):
+            if r["bar_length_arcsec"] is not None and np.isfinite(s):
+                r["bar_length_kpc"] = r["bar_length_arcsec"] * s
+    return rows_to_table(rows)
+
+
+def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib):
+    imgs = np.stack([prepared[i][1].image for i in ok])
+    fwd = rt.forward(imgs)
+    probs = fwd["probs"]
+    col = {n: j for j, n in enumerate(names)}
+    ids = [prepared[i][0]["object_id"] for i in ok]
+    sal = smoothgrad_batch(rt, imgs, ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets)
+    scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
+    for k, i in enumerate(ok):
+        row, norm, cd = prepared[i]
+        flags = int(row["quality_flags"] or 0)
+        for n, j in col.items():
+            if n in ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral"):
+                row[n] = float(probs[k, j])
+        p_bar = row.get("p_bar")
+        if p_bar is not None and P_BAR_AMBIGUOUS[0] <= p_bar <= P_BAR_AMBIGUOUS[1]:
+            flags |= Flag.P_BAR_AMBIGUOUS
+        to_arcsec = norm.scale * row["pixel_scale_arcsec"]
+        direct = float(fwd["bar_length_direct"][k])
+        meas = measure_bar(sal[k].map, options.method)
+        paper = measure_bar(sal[k].map, "bhambra2022")
+        measured = p_bar is not None and p_bar >= options.p_bar_min and np.isfinite(meas.length)
+        if measured:
+            subs = [measure_bar(m, options.method).length for m in sal[k].subsets] if n_subsets > 1 else []
+            subs = np.asarray([s for s in subs if np.isfinite(s)], dtype=float)
+            length = float(apply_calibration(meas.length, calib))
+            slope = float(calib.get("slope", 1.0)) if calib else 1.0
+            err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
+            err = float(np.hypot(err_stat, scatter_frac * length))
+            row.update(
+                bar_length_arcsec=_finite_or_none(length * to_arcsec),
+                bar_length_err_arcsec=_finite_or_none(err * to_arcsec),
+                bar_pa_deg=_finite_or_none(sky_pa(meas.pa_deg, cd)),
+                bar_axis_ratio=_finite_or_none(meas.axis_ratio),
+                bar_length_bhambra2022_arcsec=_finite_or_none(paper.length * to_arcsec),
+                bar_length_direct_arcsec=_finite_or_none(direct * to_arcsec),
+            )
+            flags |= meas.flags & ~int(Flag.BAR_NOT_MEASURED)
+        else:
+            flags |= Flag.BAR_NOT_MEASURED | (meas.flags & int(Flag.DIFFUSE_SALIENCY))
+        row["quality_flags"] = flags
+        if options.save_saliency:
+            _save_saliency(options.save_saliency, row["object_id"], sal[k].map, norm, meas)

@@ -1,0 +1,138 @@
+"""onnxruntime sessions for a model bundle: the forward pass and the input gradient.
+
+Workers need only numpy and onnxruntime here (no torch). :func:`get_runtime` caches one
+:class:`ModelRuntime` per process and bundle, so a Dask worker loads the model once however
+many partitions it runs.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+__all__ = ["ModelRuntime", "get_runtime", "clear_cache"]
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def _session(path, threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+class ModelRuntime:
+    """Forward and saliency sessions of one bundle.
+
+    Parameters
+    ----------
+    bundle : survey_bars.models.bundle.Bundle
+        A loaded (verified) bundle.
+    threads : int, optional
+        onnxruntime intra-op threads per session. One thread per Dask worker thread is the
+        efficient setting for batch jobs.
+    """
+
+    def __init__(self, bundle, threads=1):
+        self.bundle = bundle
+        self.card = bundle.card
+        self.threads = int(threads)
+        self._fwd = _session(bundle.forward_path, threads)
+        self._sal = _session(bundle.saliency_path, threads)
+        self.class_names = list(bundle.class_names)
+        self.size = int(bundle.preprocessing.size)
+        self._fwd_outputs = [o.name for o in self._fwd.get_outputs()]
+        missing = {"probs", "bar_logit", "bar_length_direct"} - set(self._fwd_outputs)
+        if missing:
+            msg = (
+                f"The forward graph of {bundle.path} lacks outputs {sorted(missing)}; the bundle "
+                "is incompatible with this survey-bars. Re-export it with `survey-bars export`."
+            )
+            raise ValueError(msg)
+
+    def _check(self, images):
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != (1, self.size, self.size):
+            msg = f"Model input must have shape (B, 1, {self.size}, {self.size}); got {x.shape}."
+            raise ValueError(msg)
+        return x
+
+    def forward(self, images):
+        """Run the forward graph.
+
+        Parameters
+        ----------
+        images : ndarray
+            Normalised frames, shape ``(B, S, S)`` or ``(B, 1, S, S)``.
+
+        Returns
+        -------
+        dict
+            ``probs`` (B, K) with columns named by ``class_names``, ``bar_logit`` (B,) and
+            ``bar_length_direct`` (B,) in model-frame pixels.
+        """
+        x = self._check(images)
+        outs = self._fwd.run(["probs", "bar_logit", "bar_length_direct"], {"image": x})
+        return {
+            "probs": outs[0],
+            "bar_logit": outs[1].reshape(-1),
+            "bar_length_direct": outs[2].reshape(-1),
+        }
+
+    def gradient(self, images):
+        """Gradient of the bar logit with respect to each input frame.
+
+        Parameters
+        ----------
+        images : ndarray
+            Frames, shape ``(B, S, S)`` or ``(B, 1, S, S)``.
+
+        Returns
+        -------
+        ndarray
+            float32 gradients of shape ``(B, S, S)``.
+        """
+        x = self._check(images)
+        (g,) = self._sal.run(["grad"], {"image": x})
+        return g.reshape(x.shape[0], self.size, self.size)
+
+
+def get_runtime(bundle_path=None, threads=1):
+    """Return the process-wide :class:`ModelRuntime` for a bundle, loading it once.
+
+    Parameters
+    ----------
+    bundle_path : str or Path, optional
+        Bundle directory (default: the shipped bundle).
+    threads : int, optional
+        onnxruntime threads per session.
+
+    Returns
+    -------
+    ModelRuntime
+    """
+    from .models.bundle import load_bundle
+
+    key = (str(bundle_path), int(threads))
+    with _LOCK:
+        rt = _CACHE.get(key)
+        if rt is None:
+            rt = ModelRuntime(load_bundle(bundle_path), threads=threads)
+            _CACHE[key] = rt
+    return rt
+
+
+def clear_cache():
+    """Drop the cached runtimes (e.g. after a bundle's card changed)."""
+    with _LOCK:
+        _CACHE.clear()

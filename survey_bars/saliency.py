@@ -1,0 +1,137 @@
+"""SmoothGrad saliency of the bar logit, deterministic per object.
+
+For each galaxy, ``n_samples`` noisy copies of the normalised frame are made with Gaussian
+noise of standard deviation ``noise_frac * (max - min)`` of that frame (Smilkov et al. 2017;
+Bhambra et al. 2022 used 0.1 and 256 samples). The absolute input gradients of the bar logit
+are averaged and min-max normalised. The noise generator is seeded from the object id alone,
+so a galaxy gets the same map on any cluster layout, partitioning or batch composition.
+
+The samples are also split into ``n_subsets`` disjoint groups whose maps are returned, so that
+the bar measurement can report the spread due to the finite number of samples.
+
+Noisy copies of several galaxies are batched together into one gradient call: small batches
+waste most of the time in per-call overhead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["object_seed", "SmoothGradResult", "smoothgrad_batch", "normalise_map"]
+
+
+def object_seed(object_id: str) -> int:
+    """Return a 64-bit seed derived from an object id.
+
+    Parameters
+    ----------
+    object_id : str
+        The object's identifier.
+
+    Returns
+    -------
+    int
+        The first 8 bytes of the SHA-256 of the id, as an unsigned integer.
+    """
+    return int.from_bytes(hashlib.sha256(str(object_id).encode("utf-8")).digest()[:8], "little")
+
+
+def normalise_map(m):
+    """Min-max normalise a map to [0, 1] (a constant map gives zeros).
+
+    Parameters
+    ----------
+    m : ndarray
+        The map.
+
+    Returns
+    -------
+    ndarray
+        float32 map in [0, 1].
+    """
+    m = np.asarray(m, dtype=np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    if hi <= lo:
+        return np.zeros_like(m)
+    return (m - lo) / (hi - lo)
+
+
+@dataclass
+class SmoothGradResult:
+    """SmoothGrad maps of one galaxy.
+
+    Attributes
+    ----------
+    map : ndarray
+        (S, S) float32 map in [0, 1] from all samples.
+    subsets : ndarray
+        (n_subsets, S, S) maps, each from a disjoint subset of the samples, in [0, 1].
+    """
+
+    map: np.ndarray
+    subsets: np.ndarray
+
+
+def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.1, n_subsets=4, max_batch=256):
+    """SmoothGrad maps for several galaxies.
+
+    Parameters
+    ----------
+    runtime : survey_bars.runtime.ModelRuntime
+        Provides ``gradient(images)``.
+    images : ndarray
+        (B, S, S) normalised frames.
+    object_ids : sequence of str
+        One id per frame: seeds the noise.
+    n_samples : int, optional
+        Noisy copies per galaxy; must be a multiple of ``n_subsets``.
+    noise_frac : float, optional
+        Noise standard deviation as a fraction of each frame's (max - min).
+    n_subsets : int, optional
+        Number of disjoint sample subsets for the uncertainty.
+    max_batch : int, optional
+        Largest number of noisy frames sent to onnxruntime in one call.
+
+    Returns
+    -------
+    list of SmoothGradResult
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        msg = f"smoothgrad_batch() needs frames of shape (B, S, S); got {images.shape}."
+        raise ValueError(msg)
+    if n_samples < 1 or n_subsets < 1 or n_samples % n_subsets:
+        msg = f"n_samples ({n_samples}) must be a positive multiple of n_subsets ({n_subsets})."
+        raise ValueError(msg)
+    b, s, _ = images.shape
+    if len(object_ids) != b:
+        msg = f"Got {len(object_ids)} object ids for {b} frames."
+        raise ValueError(msg)
+    # the noisy copies of every galaxy, generated per object (deterministic by id)
+    noisy = np.empty((b, n_samples, s, s), dtype=np.float32)
+    for i, oid in enumerate(object_ids):
+        rng = np.random.default_rng(object_seed(oid))
+        img = images[i]
+        sigma = noise_frac * float(img.max() - img.min())
+        noisy[i] = img[None] + (sigma * rng.standard_normal((n_samples, s, s))).astype(np.float32)
+    flat = noisy.reshape(b * n_samples, s, s)
+    grads = np.empty_like(flat)
+    for start in range(0, flat.shape[0], max_batch):
+        stop = min(start + max_batch, flat.shape[0])
+        grads[start:stop] = runtime.gradient(flat[start:stop])
+    np.abs(grads, out=grads)
+    grads = grads.reshape(b, n_subsets, n_samples // n_subsets, s, s)
+    sub_means = grads.mean(axis=2)
+    results = []
+    for i in range(b):
+        full = sub_means[i].mean(axis=0)
+        results.append(
+            SmoothGradResult(
+                map=normalise_map(full),
+                subsets=np.stack([normalise_map(m) for m in sub_means[i]]),
+            )
+        )
+    return results
