@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from survey_bars.normalise import NormaliseConfig, estimate_background, normalise
+
+from .conftest import galaxy_image
+
+
+def test_size_normalisation_is_scale_free():
+    """The same galaxy at two angular sizes fills the frame the same way."""
+    small = normalise(galaxy_image(n=96, r50=6.0, noise=0.0005, flux=200))
+    big = normalise(galaxy_image(n=192, r50=12.0, noise=0.0005, flux=200))
+    assert small.r50_pix == pytest.approx(6.0, rel=0.1)
+    assert big.r50_pix == pytest.approx(12.0, rel=0.1)
+    assert big.scale / small.scale == pytest.approx(2.0, rel=0.1)
+    assert np.abs(small.image - big.image).max() < 0.15
+    assert np.abs(small.image - big.image).mean() < 0.03
+
+
+def test_frame_geometry_maps_back():
+    n = normalise(galaxy_image(n=101, r50=7.0, noise=0.001))
+    cfg = NormaliseConfig()
+    assert n.image.shape == (cfg.size, cfg.size) and n.image.dtype == np.float32
+    x, y = n.model_to_input((cfg.size - 1) / 2, (cfg.size - 1) / 2)
+    assert x == pytest.approx(50.0, abs=0.5) and y == pytest.approx(50.0, abs=0.5)
+    assert n.scale == pytest.approx(cfg.half_width_r50 * n.r50_pix / (cfg.size / 2))
+
+
+def test_background_plane_and_gradient_removed():
+    img = galaxy_image(n=96, r50=6.0, noise=0.01).astype(float)
+    yy, xx = np.mgrid[0:96, 0:96]
+    sky = 5.0 + 0.02 * xx - 0.01 * yy
+    plane, noise = estimate_background(img + sky, np.ones(img.shape, bool))
+    assert np.abs(plane - sky).max() < 0.05
+    assert noise == pytest.approx(0.01, rel=0.3)
+    a = normalise(img)
+    b = normalise(img + sky)
+    assert np.abs(a.image - b.image).max() < 0.1
+
+
+def test_nan_pixels_counted_and_replaced():
+    img = galaxy_image(n=96, r50=6.0)
+    img[44:52, 44:52] = np.nan
+    n = normalise(img)
+    assert np.isfinite(n.image).all()
+    assert n.bad_centre_frac > 0.05
+
+
+def test_off_centre_and_truncation_measured():
+    img = galaxy_image(n=96, r50=17.0, noise=0.001)
+    shifted = np.roll(img, 20, axis=1)
+    n = normalise(shifted)
+    assert n.centre_offset_frac > 0.15
+    assert n.outside_frac > 0.05
+
+
+def test_size_override_and_errors():
+    img = galaxy_image(n=96, r50=6.0)
+    assert normalise(img, r50_pix=10.0).r50_pix == 10.0
+    with pytest.raises(ValueError, match="2-D"):
+        normalise(np.zeros((3, 32, 32)))
+    with pytest.raises(ValueError, match="8 x 8"):
+        normalise(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="no finite"):
+        normalise(np.full((16, 16), np.nan))
+
+
+def test_config_roundtrip_rejects_unknown():
+    cfg = NormaliseConfig(size=48)
+    assert NormaliseConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="newer survey-bars"):
+        NormaliseConfig.from_dict({**cfg.to_dict(), "new_knob": 1})
+
+
+def test_real_images_normalise(real_dir):
+    from survey_bars.cutouts import read_cutout
+
+    for f in sorted(real_dir.glob("*.fits")):
+        c = read_cutout(f)
+        n = normalise(c.data)
+        # both galaxies fill the stamp generously: half-light radii of tens of arcsec
+        assert 15 < n.r50_pix * c.pixel_scale_arcsec < 60
+        assert n.outside_frac < 0.05 and n.centre_offset_frac < 0.05
+        assert n.scale > 1.5  # large galaxies are shrunk into the frame
