@@ -1,0 +1,186 @@
+"""ONNX export of the forward and gradient graphs, checked against torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from survey_bars.models.bundle import DEFAULT_BUNDLE, load_bundle  # noqa: E402
+from survey_bars.models.export import (  # noqa: E402
+    export_bundle,
+    load_checkpoint,
+    relative_error,
+    save_checkpoint,
+    torch_reference,
+)
+from survey_bars.models.nets import LengthNet, MorphologyNet, fold_batchnorm  # noqa: E402
+
+from .test_bundle import _run_no_torch  # noqa: E402
+
+TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2], [16, 3, 1]]}
+FWD_TOL = 1e-4
+GRAD_TOL = 1e-3
+
+
+def _randomise_bn(model, gen):
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.weight.data.uniform_(0.5, 1.5, generator=gen)
+            m.bias.data.uniform_(0.0, 0.2, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random-weight morphology net and regressor, exported once."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    morph, length = MorphologyNet(TINY), LengthNet(TINY)
+    _randomise_bn(morph, gen)
+    _randomise_bn(length, gen)
+    with torch.no_grad():
+        morph.t_morph.fill_(1.3)
+        morph.t_bar.fill_(0.8)
+        morph.t_spiral.fill_(1.1)
+    morph.eval()
+    length.eval()
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    b = export_bundle(morph, length, out, {"name": "tiny", "version": "t"})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    fwd = ort.InferenceSession(str(b.forward_path), so, providers=["CPUExecutionProvider"])
+    sal = ort.InferenceSession(str(b.saliency_path), so, providers=["CPUExecutionProvider"])
+    return {"morph": morph, "length": length, "bundle": b, "fwd": fwd, "sal": sal}
+
+
+def _compare(tiny, x):
+    ref = torch_reference(tiny["morph"], tiny["length"], x)
+    probs, logit, length = tiny["fwd"].run(["probs", "bar_logit", "bar_length_direct"], {"image": x})
+    (grad,) = tiny["sal"].run(["grad"], {"image": x})
+    assert probs.shape == (len(x), 5) and logit.shape == (len(x),) and length.shape == (len(x),)
+    assert grad.shape == x.shape and grad.dtype == np.float32
+    assert np.abs(probs - ref["probs"]).max() <= FWD_TOL
+    assert np.abs(logit - ref["bar_logit"]).max() <= FWD_TOL
+    assert np.abs(length - ref["bar_length_direct"]).max() <= FWD_TOL * max(1.0, np.abs(length).max())
+    assert relative_error(grad, ref["grad"]) <= GRAD_TOL
+    assert np.abs(ref["grad"]).max() > 0
+    return probs, grad
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_random_inputs_match_torch(tiny, batch):
+    x = np.random.default_rng(batch).normal(0.2, 0.5, size=(batch, 1, 64, 64)).astype(np.float32)
+    probs, _ = _compare(tiny, x)
+    np.testing.assert_allclose(probs[:, 0] + probs[:, 1], 1.0, atol=1e-6)
+
+
+def _real_frames(real_dir, n):
+    from survey_bars.cutouts import read_cutout
+    from survey_bars.normalise import normalise
+
+    frames = [normalise(read_cutout(p).data).image for p in sorted(real_dir.glob("*.fits"))]
+    out = [np.rot90(frames[i % len(frames)], k=i // len(frames)) for i in range(n)]
+    return np.ascontiguousarray(np.stack(out)[:, None], dtype=np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_real_images_match_torch(tiny, real_dir, batch):
+    _compare(tiny, _real_frames(real_dir, batch))
+
+
+def test_gradient_is_per_item(tiny):
+    """Each item's gradient depends on that item only (batch composition does not leak)."""
+    x = np.random.default_rng(5).normal(0.2, 0.5, size=(8, 1, 64, 64)).astype(np.float32)
+    (g8,) = tiny["sal"].run(["grad"], {"image": x})
+    (g1,) = tiny["sal"].run(["grad"], {"image": x[5:6]})
+    assert relative_error(g8[5:6], g1) < 1e-5
+
+
+def test_bundle_card_from_export(tiny):
+    b = load_bundle(tiny["bundle"].path)
+    card = b.card
+    assert card["name"] == "tiny" and card["export_check"]["grad_rel_err"] <= GRAD_TOL
+    assert card["architecture"]["morphology"] == TINY
+    assert card["architecture"]["temperatures"]["bar"] == pytest.approx(0.8)
+    assert [o.name for o in tiny["fwd"].get_outputs()] == ["probs", "bar_logit", "bar_length_direct"]
+    assert [i.name for i in tiny["sal"].get_inputs()] == ["image"]
+    for f in ("forward.onnx", "saliency.onnx"):
+        assert (b.path / f).stat().st_size < 3e6
+
+
+def test_bundle_runs_without_torch(tiny):
+    res = _run_no_torch(tiny["bundle"].path)
+    assert res["probs"] == [3, 5] and res["grad"] == [3, 1, 64, 64] and res["finite"]
+
+
+def test_fold_batchnorm_is_exact(tiny):
+    x = torch.randn(4, 1, 64, 64)
+    folded = fold_batchnorm(tiny["morph"])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), tiny["morph"](x), atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_round_trip(tiny, tmp_path):
+    ck = tmp_path / "ck.pt"
+    save_checkpoint(ck, tiny["morph"], tiny["length"], {"name": "from-ckpt"})
+    morph, length, extra = load_checkpoint(ck)
+    assert extra == {"name": "from-ckpt"}
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(morph.probs(x), tiny["morph"].probs(x))
+        torch.testing.assert_close(length(x), tiny["length"](x))
+    with pytest.raises(ValueError, match="not a survey-bars checkpoint"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def _torch_from_onnx(bundle):
+    """Rebuild the (folded) torch nets from the forward graph's initializers."""
+    import onnx
+
+    card = bundle.card
+    morph = fold_batchnorm(MorphologyNet(card["architecture"]["morphology"]))
+    length = fold_batchnorm(LengthNet(card["architecture"]["length"]))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(bundle.forward_path)).graph.initializer}
+    for prefix, net in (("morph.", morph), ("length.", length)):
+        state = net.state_dict()
+        for k in state:
+            if prefix + k in inits:
+                state[k] = torch.as_tensor(inits[prefix + k].copy())
+            elif k.startswith("t_"):
+                state[k] = torch.tensor(card["architecture"]["temperatures"][k[2:]])
+            else:
+                pytest.skip(f"initializer {prefix + k} not found in the forward graph")
+        net.load_state_dict(state)
+    return morph.eval(), length.eval()
+
+
+@pytest.mark.skipif(not (DEFAULT_BUNDLE / "card.json").is_file(), reason="default bundle not built yet")
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_default_bundle_matches_torch(batch, real_dir):
+    b = load_bundle()
+    morph, length = _torch_from_onnx(b)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sessions = {
+        "fwd": ort.InferenceSession(str(b.forward_path), so, providers=["CPUExecutionProvider"]),
+        "sal": ort.InferenceSession(str(b.saliency_path), so, providers=["CPUExecutionProvider"]),
+        "morph": morph, "length": length,
+    }
+    rnd = np.random.default_rng(batch).normal(0.2, 0.5, size=(batch, 1, 64, 64)).astype(np.float32)
+    _compare(sessions, rnd)
+    _compare(sessions, _real_frames(real_dir, batch))
+
+
+def test_weights_recoverable_from_forward_graph(tiny):
+    """The forward graph keeps the torch parameter names, so a bundle can be re-checked later."""
+    morph, length = _torch_from_onnx(tiny["bundle"])
+    x = np.random.default_rng(9).normal(0.2, 0.5, size=(3, 1, 64, 64)).astype(np.float32)
+    _compare({**tiny, "morph": morph, "length": length}, x)
