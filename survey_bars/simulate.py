@@ -410,8 +410,9 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
     r50_pix = r50 / s
     if rng.random() < 0.3:
         stars = []
-        for _ in range(int(rng.integers(1, 4))):
-            x, y = rng.uniform(0, N - 1, 2)
+        for _ in range(int(rng.integers(1, 4))):  # field stars, not on top of the galaxy
+            ang, d = rng.uniform(0, 2 * math.pi), rng.uniform(min(2 * r50_pix, 0.3 * N), 0.7 * N)
+            x, y = np.clip([c + d * math.cos(ang), c + d * math.sin(ang)], 0, N - 1)
             stars.append((float(x), float(y), float(p["total_flux"] * 10 ** (-0.4 * rng.uniform(-1, 5)))))
         p["stars"] = tuple(stars)
     if rng.random() < 0.3:
@@ -1028,7 +1029,7 @@ def make_gallery(out_png, seed=2022, per_cell=2):
                     th = math.radians(row["bar_pa_deg"])
                     x0, y0 = (N - 1) / 2 + p.dx, (N - 1) / 2 + p.dy
                     ax.plot([x0 + L * math.sin(th), x0 - L * math.sin(th)], [y0 - L * math.cos(th), y0 + L * math.cos(th)],
-                            color="orangered", lw=1.2, alpha=0.8)
+                            color="orangered", lw=0.9, alpha=0.65)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_xlim(-0.5, N - 0.5)
@@ -1040,7 +1041,7 @@ def make_gallery(out_png, seed=2022, per_cell=2):
     fig.suptitle("survey-bars simulate: classes (rows) x surveys (columns); red = truth bar (full length, PA); "
                  "north up, east left", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
 
