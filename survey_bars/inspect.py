@@ -736,7 +736,7 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
     notes = []
     fig = _figure(6.6, 2.35)
     axes = [fig.add_axes([0.005 + i / 3, 0.02, 1 / 3 - 0.01, 0.86]) for i in range(3)]
-    for ax, title in zip(axes, ("cutout (N up if WCS)", "model input", "saliency")):
+    for ax, title in zip(axes, ("cutout", "model input", "saliency")):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title, fontsize=8, pad=2)
