@@ -593,8 +593,17 @@ def render_components(params, *, psf=True, components=True):
             fine["rings"] = ring
         if params.clumps:
             cl = np.zeros_like(X)
+            th, ci = math.radians(params.disc_pa), math.cos(math.radians(params.inclination))
+            jc0, ic0 = (M - 1) / 2 + off[1], (M - 1) / 2 + off[0]
             for (cx, cy, sig, wt) in params.clumps:
-                cl += (0.3 + wt) * np.exp(-0.5 * ((X - cx) ** 2 + (Y - cy) ** 2) / max(sig, 0.5 * sub) ** 2)
+                sig = max(sig, 0.5 * sub)
+                cu, cv = cx, cy * ci  # clump centre on the sky: (east, north) -> sub-pixel (i, j)
+                ic = ic0 - (cu * math.sin(th) + cv * math.cos(th)) / sub
+                jc = jc0 + (cu * math.cos(th) - cv * math.sin(th)) / sub
+                w = int(math.ceil(5 * sig / sub)) + 1
+                sl = np.s_[max(int(jc) - w, 0): int(jc) + w + 1, max(int(ic) - w, 0): int(ic) + w + 1]
+                if X[sl].size:
+                    cl[sl] += (0.3 + wt) * np.exp(-0.5 * ((X[sl] - cx) ** 2 + (Y[sl] - cy) ** 2) / sig**2)
             fine["clumps"] = _norm(cl, F * params.clump_frac * scale_x)
         trans = np.ones_like(X)
         if params.dust == "lane":
