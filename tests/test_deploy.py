@@ -270,6 +270,29 @@ def test_slurm_arguments(run_slurm):
         run_slurm.build_cluster(cores=2, processes=4)
 
 
+def test_slurm_calls_the_process_api(run_slurm, tmp_path):
+    """The recipe's keyword arguments bind to the real survey_bars.cluster.process."""
+    import inspect
+
+    cluster = pytest.importorskip("survey_bars.cluster")
+    args = run_slurm.parse_args(
+        ["--input", "cutouts/", "--out", "cat.parquet", "--model", "bundle/", "--save-saliency", "sal/", "--partition-size", "50", "--resume"]
+    )
+    kwargs = run_slurm.process_kwargs(args, cluster.process)
+    inspect.signature(cluster.process).bind(args.input, args.out, client=None, **kwargs)
+    assert kwargs["resume"] is True and kwargs["partition_size"] == 50
+    opts = kwargs.get("options")
+    model = kwargs.get("model", getattr(opts, "model", None))
+    saliency = kwargs.get("save_saliency", getattr(opts, "save_saliency", None))
+    assert model == os.path.abspath("bundle/") and saliency == os.path.abspath("sal/")
+
+    def new_style(inputs, out, *, client=None, model=None, partition_size=64, resume=False, overwrite=False, save_saliency=None):
+        pass
+
+    kwargs = run_slurm.process_kwargs(args, new_style)
+    inspect.signature(new_style).bind(args.input, args.out, client=None, **kwargs)
+
+
 @pytest.mark.skipif(os.environ.get("SURVEY_BARS_DOCKER_BUILD") != "1", reason="set SURVEY_BARS_DOCKER_BUILD=1 to build the image (needs a Docker daemon)")
 def test_docker_build():  # pragma: no cover - opt-in, needs Docker
     import subprocess

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 
-__all__ = ["build_cluster", "parse_args", "main", "walltime_minutes"]
+__all__ = ["build_cluster", "parse_args", "process_kwargs", "main", "walltime_minutes"]
 
 #: option -> environment variables consulted for its default, first match wins
 ENV = {
@@ -324,13 +324,46 @@ def main(argv=None):
                     file=sys.stderr,
                 )
                 return 1
-            options = {"model": args.model, "resume": args.resume, "overwrite": args.overwrite}
-            if args.partition_size is not None:
-                options["partition_size"] = args.partition_size
-            if args.save_saliency is not None:
-                options["save_saliency"] = args.save_saliency
-            process(args.input, args.out, client=client, **options)
+            summary = process(args.input, args.out, client=client, **process_kwargs(args, process))
+            print(f"survey-bars: {summary}", file=sys.stderr)
     return 0
+
+
+def process_kwargs(args, process):
+    """Keyword arguments for ``survey_bars.cluster.process`` from the parsed options.
+
+    Model and saliency settings go in directly when ``process`` takes them as keywords,
+    otherwise in a ``survey_bars.pipeline.RunOptions`` (``options=``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Output of :func:`parse_args`.
+    process : callable
+        The ``process`` function (its signature decides where the settings go).
+
+    Returns
+    -------
+    dict
+    """
+    import inspect
+
+    params = inspect.signature(process).parameters
+    kwargs = {"resume": args.resume, "overwrite": args.overwrite}
+    if args.partition_size is not None:
+        kwargs["partition_size"] = args.partition_size
+    run = {}
+    if args.model is not None:
+        run["model"] = os.path.abspath(args.model)
+    if args.save_saliency is not None:
+        run["save_saliency"] = os.path.abspath(args.save_saliency)
+    if all(k in params for k in run):
+        kwargs.update(run)
+    else:
+        from survey_bars.pipeline import RunOptions
+
+        kwargs["options"] = RunOptions(**run)
+    return kwargs
 
 
 if __name__ == "__main__":
