@@ -50,7 +50,6 @@ are re-drawn at another phi, since they would not look like bars.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
@@ -97,7 +96,7 @@ class SurveyPreset:
     psf_fwhm : float
         Median PSF FWHM in arcsec.
     psf_fwhm_range : tuple of float
-        Smallest and largest FWHM drawn (arcsec); the draw is log-normal with 0.15 dex... clipped.
+        Smallest and largest FWHM drawn (arcsec); the log-normal draw is clipped to them.
     psf_fwhm_scatter : float
         Log-normal scatter of the FWHM (natural log).
     depth5_mag : float
@@ -401,8 +400,7 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
             p.update(dust="arms", dust_tau=float(rng.uniform(0.2, 0.6)))
 
     # stamp
-    fix = stamp_size
-    N = _stamp_for(r50, fwhm, s, fix)
+    N = _stamp_for(r50, fwhm, s, stamp_size)
     p.update(stamp_size=N, oversample=2)
 
     # contaminants (pixel coordinates)
@@ -559,7 +557,6 @@ def render_components(params, *, psf=True, components=True):
     east, north = _grid(params)
     off = (params.dx * os_, params.dy * os_)
     F = params.total_flux
-    out = {}
     beta = (90.0 + params.disc_pa) * galsim.degrees
     bulge = galsim.Sersic(n=params.sersic_n, half_light_radius=params.bulge_r50).shear(q=params.bulge_q, beta=beta)
     fine = {"bulge": _draw_galsim(bulge.withFlux(F * params.bulge_frac), M, sub, off, refine=True)}
