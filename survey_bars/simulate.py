@@ -395,9 +395,9 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
                 clumps.append((R * math.cos(psi), R * math.sin(psi), float(rng.uniform(0.03, 0.1) * h), float(rng.random())))
             p.update(clump_frac=float(rng.uniform(0.02, 0.08)), clumps=tuple(clumps))
         if cls == "edge_on" and rng.random() < 0.6:
-            p.update(dust="lane", dust_tau=float(rng.uniform(0.3, 0.85)))
+            p.update(dust="lane", dust_tau=float(rng.uniform(0.4, 0.95)))
         elif p.get("has_spiral") and rng.random() < 0.35:
-            p.update(dust="arms", dust_tau=float(rng.uniform(0.2, 0.6)))
+            p.update(dust="arms", dust_tau=float(rng.uniform(0.3, 0.8)))
 
     # stamp
     N = _stamp_for(r50, fwhm, s, stamp_size)
@@ -604,9 +604,12 @@ def render_components(params, *, psf=True, components=True):
             fine["clumps"] = _norm(cl, F * params.clump_frac * scale_x)
         trans = np.ones_like(X)
         if params.dust == "lane":
-            w = max(0.5 * params.disc_hz, sub)
-            v0 = 0.3 * params.disc_hz
-            trans = 1 - params.dust_tau * np.exp(-0.5 * ((v - v0) / w) ** 2) * np.exp(-np.abs(u) / (2.5 * h))
+            # the dust disc (thinner than the stars) projects to a lane offset to the near side,
+            # as wide as its thickness plus its foreshortened radial extent
+            ci = math.cos(math.radians(params.inclination))
+            w = max(0.4 * params.disc_hz + 0.3 * h * ci, sub)
+            v0 = 0.3 * params.disc_hz + 0.25 * h * ci
+            trans = 1 - params.dust_tau * np.exp(-0.5 * ((v - v0) / w) ** 2) * np.exp(-np.abs(u) / (4 * h))
         elif params.dust == "arms":
             onset = 1.0 / (1.0 + np.exp(-(R - params.arm_r0) / (0.15 * params.arm_r0)))
             lanes = (0.5 * (1 + np.cos(_arm_phase(params, R, psi, shift=0.25)))) ** (2 * params.arm_sharp)
