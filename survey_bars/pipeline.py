@@ -152,7 +152,8 @@ def sky_pa(pa_pix_deg, cd):
     if cd is None:
         cd = np.array([[-1.0, 0.0], [0.0, 1.0]])
     xi, eta = np.asarray(cd) @ d
-    return float(np.degrees(np.arctan2(xi, eta)) % 180.0)
+    pa = float(np.degrees(np.arctan2(xi, eta)) % 180.0)
+    return 0.0 if pa > 180.0 - 1e-9 else pa
 
 
 def kpc_per_arcsec(redshift, cosmology="Planck18"):

@@ -1,0 +1,115 @@
+"""One partition on the worker path, with the shipped model bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from survey_bars.flags import Flag
+from survey_bars.pipeline import InputItem, RunOptions, kpc_per_arcsec, process_items, sky_pa
+from survey_bars.runtime import get_runtime
+from survey_bars.saliency import object_seed, smoothgrad_batch
+
+from .conftest import galaxy_image, write_fits
+
+OPTS = RunOptions(smoothgrad_samples=16)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return get_runtime(None)
+
+
+@pytest.fixture
+def mixed_inputs(tmp_path):
+    good = [write_fits(tmp_path / f"g{i}.fits", galaxy_image(n=96, r50=8, bar_len=24 if i % 2 else None, seed=i), objid=f"G{i}", extra={"REDSHIFT": 0.05}) for i in range(4)]
+    bad = tmp_path / "broken.fits"
+    bad.write_bytes(b"not fits" * 100)
+    missing = str(tmp_path / "missing.fits")
+    return good + [str(bad), missing]
+
+
+def test_one_row_per_input_in_order(runtime, mixed_inputs):
+    t = process_items(mixed_inputs, OPTS, runtime=runtime).to_pandas()
+    assert list(t.file) == [str(p) for p in mixed_inputs]
+    assert list(t.status) == ["ok"] * 4 + ["error", "error"]
+    assert t.error[4].startswith("not_fits:") and t.error[5].startswith("missing:")
+    ok = t[t.status == "ok"]
+    for col in ["p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral"]:
+        assert ok[col].between(0, 1).all()
+    assert np.allclose(ok.p_smooth + ok.p_disc, 1, atol=1e-5)
+    assert ok.ra.notna().all() and ok.pixel_scale_arcsec.notna().all()
+
+
+def test_measured_bars_have_lengths_and_kpc(runtime, tmp_path):
+    p = write_fits(tmp_path / "b.fits", galaxy_image(n=96, r50=8, bar_len=24), objid="B", extra={"REDSHIFT": 0.05})
+    row = process_items([p], RunOptions(smoothgrad_samples=16, p_bar_min=0.0), runtime=runtime).to_pandas().iloc[0]
+    assert row.status == "ok"
+    assert row.bar_length_arcsec > 0 and row.bar_length_err_arcsec >= 0
+    assert 0 <= row.bar_pa_deg < 180
+    assert row.bar_length_kpc == pytest.approx(row.bar_length_arcsec * kpc_per_arcsec(np.array([0.05]))[0])
+
+
+def test_catalogue_overrides_and_assumed_scale(runtime, tmp_path):
+    p = write_fits(tmp_path / "nowcs.fits", galaxy_image(), wcs=False)
+    item = InputItem(file=p, object_id="X1", ra=10.0, dec=-5.0, redshift=0.03, pixel_scale=0.4)
+    row = process_items([item], OPTS, runtime=runtime).to_pandas().iloc[0]
+    assert row.status == "ok" and row.object_id == "X1" and row.ra == 10.0 and row.redshift == 0.03
+    assert row.quality_flags & Flag.ASSUMED_PIXEL_SCALE and row.quality_flags & Flag.NO_WCS
+    err = process_items([p], OPTS, runtime=runtime).to_pandas().iloc[0]
+    assert err.status == "error" and "--pixel-scale" in err.error
+
+
+def test_deterministic_across_partitioning(runtime, mixed_inputs):
+    a = process_items(mixed_inputs, OPTS, runtime=runtime).to_pandas()
+    b = process_items(mixed_inputs[::-1], OPTS, runtime=runtime).to_pandas().iloc[::-1].reset_index(drop=True)
+    c = process_items(mixed_inputs, RunOptions(smoothgrad_samples=16, chunk_size=1), runtime=runtime).to_pandas()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(a, c)
+
+
+def test_smoothgrad_seeded_by_object_id(runtime):
+    img = np.stack([galaxy_image(n=64, r50=5)] * 2)
+    rt = runtime
+    from survey_bars.normalise import normalise
+
+    frames = np.stack([normalise(i).image for i in img])
+    a = smoothgrad_batch(rt, frames, ["A", "B"], n_samples=8, n_subsets=2)
+    b = smoothgrad_batch(rt, frames[:1], ["A"], n_samples=8, n_subsets=2)
+    assert np.allclose(a[0].map, b[0].map, atol=1e-6)
+    assert not np.allclose(a[0].map, a[1].map)  # same image, other id, other noise
+    assert a[0].map.min() == 0 and a[0].map.max() == 1 and a[0].subsets.shape == (2, 64, 64)
+    assert object_seed("A") == object_seed("A") != object_seed("B")
+
+
+def test_save_saliency(runtime, tmp_path):
+    from astropy.io import fits
+
+    p = write_fits(tmp_path / "s.fits", galaxy_image(bar_len=20), objid="obj/with space")
+    sal = tmp_path / "sal"
+    process_items([p], RunOptions(smoothgrad_samples=8, save_saliency=str(sal)), runtime=runtime)
+    files = list(sal.glob("*.fits"))
+    assert len(files) == 1 and " " not in files[0].name and "/" not in files[0].name[:-5]
+    with fits.open(files[0]) as h:
+        assert h[0].data.shape == (64, 64) and h["IMAGE"].data.shape == (64, 64)
+        assert h[0].header["OBJID"] == "obj/with space" and h[0].header["SCALE"] > 0
+
+
+def test_sky_pa_conventions():
+    # north up, east left: +y is north (PA 0), -x is east (PA 90)
+    assert sky_pa(90.0, None) == pytest.approx(0.0)
+    assert sky_pa(0.0, None) == pytest.approx(90.0)
+    assert sky_pa(45.0, None) == pytest.approx(135.0)
+    flipped = np.array([[1.0, 0.0], [0.0, 1.0]])  # east right
+    assert sky_pa(45.0, flipped) == pytest.approx(45.0)
+    assert np.isnan(sky_pa(np.nan, None))
+
+
+def test_kpc_per_arcsec():
+    s = kpc_per_arcsec(np.array([0.05, np.nan, -1.0]))
+    assert s[0] == pytest.approx(1.0, rel=0.05)  # ~0.98 kpc/arcsec at z=0.05 (Planck18)
+    assert np.isnan(s[1:]).all()
+    with pytest.raises(ValueError, match="Unknown cosmology"):
+        kpc_per_arcsec(np.array([0.1]), "NoSuchCosmo")
