@@ -51,7 +51,7 @@ class NormaliseConfig:
 
     size: int = 64
     half_width_r50: float = 2.5
-    asinh_beta: float = 8.0
+    asinh_beta: float = 25.0
     border_frac: float = 0.1
     detect_nsigma: float = 2.0
     min_r50_pix: float = 1.0
@@ -220,17 +220,30 @@ def _find_galaxy(sub, noise, cfg):
     Y, X = np.mgrid[0:ny, 0:nx]
     rc = np.hypot(X - cx, Y - cy)
     search = rc <= 0.25 * min(nx, ny)
-    cand = np.where(search, smooth, -np.inf)
-    iy, ix = np.unravel_index(int(np.argmax(cand)), cand.shape)
     thresh = cfg.detect_nsigma * snoise if snoise > 0 else 0.0
     det = smooth > thresh
+    lab, nlab = ndimage.label(det)
     fallback = False
-    if not det[iy, ix] or smooth[iy, ix] <= 0:
+    seg = None
+    if nlab:
+        # the target is the detected source with the most flux near the stamp centre: a
+        # cosmic ray or a faint neighbour closer to the centre does not win over the galaxy
+        idx = np.arange(1, nlab + 1)
+        flux = ndimage.sum_labels(np.clip(sub, 0, None), lab, idx)
+        dmin = ndimage.minimum(rc, lab, idx)
+        score = np.where(dmin <= 0.25 * min(nx, ny), flux / (1.0 + (dmin / (0.1 * min(nx, ny))) ** 2), -1.0)
+        k = int(np.argmax(score))
+        if score[k] > 0:
+            seg = lab == idx[k]
+            cand = np.where(seg & search, smooth, -np.inf)
+            if not np.isfinite(cand).any():
+                cand = np.where(seg, smooth, -np.inf)
+            iy, ix = np.unravel_index(int(np.argmax(cand)), cand.shape)
+    if seg is None:
         fallback = True
         seg = np.ones_like(det)
-    else:
-        lab, _ = ndimage.label(det)
-        seg = lab == lab[iy, ix]
+        cand = np.where(search, smooth, -np.inf)
+        iy, ix = np.unravel_index(int(np.argmax(cand)), cand.shape)
     # flux-weighted centroid within a small radius of the peak
     w = np.clip(smooth, 0, None) * (np.hypot(X - ix, Y - iy) <= 3) * seg
     if w.sum() > 0:
