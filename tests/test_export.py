@@ -142,22 +142,34 @@ def test_checkpoint_round_trip(tiny, tmp_path):
 
 
 def _torch_from_onnx(bundle):
-    """Rebuild the (folded) torch nets from the forward graph's initializers."""
+    """Rebuild the (folded) torch nets from the forward graph's initializers.
+
+    Weights keep their torch names; a bias the exporter renamed (e.g. identical constants
+    merged) is found as the third input of the node that uses the matching weight.
+    """
     import onnx
 
     card = bundle.card
     morph = fold_batchnorm(MorphologyNet(card["architecture"]["morphology"]))
     length = fold_batchnorm(LengthNet(card["architecture"]["length"]))
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(bundle.forward_path)).graph.initializer}
+    graph = onnx.load(str(bundle.forward_path)).graph
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    bias_of = {n.input[1]: n.input[2] for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
     for prefix, net in (("morph.", morph), ("length.", length)):
         state = net.state_dict()
         for k in state:
-            if prefix + k in inits:
-                state[k] = torch.as_tensor(inits[prefix + k].copy())
+            name = prefix + k
+            if name not in inits and k.endswith(".bias"):
+                name = bias_of.get(name[: -len(".bias")] + ".weight", name)
+            if name in inits:
+                arr = inits[name]
+                if arr.shape != tuple(state[k].shape):
+                    arr = arr.reshape(tuple(state[k].shape))
+                state[k] = torch.as_tensor(arr.copy())
             elif k.startswith("t_"):
                 state[k] = torch.tensor(card["architecture"]["temperatures"][k[2:]])
             else:
-                pytest.skip(f"initializer {prefix + k} not found in the forward graph")
+                pytest.fail(f"initializer {name} not found in the forward graph")
         net.load_state_dict(state)
     return morph.eval(), length.eval()
 

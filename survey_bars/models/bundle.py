@@ -294,6 +294,7 @@ def write_card(bundle_dir, card):
     text = json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".card-", suffix=".json.tmp", dir=d)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a card is world-readable
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -303,6 +304,12 @@ def write_card(bundle_dir, card):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _candidate_dirs(extra_dirs=()):

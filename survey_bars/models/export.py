@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import pathlib
@@ -418,7 +419,7 @@ def _default_card(morph, length, size):
         "name": "survey-bars-model",
         "version": "0",
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "software": {"survey_bars": __version__, "torch": torch.__version__},
+        "software": {"survey_bars": __version__, "torch": str(torch.__version__)},
         "input_shape": [1, size, size],
         "preprocessing": cfg.to_dict(),
         "inputs": {
@@ -490,6 +491,9 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 directories
         export_forward(model, regressor, tmp / "forward.onnx", size)
         export_saliency(model, tmp / "saliency.onnx", size)
         if check:
@@ -538,7 +542,8 @@ def save_checkpoint(path, model, regressor, card_extra=None):
             "length_arch": regressor.arch,
             "morph": model.state_dict(),
             "length": regressor.state_dict(),
-            "card_extra": card_extra or {},
+            # JSON round trip: plain types only, so weights_only loading accepts it
+            "card_extra": json.loads(json.dumps(card_extra or {})),
         },
         os.fspath(path),
     )

@@ -1,0 +1,817 @@
+"""Training the morphology CNN and the direct bar-length CNN, then exporting a bundle.
+
+``survey-bars train --data DIR [DIR ...] [--labels TABLE] --out BUNDLE_DIR`` trains on
+
+* directories written by ``survey-bars simulate`` (FITS cutouts plus ``truth.parquet`` with
+  ``file``, ``class`` in {smooth, edge_on, disc, barred}, ``has_bar``, ``has_spiral``,
+  ``bar_length_arcsec`` (full length) and ``pixel_scale_arcsec``), or
+* any labelled FITS set: ``--labels`` names a CSV or Parquet table with a ``file`` column
+  (absolute, or relative to a ``--data`` directory or to the table) and any of the label
+  columns ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``,
+  ``pixel_scale_arcsec``. Missing labels are left out of the corresponding loss.
+
+Every file goes through :func:`survey_bars.cutouts.read_cutout` and
+:func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
+process pool; the frames are cached in an ``.npz`` keyed by a hash of the file list (with
+sizes and modification times) and the preprocessing configuration. Truth lengths are
+converted to model-frame pixels as ``bar_length_arcsec / pixel_scale_arcsec / scale``.
+
+The data are split (from the seed) into train, validation and test sets. The networks train
+with the eight 90-degree rotations and flips as augmentation (bar length is invariant), the
+temperatures are fitted on the validation set, and the held-out metrics (bar ROC AUC among
+discs and overall, ECE per head, direct-length Pearson r and median relative error) are
+measured on the test set and written into the bundle card. Training is deterministic for a
+given seed and thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import shlex
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ..normalise import NormaliseConfig
+
+__all__ = [
+    "CLASS_MAP",
+    "load_labels",
+    "preprocess",
+    "roc_auc",
+    "expected_calibration_error",
+    "fit_temperature",
+    "train",
+    "configure_parser",
+    "run_cli",
+]
+
+#: Accepted spellings of the morphology class -> index in the 3-way softmax.
+CLASS_MAP = {
+    "smooth": 0, "elliptical": 0, "early": 0,
+    "edge_on": 1, "edge-on": 1, "edgeon": 1,
+    "disc": 2, "disk": 2, "barred": 2, "spiral": 2, "featured": 2, "face_on": 2,
+}
+_CACHE_VERSION = 1
+_LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "pixel_scale_arcsec")
+
+
+def _log(msg):
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _read_table(path):
+    import pandas as pd
+
+    p = str(path)
+    if p.endswith((".parquet", ".pq")):
+        return pd.read_parquet(p)
+    if p.endswith((".csv", ".txt")):
+        return pd.read_csv(p)
+    if p.endswith((".fits", ".fit")):
+        from astropy.table import Table
+
+        return Table.read(p).to_pandas()
+    msg = f"Cannot read the label table {p!r}: use a .csv, .parquet or .fits table."
+    raise ValueError(msg)
+
+
+def load_labels(data_dirs, labels=None):
+    """Collect the training files and their labels.
+
+    Parameters
+    ----------
+    data_dirs : list of str
+        Directories written by ``survey-bars simulate`` (each with ``truth.parquet``), or
+        directories of FITS files named in ``labels``.
+    labels : str, optional
+        CSV/Parquet/FITS table with a ``file`` column and label columns (see the module
+        docstring). Without it each directory's ``truth.parquet`` is used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path`` (absolute), ``morph`` (0/1/2 or -1 when unknown), ``has_bar`` and
+        ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec`` and ``pixel_scale_arcsec``
+        (NaN when unknown), and ``class`` (the original label or "").
+
+    Raises
+    ------
+    ValueError
+        When no table is found, a required column is missing or files are missing.
+    """
+    import pandas as pd
+
+    dirs = [pathlib.Path(d).expanduser().resolve() for d in data_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            msg = f"The data directory {str(d)!r} does not exist."
+            raise ValueError(msg)
+    frames = []
+    if labels is None:
+        for d in dirs:
+            truth = d / "truth.parquet"
+            if not truth.is_file():
+                msg = (f"{str(d)!r} has no truth.parquet. Pass a directory written by `survey-bars "
+                       "simulate`, or give --labels TABLE for your own FITS files.")
+                raise ValueError(msg)
+            t = pd.read_parquet(truth)
+            t["path"] = [str(d / f) for f in t["file"]]
+            frames.append(t)
+    else:
+        t = _read_table(labels)
+        if "file" not in t.columns:
+            msg = f"The label table {labels!r} has no 'file' column (columns: {list(t.columns)})."
+            raise ValueError(msg)
+        bases = dirs + [pathlib.Path(labels).resolve().parent]
+        paths = []
+        for f in t["file"].astype(str):
+            p = pathlib.Path(f).expanduser()
+            if not p.is_absolute():
+                p = next((b / f for b in bases if (b / f).exists()), bases[0] / f)
+            paths.append(str(p))
+        t["path"] = paths
+        if not any(c in t.columns for c in ("class", "has_bar", "has_spiral", "bar_length_arcsec")):
+            msg = (f"The label table {labels!r} has no label column; give at least one of class, "
+                   "has_bar, has_spiral, bar_length_arcsec.")
+            raise ValueError(msg)
+        frames.append(t)
+    t = pd.concat(frames, ignore_index=True)
+    missing = [p for p in t["path"] if not os.path.exists(p)]
+    if missing:
+        msg = f"{len(missing)} labelled files are missing, e.g. {missing[0]!r}. Check --data and the 'file' column."
+        raise ValueError(msg)
+    out = pd.DataFrame({"path": t["path"].astype(str)})
+    cls = t["class"].astype(str).str.strip().str.lower() if "class" in t.columns else pd.Series([""] * len(t))
+    unknown = sorted(set(cls) - set(CLASS_MAP) - {"", "nan", "none"})
+    if unknown:
+        msg = f"Unknown class labels {unknown}; use one of {sorted(set(CLASS_MAP))}."
+        raise ValueError(msg)
+    out["class"] = cls.where(cls.isin(list(CLASS_MAP)), "").values
+    out["morph"] = [CLASS_MAP.get(c, -1) for c in out["class"]]
+
+    def _float(col):
+        if col not in t.columns:
+            return np.full(len(t), np.nan)
+        return pd.to_numeric(t[col], errors="coerce").astype(float).values
+
+    out["has_bar"] = _float("has_bar")
+    if "has_bar" not in t.columns and "class" in t.columns:
+        out["has_bar"] = np.where(out["class"] == "barred", 1.0, np.where(out["morph"] >= 0, 0.0, np.nan))
+    out["has_spiral"] = _float("has_spiral")
+    out["bar_length_arcsec"] = _float("bar_length_arcsec")
+    out["pixel_scale_arcsec"] = _float("pixel_scale_arcsec")
+    return out
+
+
+def _prep_one(args):
+    path, pixel_scale, cfg_dict = args
+    from ..cutouts import CutoutError, read_cutout
+    from ..normalise import normalise
+
+    cfg = NormaliseConfig.from_dict(cfg_dict)
+    try:
+        ps = pixel_scale if np.isfinite(pixel_scale) else None
+        cut = read_cutout(path, pixel_scale=ps)
+        norm = normalise(cut.data, cfg)
+        scale = ps if ps is not None else cut.pixel_scale_arcsec
+        return norm.image, float(norm.scale), float(scale or np.nan), ""
+    except (CutoutError, ValueError) as exc:
+        return np.zeros((cfg.size, cfg.size), np.float32), np.nan, np.nan, str(exc)[:200]
+
+
+def _cache_key(paths, pixel_scales, cfg):
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": _CACHE_VERSION, "cfg": cfg.to_dict()}, sort_keys=True).encode())
+    for p, s in zip(paths, pixel_scales):
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{s!r}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _cache_dirs(paths):
+    first = pathlib.Path(paths[0]).parent
+    return [first / ".survey-bars-cache", pathlib.Path.home() / ".cache" / "survey-bars"]
+
+
+def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
+    """Read and normalise every file, with a cache.
+
+    Parameters
+    ----------
+    paths : list of str
+        FITS files.
+    pixel_scales : array_like
+        Pixel scale (arcsec) per file to use, NaN to take it from the WCS.
+    config : NormaliseConfig, optional
+        Preprocessing (default ``NormaliseConfig()``).
+    workers : int, optional
+        Processes of the preprocessing pool.
+    cache : bool, optional
+        Read and write the ``.npz`` cache (in ``.survey-bars-cache/`` next to the data, or
+        ``~/.cache/survey-bars``).
+
+    Returns
+    -------
+    dict
+        ``images`` float32 ``(N, S, S)``, ``scale`` (input pixels per model pixel),
+        ``pixel_scale`` (arcsec) and ``error`` (empty string when the file was usable).
+    """
+    cfg = config or NormaliseConfig()
+    paths = [str(p) for p in paths]
+    scales = [float(s) for s in np.asarray(pixel_scales, dtype=float)]
+    key = _cache_key(paths, scales, cfg)
+    if cache:
+        for d in _cache_dirs(paths):
+            f = d / f"prep-{key}.npz"
+            if f.is_file():
+                try:
+                    with np.load(f, allow_pickle=False) as z:
+                        res = {k: z[k] for k in ("images", "scale", "pixel_scale", "error")}
+                    _log(f"preprocessed frames read from the cache {f}")
+                    return res
+                except (OSError, ValueError, KeyError):
+                    pass
+    t0 = time.time()
+    jobs = [(p, s, cfg.to_dict()) for p, s in zip(paths, scales)]
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            results = pool.map(_prep_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
+    else:
+        results = [_prep_one(j) for j in jobs]
+    res = {
+        "images": np.stack([r[0] for r in results]).astype(np.float32),
+        "scale": np.array([r[1] for r in results], dtype=np.float64),
+        "pixel_scale": np.array([r[2] for r in results], dtype=np.float64),
+        "error": np.array([r[3] for r in results], dtype=str),
+    }
+    _log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
+    if cache:
+        for d in _cache_dirs(paths):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **res)
+                os.replace(tmp, d / f"prep-{key}.npz")
+                break
+            except OSError:
+                continue
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+
+
+def roc_auc(score, label):
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half).
+
+    Parameters
+    ----------
+    score : array_like
+        Scores, higher meaning positive.
+    label : array_like of bool
+        True labels.
+
+    Returns
+    -------
+    float
+        NaN when one class is absent.
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(score, dtype=float)
+    y = np.asarray(label, dtype=bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def expected_calibration_error(prob, label, n_bins=15):
+    """Expected calibration error with equal-width bins.
+
+    Parameters
+    ----------
+    prob : array_like
+        Predicted probability of the event (binary) or confidence of the predicted class.
+    label : array_like of bool
+        Whether the event happened (or the predicted class was right).
+    n_bins : int, optional
+        Number of bins on [0, 1].
+
+    Returns
+    -------
+    float
+        ``sum_b (n_b / N) |mean(label_b) - mean(prob_b)|``.
+    """
+    p = np.asarray(prob, dtype=float)
+    y = np.asarray(label, dtype=float)
+    if p.size == 0:
+        return float("nan")
+    idx = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = idx == b
+        if sel.any():
+            ece += sel.sum() / p.size * abs(y[sel].mean() - p[sel].mean())
+    return float(ece)
+
+
+def _nll_softmax(z, y, t):
+    z = z / t
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def _nll_sigmoid(z, y, t):
+    z = z / t
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def fit_temperature(logits, labels, kind="binary"):
+    """Fit a temperature by minimising the negative log-likelihood.
+
+    Parameters
+    ----------
+    logits : ndarray
+        ``(N,)`` for ``kind="binary"`` or ``(N, K)`` for ``kind="softmax"``.
+    labels : ndarray
+        0/1 labels, or class indices.
+    kind : {"binary", "softmax"}
+
+    Returns
+    -------
+    float
+        The temperature ``T`` (probabilities are ``sigmoid(z / T)`` or ``softmax(z / T)``).
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    if len(y) == 0:
+        return 1.0
+    f = _nll_softmax if kind == "softmax" else _nll_sigmoid
+    if kind != "softmax":
+        y = y.astype(np.float64)
+    res = minimize_scalar(lambda lt: f(z, y, np.exp(lt)), bounds=(-3.0, 3.0), method="bounded")
+    return float(np.exp(res.x))
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def _augment(x, rng):
+    """Apply one of the eight rotations/flips to each item (a torch batch ``(B, 1, S, S)``)."""
+    import torch
+
+    k = rng.integers(0, 8, size=x.shape[0])
+    out = x.clone()
+    for t in range(8):
+        sel = np.nonzero(k == t)[0]
+        if sel.size == 0:
+            continue
+        idx = torch.as_tensor(sel)
+        v = x[idx]
+        if t >= 4:
+            v = torch.flip(v, dims=(3,))
+        out[idx] = torch.rot90(v, t % 4, dims=(2, 3))
+    return out
+
+
+def _predict(net, images, fn, batch=512):
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            outs.append(fn(net, torch.as_tensor(images[i : i + batch][:, None])).numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log):
+    import torch
+    import torch.nn.functional as F
+
+    from .nets import MorphologyNet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    net = MorphologyNet(arch)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * int(np.ceil(len(tr) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
+    morph = torch.as_tensor(lab["morph"], dtype=torch.long)
+    bar = torch.as_tensor(lab["has_bar"], dtype=torch.float32)
+    spiral = torch.as_tensor(lab["has_spiral"], dtype=torch.float32)
+
+    def loss_fn(z, idx):
+        loss = 0.0
+        m = morph[idx]
+        if (m >= 0).any():
+            loss = loss + F.cross_entropy(z[:, :3], m, ignore_index=-1)
+        for col, y in ((3, bar[idx]), (4, spiral[idx])):
+            ok = torch.isfinite(y)
+            if ok.any():
+                loss = loss + F.binary_cross_entropy_with_logits(z[ok, col], y[ok])
+        return loss
+
+    best, best_state = np.inf, None
+    for ep in range(epochs):
+        net.train()
+        order = rng.permutation(tr)
+        tot, n = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            x = _augment(torch.as_tensor(images[idx][:, None]), rng)
+            z = net(x)
+            loss = loss_fn(z, torch.as_tensor(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+        net.eval()
+        vz = _predict(net, images[va], lambda m, x: m(x))
+        vloss = float(loss_fn(torch.as_tensor(vz), torch.as_tensor(va))) if len(va) else tot / max(n, 1)
+        log(f"morphology epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, validation loss {vloss:.4f}")
+        if vloss < best:
+            best = vloss
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net.eval()
+
+
+def _train_length(images, logl, tr, va, *, epochs, batch_size, lr, seed, arch, log):
+    import torch
+    import torch.nn.functional as F
+
+    from .nets import LengthNet
+
+    torch.manual_seed(seed + 1)
+    rng = np.random.default_rng([seed, 2])
+    net = LengthNet(arch)
+    with torch.no_grad():
+        net.head.bias.fill_(float(np.mean(logl[tr])) if len(tr) else 2.5)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * int(np.ceil(max(len(tr), 1) / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
+    y_all = torch.as_tensor(logl, dtype=torch.float32)
+    best, best_state = np.inf, None
+    for ep in range(epochs):
+        net.train()
+        order = rng.permutation(tr)
+        tot, n = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = np.sort(order[i : i + batch_size])
+            if len(idx) < 2:
+                continue
+            x = _augment(torch.as_tensor(images[idx][:, None]), rng)
+            loss = F.smooth_l1_loss(net.log_length(x), y_all[idx], beta=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+        net.eval()
+        if len(va):
+            pv = _predict(net, images[va], lambda m, x: m.log_length(x))
+            vloss = float(np.median(np.abs(np.exp(pv - logl[va]) - 1)))
+        else:
+            vloss = tot / max(n, 1)
+        log(f"length epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, validation median rel. error {vloss:.4f}")
+        if vloss < best:
+            best = vloss
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net.eval()
+
+
+def _split(n, seed, val_frac, test_frac):
+    rng = np.random.default_rng([seed, 0])
+    perm = rng.permutation(n)
+    n_test = int(round(test_frac * n))
+    n_val = int(round(val_frac * n))
+    if n >= 6:
+        n_test, n_val = max(n_test, 1), max(n_val, 1)
+    test = np.sort(perm[:n_test])
+    val = np.sort(perm[n_test : n_test + n_val])
+    train = np.sort(perm[n_test + n_val :])
+    return train, val, test
+
+
+def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
+    """Held-out metrics on the test indices (probabilities calibrated with the net's temperatures)."""
+    import torch
+
+    out = {"n_test": int(len(idx))}
+    if len(idx) == 0:
+        return out
+    z = _predict(net, images[idx], lambda m, x: m(x))
+    t_m, t_b, t_s = float(net.t_morph), float(net.t_bar), float(net.t_spiral)
+    zm = z[:, :3] / t_m
+    pm = np.exp(zm - zm.max(axis=1, keepdims=True))
+    pm /= pm.sum(axis=1, keepdims=True)
+    p_bar = 1 / (1 + np.exp(-z[:, 3] / t_b))
+    p_bar_raw = 1 / (1 + np.exp(-z[:, 3]))
+    p_sp = 1 / (1 + np.exp(-z[:, 4] / t_s))
+    p_sp_raw = 1 / (1 + np.exp(-z[:, 4]))
+    morph = lab["morph"][idx]
+    bar = lab["has_bar"][idx]
+    sp = lab["has_spiral"][idx]
+    cls = lab["class"][idx]
+    ok = morph >= 0
+    if ok.any():
+        pred = pm.argmax(axis=1)
+        out["morph_accuracy"] = float((pred[ok] == morph[ok]).mean())
+        out["ece_morph"] = expected_calibration_error(pm[ok].max(axis=1), pred[ok] == morph[ok])
+        out["ece_smooth"] = expected_calibration_error(pm[ok, 0], morph[ok] == 0)
+        out["ece_edge_on"] = expected_calibration_error(pm[ok, 1], morph[ok] == 1)
+        zr = z[ok, :3] - z[ok, :3].max(axis=1, keepdims=True)
+        pr = np.exp(zr) / np.exp(zr).sum(axis=1, keepdims=True)
+        out["ece_morph_uncalibrated"] = expected_calibration_error(pr.max(axis=1), pr.argmax(axis=1) == morph[ok])
+        out["smooth_auc"] = roc_auc(pm[ok, 0], morph[ok] == 0)
+        out["edge_on_auc"] = roc_auc(pm[ok, 1], morph[ok] == 1)
+    okb = np.isfinite(bar)
+    if okb.any():
+        out["bar_auc"] = roc_auc(p_bar[okb], bar[okb] > 0.5)
+        out["ece_bar"] = expected_calibration_error(p_bar[okb], bar[okb] > 0.5)
+        out["ece_bar_uncalibrated"] = expected_calibration_error(p_bar_raw[okb], bar[okb] > 0.5)
+        discs = okb & np.isin(cls, ["disc", "barred", "disk", "spiral", "featured", "face_on"])
+        if not np.isin(cls, list(CLASS_MAP)).any():
+            discs = okb
+        out["bar_auc_discs"] = roc_auc(p_bar[discs], bar[discs] > 0.5)
+        out["n_test_discs"] = int(discs.sum())
+        out["bar_accuracy"] = float(((p_bar[okb] > 0.5) == (bar[okb] > 0.5)).mean())
+    oks = np.isfinite(sp)
+    if oks.any():
+        out["spiral_auc"] = roc_auc(p_sp[oks], sp[oks] > 0.5)
+        out["ece_spiral"] = expected_calibration_error(p_sp[oks], sp[oks] > 0.5)
+        out["ece_spiral_uncalibrated"] = expected_calibration_error(p_sp_raw[oks], sp[oks] > 0.5)
+    if len(lidx) >= 3:
+        pred = _predict(length_net, images[lidx], lambda m, x: m(x))
+        true = np.exp(logl[lidx])
+        rel = np.abs(pred - true) / true
+        conv = scale_to_arcsec[lidx]
+        out["direct_length_n"] = int(len(lidx))
+        out["direct_length_pearson_r"] = float(np.corrcoef(pred * conv, true * conv)[0, 1])
+        out["direct_length_pearson_r_model_px"] = float(np.corrcoef(pred, true)[0, 1])
+        out["direct_length_median_rel_err"] = float(np.median(rel))
+        out["direct_length_rmse_arcsec"] = float(np.sqrt(np.mean(((pred - true) * conv) ** 2)))
+        out["direct_length_median_bias"] = float(np.median((pred - true) / true))
+    del torch
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else round(v, 5) if isinstance(v, float) else v)
+            for k, v in out.items()}
+
+
+def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0, threads=1, workers=None,
+          val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None,
+          checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
+          preprocessing=None, log=_log):
+    """Train both networks and export a bundle.
+
+    Parameters
+    ----------
+    data_dirs : list of str
+        Simulation directories, or FITS directories with ``labels``.
+    out : str
+        Bundle directory to write.
+    labels : str, optional
+        Label table for user data (see :func:`load_labels`).
+    epochs : int, optional
+        Epochs of the morphology network.
+    length_epochs : int, optional
+        Epochs of the length regressor (default ``2 * epochs``; it sees only barred galaxies).
+    seed : int, optional
+        Seed of the split, the initialisation, the batch order and the augmentation.
+    threads : int, optional
+        Torch intra-op threads.
+    workers : int, optional
+        Preprocessing processes (default ``threads``).
+    val_frac, test_frac : float, optional
+        Fractions for the calibration (validation) and the held-out (test) sets.
+    batch_size : int, optional
+    lr : float, optional
+        Peak learning rate (one-cycle schedule).
+    arch, length_arch : dict, optional
+        Trunk architectures (default :data:`survey_bars.models.nets.DEFAULT_ARCH`).
+    checkpoint : str, optional
+        Also save a torch checkpoint here (for ``survey-bars export``).
+    name, version : str, optional
+        Recorded in the card.
+    command : str, optional
+        The command line recorded in the card (default: this process's).
+    cache : bool, optional
+        Use the preprocessing cache.
+    preprocessing : NormaliseConfig, optional
+        Preprocessing (default ``NormaliseConfig()``).
+    log : callable, optional
+        Progress messages.
+
+    Returns
+    -------
+    Bundle
+        The exported bundle.
+    """
+    import torch
+
+    from .export import export_bundle, save_checkpoint
+    from .nets import DEFAULT_ARCH
+
+    t_start = time.time()
+    torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True)
+    cfg = preprocessing or NormaliseConfig()
+    workers = int(workers or threads)
+    lab_df = load_labels(data_dirs, labels)
+    log(f"{len(lab_df)} labelled files from {len(data_dirs)} director{'y' if len(data_dirs) == 1 else 'ies'}")
+    prep = preprocess(lab_df["path"].tolist(), lab_df["pixel_scale_arcsec"].values, cfg, workers=workers, cache=cache)
+    good = prep["error"] == ""
+    if (~good).any():
+        log(f"{int((~good).sum())} files could not be used, e.g. {lab_df['path'][np.argmax(~good)]}: "
+            f"{prep['error'][np.argmax(~good)]}")
+    keep = np.nonzero(good)[0]
+    if len(keep) < 8:
+        msg = f"Only {len(keep)} usable labelled files; at least 8 are needed to train."
+        raise ValueError(msg)
+    images = prep["images"][keep]
+    lab = {
+        "morph": lab_df["morph"].values[keep].astype(np.int64),
+        "has_bar": lab_df["has_bar"].values[keep].astype(np.float64),
+        "has_spiral": lab_df["has_spiral"].values[keep].astype(np.float64),
+        "class": lab_df["class"].values[keep].astype(str),
+    }
+    pix = np.where(np.isfinite(lab_df["pixel_scale_arcsec"].values[keep]),
+                   lab_df["pixel_scale_arcsec"].values[keep], prep["pixel_scale"][keep])
+    scale_to_arcsec = prep["scale"][keep] * pix  # arcsec per model pixel
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length_px = lab_df["bar_length_arcsec"].values[keep] / scale_to_arcsec
+    has_len = np.isfinite(length_px) & (length_px > 0) & (np.nan_to_num(lab["has_bar"], nan=1.0) > 0.5)
+    logl = np.where(has_len, np.log(np.where(has_len, length_px, 1.0)), np.nan)
+
+    tr, va, te = _split(len(keep), seed, val_frac, test_frac)
+    ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
+    log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
+
+    arch = arch or DEFAULT_ARCH
+    length_arch = length_arch or arch
+    t0 = time.time()
+    net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log)
+    t_morph = time.time() - t0
+    # temperatures on the validation split
+    if len(va):
+        z = _predict(net, images[va], lambda m, x: m(x))
+        with torch.no_grad():
+            mk = lab["morph"][va] >= 0
+            if mk.sum() >= 2:
+                net.t_morph.fill_(fit_temperature(z[mk, :3], lab["morph"][va][mk], "softmax"))
+            for col, key, buf in ((3, "has_bar", net.t_bar), (4, "has_spiral", net.t_spiral)):
+                y = lab[key][va]
+                ok = np.isfinite(y)
+                if ok.sum() >= 2:
+                    buf.fill_(fit_temperature(z[ok, col], y[ok], "binary"))
+    log(f"temperatures: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, spiral {float(net.t_spiral):.3f}")
+    t0 = time.time()
+    length_net = _train_length(images, logl, ltr, lva, epochs=length_epochs or 2 * epochs, batch_size=min(batch_size, 64),
+                               lr=lr, seed=seed, arch=length_arch, log=log)
+    t_length = time.time() - t0
+    metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec)
+    log("held-out metrics: " + json.dumps(metrics))
+    classes = {str(k): int(v) for k, v in zip(*np.unique(lab["class"], return_counts=True))}
+    card_extra = {
+        "name": name,
+        "version": version,
+        "preprocessing": cfg.to_dict(),
+        "training": {
+            "command": command or " ".join(shlex.quote(a) for a in ["survey-bars", *sys.argv[1:]]),
+            "seed": int(seed),
+            "data": {
+                "directories": [str(pathlib.Path(d).resolve()) for d in data_dirs],
+                "labels": str(labels) if labels else "truth.parquet of each directory (survey-bars simulate)",
+                "n_files": int(len(lab_df)),
+                "n_used": int(len(keep)),
+                "classes": classes,
+                "n_barred_with_length": int(has_len.sum()),
+                "split": {"train": int(len(tr)), "validation": int(len(va)), "test": int(len(te))},
+            },
+            "epochs": int(epochs),
+            "length_epochs": int(length_epochs or 2 * epochs),
+            "batch_size": int(batch_size),
+            "learning_rate": float(lr),
+            "augmentation": "8 rotations/flips",
+            "threads": int(threads),
+            "wall_time_s": None,
+            "morphology_train_s": round(t_morph, 1),
+            "length_train_s": round(t_length, 1),
+            "torch": str(torch.__version__),
+            "calibration": "temperature scaling on the validation split, folded into the forward graph",
+            "metrics_on": "test split (held out from training and calibration)",
+        },
+        "metrics": metrics,
+    }
+    if checkpoint:
+        save_checkpoint(checkpoint, net, length_net, card_extra)
+    card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
+    bundle = export_bundle(net, length_net, out, card_extra, seed=seed)
+    # the wall time includes the export
+    from .bundle import load_bundle, write_card
+
+    card = dict(bundle.card)
+    card["training"] = {**card["training"], "wall_time_s": round(time.time() - t_start, 1)}
+    write_card(bundle.path, card)
+    log(f"wrote {bundle.path} in {time.time() - t_start:.0f} s")
+    return load_bundle(bundle.path)
+
+
+def configure_parser(parser):
+    """Add the ``survey-bars train`` arguments to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    """
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                        help="directories from `survey-bars simulate`, or of FITS files named in --labels")
+    parser.add_argument("--labels", metavar="TABLE", help="CSV/Parquet label table for your own FITS files")
+    parser.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="bundle directory to write")
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of the morphology CNN (default 12)")
+    parser.add_argument("--length-epochs", type=int, help="epochs of the length CNN (default 2 x --epochs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and augmentation")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--workers", type=int, help="preprocessing processes (default --threads)")
+    parser.add_argument("--val-frac", type=float, default=0.15, help="validation (calibration) fraction")
+    parser.add_argument("--test-frac", type=float, default=0.15, help="held-out test fraction for the card's metrics")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--arch", help="trunk architecture as JSON (default: the nets.DEFAULT_ARCH)")
+    parser.add_argument("--checkpoint", help="also save a torch checkpoint here (for `survey-bars export`)")
+    parser.add_argument("--name", default="survey-bars-model", help="bundle name for the card")
+    parser.add_argument("--version", dest="bundle_version", default="0", help="bundle version for the card")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the preprocessing cache")
+
+
+def _command_from_args(args):
+    """The canonical ``survey-bars train`` command line of parsed arguments."""
+    parts = ["survey-bars", "train", "--data", *args.data]
+    if args.labels:
+        parts += ["--labels", args.labels]
+    parts += ["--out", args.out, "--epochs", str(args.epochs)]
+    if args.length_epochs:
+        parts += ["--length-epochs", str(args.length_epochs)]
+    parts += ["--seed", str(args.seed), "--threads", str(args.threads)]
+    if args.workers:
+        parts += ["--workers", str(args.workers)]
+    parts += ["--val-frac", str(args.val_frac), "--test-frac", str(args.test_frac),
+              "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+    if args.arch:
+        parts += ["--arch", args.arch]
+    if args.checkpoint:
+        parts += ["--checkpoint", args.checkpoint]
+    parts += ["--name", args.name, "--version", args.bundle_version]
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def run_cli(args):
+    """Run ``survey-bars train``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    int
+        Exit code.
+    """
+    arch = json.loads(args.arch) if args.arch else None
+    try:
+        b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
+                  seed=args.seed, threads=args.threads, workers=args.workers, val_frac=args.val_frac,
+                  test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
+                  checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
+                  command=_command_from_args(args))
+    except ValueError as exc:
+        print(f"survey-bars train: {exc}", file=sys.stderr)
+        return 2
+    m = b.card["metrics"]
+    print(json.dumps({"bundle": str(b.path), "metrics": m}, indent=2))
+    return 0

@@ -1,0 +1,158 @@
+"""Networks, training helpers, and a training smoke test that produces a loadable bundle."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from survey_bars.models.bundle import load_bundle  # noqa: E402
+from survey_bars.models.nets import (  # noqa: E402
+    CLASS_NAMES,
+    DEFAULT_ARCH,
+    LengthNet,
+    MorphologyNet,
+    forward_flops,
+)
+from survey_bars.models.train import (  # noqa: E402
+    _augment,
+    _split,
+    expected_calibration_error,
+    fit_temperature,
+    load_labels,
+    preprocess,
+    roc_auc,
+)
+
+from .conftest import galaxy_image, write_fits  # noqa: E402
+
+TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
+
+
+def test_default_architecture_is_small():
+    mflop = forward_flops(DEFAULT_ARCH) / 1e6
+    assert 10 <= mflop <= 30
+    net = MorphologyNet()
+    assert sum(p.numel() for p in net.parameters()) < 200_000
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+
+
+def test_output_shapes_and_probabilities():
+    torch.manual_seed(0)
+    net, reg = MorphologyNet(TINY).eval(), LengthNet(TINY).eval()
+    x = torch.randn(5, 1, 64, 64)
+    with torch.no_grad():
+        z = net(x)
+        p = net.probs(x)
+        length = reg(x)
+    assert z.shape == (5, 5) and p.shape == (5, len(CLASS_NAMES)) and length.shape == (5,)
+    assert torch.all((p >= 0) & (p <= 1))
+    torch.testing.assert_close(p[:, 0] + p[:, 1], torch.ones(5))
+    assert torch.all(p[:, 2] <= p[:, 1] + 1e-6)  # edge-on discs are discs
+    assert torch.all(length > 0)
+    torch.testing.assert_close(net.bar_logit(x), z[:, 3])
+
+
+def test_roc_auc_and_ece():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc_auc([0.5, 0.5], [0, 1]) == 0.5
+    assert np.isnan(roc_auc([0.1, 0.2], [1, 1]))
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=200_000)
+    y = rng.uniform(size=p.size) < p
+    assert expected_calibration_error(p, y) < 0.01
+    assert expected_calibration_error(np.clip(p * 1.5, 0, 1), y) > 0.05
+
+
+@pytest.mark.parametrize("kind", ["binary", "softmax"])
+def test_fit_temperature_recovers_overconfidence(kind):
+    rng = np.random.default_rng(1)
+    n = 20_000
+    if kind == "binary":
+        z = rng.normal(0, 2, n)
+        y = rng.uniform(size=n) < 1 / (1 + np.exp(-z))
+        t = fit_temperature(3.0 * z, y, "binary")
+    else:
+        z = rng.normal(0, 1.5, (n, 3))
+        pz = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        y = np.array([rng.choice(3, p=q) for q in pz])
+        t = fit_temperature(3.0 * z, y, "softmax")
+    assert t == pytest.approx(3.0, rel=0.1)
+
+
+def test_augment_is_a_dihedral_transform():
+    rng = np.random.default_rng(0)
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).repeat(8, 1, 1, 1)
+    y = _augment(x, rng)
+    for a, b in zip(x, y):
+        variants = [torch.rot90(v, k, (1, 2)) for v in (a, torch.flip(a, (2,))) for k in range(4)]
+        assert any(torch.equal(b, v) for v in variants)
+
+
+def test_split_is_deterministic_and_disjoint():
+    a = _split(100, 3, 0.15, 0.15)
+    b = _split(100, 3, 0.15, 0.15)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert sorted(np.concatenate(a).tolist()) == list(range(100))
+    assert len(a[1]) == 15 and len(a[2]) == 15
+
+
+def test_user_label_table_and_cache(tmp_path):
+    d = tmp_path / "fits"
+    d.mkdir()
+    rows = []
+    for i in range(4):
+        write_fits(d / f"g{i}.fits", galaxy_image(n=80, r50=6.0, bar_len=16.0 if i % 2 else None, seed=i), scale=0.25)
+        rows.append({"file": f"g{i}.fits", "class": "disc" if i % 2 else "smooth", "has_bar": i % 2,
+                     "bar_length_arcsec": 4.0 if i % 2 else np.nan})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    lab = load_labels([d], str(tmp_path / "labels.csv"))
+    assert lab["morph"].tolist() == [0, 2, 0, 2]
+    assert lab["has_bar"].tolist() == [0, 1, 0, 1]
+    assert np.isnan(lab["has_spiral"]).all()
+    prep = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1)
+    assert prep["images"].shape == (4, 64, 64) and (prep["error"] == "").all()
+    assert prep["pixel_scale"] == pytest.approx(0.25, rel=1e-3)
+    cached = list((d / ".survey-bars-cache").glob("prep-*.npz"))
+    assert len(cached) == 1
+    again = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1)
+    np.testing.assert_array_equal(again["images"], prep["images"])
+
+    bad = pd.DataFrame([{"file": "g0.fits", "class": "blob"}])
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="Unknown class labels"):
+        load_labels([d], str(tmp_path / "bad.csv"))
+    with pytest.raises(ValueError, match="no truth.parquet"):
+        load_labels([d])
+
+
+def test_training_smoke(tmp_path):
+    """A few dozen simulated galaxies, one epoch: the result is a loadable, consistent bundle."""
+    from survey_bars.cli import main
+    from survey_bars.simulate import simulate
+
+    data = tmp_path / "sims"
+    simulate(str(data), 24, seed=11, survey="mixed", workers=1)
+    out = tmp_path / "bundle"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--length-epochs", "1",
+               "--seed", "3", "--arch", json.dumps(TINY), "--batch-size", "16", "--checkpoint",
+               str(tmp_path / "ck.pt"), "--name", "smoke"])
+    assert rc == 0
+    b = load_bundle(out)
+    card = b.card
+    assert card["name"] == "smoke" and card["training"]["seed"] == 3
+    assert card["training"]["data"]["n_files"] == 24
+    assert card["training"]["wall_time_s"] > 0 and "survey-bars train" in card["training"]["command"]
+    assert card["export_check"]["grad_rel_err"] <= 1e-3
+    for key in ("bar_auc", "ece_bar", "ece_morph", "n_test"):
+        assert key in card["metrics"]
+    assert (data / ".survey-bars-cache").is_dir()
+    assert (tmp_path / "ck.pt").is_file()
+    assert not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
