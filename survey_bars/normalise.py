@@ -210,6 +210,39 @@ def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
     return plane, float(noise)
 
 
+def _deblend(smooth, sub, seg, iy, ix, thresh, min_flux_frac=0.05):
+    """Split touching sources (stars, neighbours) off the target's segment.
+
+    A watershed of the smoothed image, seeded at its local maxima, cuts the segment into
+    regions. Regions holding less than ``min_flux_frac`` of the segment's flux (star-forming
+    clumps, arm knots) stay with the target; brighter ones that do not hold the target's peak
+    are separate sources and are removed.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    peaks = peak_local_max(np.where(seg, smooth, 0.0), min_distance=3, threshold_abs=max(thresh, 0.0), labels=seg.astype(np.int32), exclude_border=False)
+    if len(peaks) < 2:
+        return seg
+    markers = np.zeros(seg.shape, dtype=np.int32)
+    for k, (py, px) in enumerate(peaks, start=1):
+        markers[py, px] = k
+    if markers[iy, ix] == 0:
+        markers[iy, ix] = len(peaks) + 1
+    ws = watershed(-smooth, markers, mask=seg)
+    target = ws[iy, ix]
+    pos = np.clip(sub, 0, None)
+    total = float(pos[seg].sum())
+    if total <= 0:
+        return seg
+    n = int(ws.max())
+    fluxes = ndimage.sum_labels(pos, ws, np.arange(1, n + 1))
+    keep = (fluxes < min_flux_frac * total) | (np.arange(1, n + 1) == target)
+    out = seg & keep[np.clip(ws - 1, 0, n - 1)] & (ws > 0)
+    out[iy, ix] = True
+    return out
+
+
 def _find_galaxy(sub, noise, cfg):
     """Return (x0, y0, r50, segment mask, fallback flag, snr)."""
     ny, nx = sub.shape
@@ -244,6 +277,8 @@ def _find_galaxy(sub, noise, cfg):
         seg = np.ones_like(det)
         cand = np.where(search, smooth, -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(cand)), cand.shape)
+    if not fallback:
+        seg = _deblend(smooth, sub, seg, iy, ix, thresh)
     # flux-weighted centroid within a small radius of the peak
     w = np.clip(smooth, 0, None) * (np.hypot(X - ix, Y - iy) <= 3) * seg
     if w.sum() > 0:
