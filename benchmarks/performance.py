@@ -1,0 +1,320 @@
+"""Performance benchmarks (issue 6). Every ratio is measured within one run.
+
+Sub-benchmarks::
+
+    python -m benchmarks.performance saliency   # ORT gradient vs torch autograd vs captum, 1 thread; GFLOP/s vs sgemm
+    python -m benchmarks.performance io         # FITS read + normalise throughput (the I/O floor)
+    python -m benchmarks.performance e2e        # survey-bars process on 1 and 2 LocalCluster workers
+    python -m benchmarks.performance memory     # peak worker RSS for 1k vs 10k inputs
+    python -m benchmarks.performance all
+
+Each writes ``benchmarks/results/perf_<name>.json`` and its block in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import save, table
+
+WORK = Path(os.environ.get("SURVEY_BARS_BENCH_DIR", "/tmp/survey-bars-bench"))
+
+
+def _sims(n, seed=31337):
+    from survey_bars.simulate import simulate
+
+    d = WORK / f"sims-{seed}-{n}"
+    if not (d / "truth.parquet").exists():
+        simulate(d, n, survey="mixed", seed=seed, workers=2)
+    return d
+
+
+# ------------------------------------------------------------------------------ sgemm peak
+
+_SGEMM = r"""
+import os, time, json
+import numpy as np
+n = 1024
+a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+a @ b
+best = 0.0
+for _ in range(7):
+    t = time.perf_counter(); a @ b; dt = time.perf_counter() - t
+    best = max(best, 2 * n**3 / dt / 1e9)
+res = {"numpy": best}
+try:
+    import torch
+    torch.set_num_threads(1)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ta @ tb
+    tbest = 0.0
+    for _ in range(7):
+        t = time.perf_counter(); ta @ tb; dt = time.perf_counter() - t
+        tbest = max(tbest, 2 * n**3 / dt / 1e9)
+    res["torch"] = tbest
+except ImportError:
+    pass
+print(json.dumps(res))
+"""
+
+
+def sgemm_peak():
+    """Single-core sgemm GFLOP/s (best of numpy/OpenBLAS and torch/MKL-DNN, 1 thread)."""
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    out = subprocess.run([sys.executable, "-c", _SGEMM], capture_output=True, text=True, env=env, timeout=300)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["peak"] = max(res.values())
+    return res
+
+
+# ------------------------------------------------------------------------------ saliency
+
+
+def bench_saliency(args):
+    import torch
+
+    from survey_bars.models.bundle import load_bundle
+    from survey_bars.models.export import export_saliency
+    from survey_bars.models.nets import MorphologyNet, fold_batchnorm
+    from survey_bars.runtime import _session
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    bundle = load_bundle(args.model)
+    arch = bundle.card.get("architecture", {}).get("morphology")
+    size = bundle.preprocessing.size
+    samples = args.samples
+    galaxies = args.galaxies
+    net = fold_batchnorm(MorphologyNet(arch)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    tmp = WORK / "bench-saliency.onnx"
+    WORK.mkdir(parents=True, exist_ok=True)
+    export_saliency(net, tmp, size)
+    sess = _session(tmp, 1)
+
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(0.2, 0.3, size=(galaxies, 1, size, size)).astype(np.float32)
+    noisy = (np.repeat(imgs, samples, axis=0) + 0.1 * rng.standard_normal((galaxies * samples, 1, size, size))).astype(np.float32)
+    n_grad = noisy.shape[0]
+
+    def t_best(fn, reps=args.reps):
+        fn()
+        best = np.inf
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    # FLOPs of one input gradient (forward + input backward), counted by torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x1 = torch.from_numpy(noisy[:8]).requires_grad_(True)
+    with FlopCounterMode(display=False) as fc:
+        net.bar_logit(x1).sum().backward()
+    g = x1.grad
+    flop_per_grad = fc.get_total_flops() / 8
+
+    results = {}
+    for batch in args.batches:
+        def ort_run(b=batch):
+            for s in range(0, n_grad, b):
+                sess.run(["grad"], {"image": noisy[s : s + b]})
+
+        def torch_run(b=batch):
+            for s in range(0, n_grad, b):
+                x = torch.from_numpy(noisy[s : s + b]).requires_grad_(True)
+                torch.autograd.grad(net.bar_logit(x).sum(), x)
+
+        results[f"ort_b{batch}"] = n_grad / t_best(ort_run)
+        results[f"torch_b{batch}"] = n_grad / t_best(torch_run)
+
+    # captum NoiseTunnel(Saliency): one call per galaxy, its samples batched together
+    try:
+        from captum.attr import NoiseTunnel, Saliency
+
+        nt = NoiseTunnel(Saliency(lambda x: net.bar_logit(x)))
+
+        def captum_run():
+            for i in range(galaxies):
+                x = torch.from_numpy(imgs[i : i + 1])
+                nt.attribute(x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=samples, stdevs=0.1, abs=True)
+
+        results["captum"] = n_grad / t_best(captum_run)
+    except ImportError:
+        results["captum"] = float("nan")
+
+    # correctness of the exported graph on these inputs
+    (og,) = sess.run(["grad"], {"image": noisy[:8]})
+    rel = float(np.abs(og - g.numpy()).max() / np.abs(g.numpy()).max())
+
+    peak = sgemm_peak()
+    best_b = max(args.batches, key=lambda b: results[f"ort_b{b}"])
+    best_t = max(args.batches, key=lambda b: results[f"torch_b{b}"])
+    ort_rate = results[f"ort_b{best_b}"]
+    torch_rate = results[f"torch_b{best_t}"]
+    gflops = ort_rate * flop_per_grad / 1e9
+    data = {
+        "samples": samples, "galaxies": galaxies, "size": size, "arch": arch,
+        "mflop_per_gradient": flop_per_grad / 1e6, "gradients_per_s": results,
+        "best_ort_batch": best_b, "best_torch_batch": best_t,
+        "ratio_vs_torch": ort_rate / torch_rate, "ratio_vs_captum": ort_rate / results["captum"],
+        "ort_gflops": gflops, "sgemm_peak_gflops": peak, "frac_of_peak": gflops / peak["peak"],
+        "torch_gflops": torch_rate * flop_per_grad / 1e9, "grad_rel_err_vs_torch": rel,
+    }
+    rows = [[f"onnxruntime (batch {b})", f"{results[f'ort_b{b}']:.0f}", f"{results[f'ort_b{b}'] * flop_per_grad / 1e9:.1f}"] for b in args.batches]
+    rows += [[f"torch autograd (batch {b})", f"{results[f'torch_b{b}']:.0f}", f"{results[f'torch_b{b}'] * flop_per_grad / 1e9:.1f}"] for b in args.batches]
+    rows += [[f"captum NoiseTunnel(Saliency) ({samples} samples/call)", f"{results['captum']:.0f}", f"{results['captum'] * flop_per_grad / 1e9:.1f}"]]
+    md = "\n".join([
+        f"Same network ({flop_per_grad / 1e6:.1f} MFLOP per input gradient, {size}x{size}), {galaxies} galaxies x {samples} SmoothGrad samples, 1 thread everywhere.",
+        "",
+        table(["implementation", "gradients / s", "GFLOP/s"], rows),
+        "",
+        f"- onnxruntime / torch autograd: **{data['ratio_vs_torch']:.2f}x**; onnxruntime / captum: **{data['ratio_vs_captum']:.2f}x**.",
+        f"- single-core sgemm peak: {peak['peak']:.1f} GFLOP/s (numpy {peak['numpy']:.1f}, torch {peak.get('torch', float('nan')):.1f}); onnxruntime saliency reaches {gflops:.1f} GFLOP/s = **{100 * data['frac_of_peak']:.0f} %** of it.",
+        f"- exported gradient vs torch autograd on these inputs: max relative error {rel:.1e}.",
+    ])
+    save("perf_saliency", data, md, "python -m benchmarks.performance saliency")
+
+
+# ------------------------------------------------------------------------------ io floor
+
+
+def bench_io(args):
+    from survey_bars.cutouts import read_cutout
+    from survey_bars.normalise import normalise
+
+    d = _sims(args.n_io)
+    files = sorted(str(p) for p in d.glob("*.fits"))
+    read_cutout(files[0])
+    t = time.perf_counter()
+    cuts = [read_cutout(f) for f in files]
+    t_read = time.perf_counter() - t
+    t = time.perf_counter()
+    for c in cuts:
+        normalise(c.data)
+    t_norm = time.perf_counter() - t
+    px = np.mean([c.data.size for c in cuts])
+    data = {"n": len(files), "read_per_s": len(files) / t_read, "normalise_per_s": len(files) / t_norm, "both_per_s": len(files) / (t_read + t_norm), "mean_pixels": float(px)}
+    md = "\n".join([
+        f"{len(files)} simulated cutouts (mean {px:.0f} pixels), one process:",
+        "",
+        table(["stage", "cutouts / s"], [["read_cutout (FITS + WCS)", f"{data['read_per_s']:.0f}"], ["normalise", f"{data['normalise_per_s']:.0f}"], ["both", f"{data['both_per_s']:.0f}"]]),
+    ])
+    save("perf_io", data, md, f"python -m benchmarks.performance io --n-io {args.n_io}")
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _run_process(inputs, workers, samples, partition_size, memory=False):
+    from distributed import Client, LocalCluster
+
+    from survey_bars.cluster import process
+    from survey_bars.pipeline import RunOptions
+
+    out = WORK / f"e2e-{workers}.parquet"
+    if out.exists():
+        out.unlink()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB") as cluster, Client(cluster) as client:
+        # warm: load the model once per worker before timing
+        from survey_bars.runtime import get_runtime
+
+        client.run(lambda: get_runtime(None) and None)
+        t = time.perf_counter()
+        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples), progress=False)
+        dt = time.perf_counter() - t
+
+        def rss():
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+        peaks = list(client.run(rss).values())
+    return s, dt, peaks
+
+
+def bench_e2e(args):
+    d = _sims(args.n_e2e)
+    res = {}
+    for w in (1, 2):
+        s, dt, _ = _run_process([str(d)], w, args.samples, args.partition_size)
+        res[w] = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt / w}
+    eff = res[2]["per_s"] / (2 * res[1]["per_s"])
+    data = {"samples": args.samples, "partition_size": args.partition_size, "workers": res, "scaling_efficiency": eff}
+    md = "\n".join([
+        f"`survey-bars process` on {args.n_e2e} simulated cutouts, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
+        "",
+        table(["workers", "seconds", "galaxies / s", "galaxies / s / core"], [[w, f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]),
+        "",
+        f"Scaling efficiency 1 -> 2 workers: **{100 * eff:.0f} %**.",
+    ])
+    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --samples {args.samples}" if args.samples else ""))
+
+
+def bench_memory(args):
+    base = _sims(args.n_mem_base)
+    files = sorted(base.glob("*.fits"))
+    res = {}
+    for n in (args.n_small, args.n_large):
+        d = WORK / f"links-{n}"
+        if not d.exists() or len(list(d.glob("*.fits"))) != n:
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            for i in range(n):
+                os.link(files[i % len(files)], d / f"g{i:06d}.fits")
+        s, dt, peaks = _run_process([str(d)], 1, args.samples_mem, args.partition_size)
+        res[n] = {"rows": s["rows"], "seconds": dt, "peak_rss_mib": max(peaks)}
+    growth = res[args.n_large]["peak_rss_mib"] / res[args.n_small]["peak_rss_mib"] - 1
+    data = {"samples": args.samples_mem, "runs": res, "growth": growth}
+    md = "\n".join([
+        f"One LocalCluster worker, partition size {args.partition_size}, SmoothGrad {args.samples_mem} samples; inputs are hard links to {len(files)} simulated cutouts (object ids differ by file name only where headers allow):",
+        "",
+        table(["inputs", "seconds", "worker peak RSS [MiB]"], [[n, f"{r['seconds']:.0f}", f"{r['peak_rss_mib']:.0f}"] for n, r in res.items()]),
+        "",
+        f"Peak RSS growth from {args.n_small} to {args.n_large} inputs: **{100 * growth:+.1f} %**.",
+    ])
+    save("perf_memory", data, md, f"python -m benchmarks.performance memory --n-small {args.n_small} --n-large {args.n_large} --samples-mem {args.samples_mem}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["saliency", "io", "e2e", "memory", "all"])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--samples", type=int, default=None, help="SmoothGrad samples for e2e (default: the bundle's)")
+    ap.add_argument("--galaxies", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[32, 128, 256])
+    ap.add_argument("--n-io", type=int, default=300)
+    ap.add_argument("--n-e2e", type=int, default=400)
+    ap.add_argument("--partition-size", type=int, default=64)
+    ap.add_argument("--n-mem-base", type=int, default=200)
+    ap.add_argument("--n-small", type=int, default=1000)
+    ap.add_argument("--n-large", type=int, default=10000)
+    ap.add_argument("--samples-mem", type=int, default=8)
+    args = ap.parse_args(argv)
+    if args.samples is None:
+        from survey_bars.models.bundle import load_bundle
+
+        args.samples = int((load_bundle(args.model).smoothgrad or {}).get("samples", 32))
+    for name, fn in [("saliency", bench_saliency), ("io", bench_io), ("e2e", bench_e2e), ("memory", bench_memory)]:
+        if args.what in (name, "all"):
+            fn(args)
+
+
+if __name__ == "__main__":
+    main()
