@@ -65,6 +65,9 @@ class Cutout:
         Sky position of the stamp centre in degrees (ICRS), from the WCS.
     redshift : float or None
         ``REDSHIFT`` or ``Z`` header keyword, when present.
+    cd : ndarray or None
+        2x2 pixel-to-sky matrix of the celestial WCS in degrees per pixel (None without one):
+        turns angles in pixel coordinates into position angles.
     flags : int
         Quality-flag bits already known from reading (see :mod:`survey_bars.flags`).
     """
@@ -76,6 +79,7 @@ class Cutout:
     ra: float | None
     dec: float | None
     redshift: float | None = None
+    cd: np.ndarray | None = None
     flags: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -117,14 +121,14 @@ def _header_pixels(hdu):
 
 
 def _celestial_wcs(header, shape):
-    """Return (pixel_scale_arcsec, ra, dec, flags) from the header's WCS."""
+    """Return (pixel_scale_arcsec, ra, dec, flags, cd) from the header's WCS."""
     from astropy.wcs import WCS, FITSFixedWarning
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     flags = 0
     has_wcs_keys = any(k in header for k in ("CTYPE1", "CD1_1", "CDELT1", "PC1_1"))
     if not has_wcs_keys:
-        return None, None, None, int(Flag.NO_WCS)
+        return None, None, None, int(Flag.NO_WCS), None
     hdr = header.copy()
     # SIP coefficients without the -SIP suffix on CTYPE are common in archive files; astropy
     # applies them and logs an INFO message per file, which we silence (the distortion is
@@ -138,11 +142,11 @@ def _celestial_wcs(header, shape):
             warnings.simplefilter("ignore")
             w = WCS(hdr, naxis=2, fix=True)
     except Exception:  # astropy raises several types on malformed WCS
-        return None, None, None, int(Flag.NO_WCS)
+        return None, None, None, int(Flag.NO_WCS), None
     finally:
         astropy_log.setLevel(old_level)
     if not w.has_celestial:
-        return None, None, None, int(Flag.NO_WCS | Flag.NON_CELESTIAL_WCS)
+        return None, None, None, int(Flag.NO_WCS | Flag.NON_CELESTIAL_WCS), None
     wc = w.celestial
     try:
         scales = proj_plane_pixel_scales(wc)
@@ -152,11 +156,12 @@ def _celestial_wcs(header, shape):
             warnings.simplefilter("ignore")
             ra, dec = wc.all_pix2world([[(nx - 1) / 2.0, (ny - 1) / 2.0]], 0)[0]
         ra, dec = float(ra) % 360.0, float(dec)
+        cd = np.asarray(wc.pixel_scale_matrix, dtype=float)
     except Exception:
-        return None, None, None, int(Flag.NO_WCS)
-    if not (np.isfinite(scale) and scale > 0 and np.isfinite(ra) and np.isfinite(dec)):
-        return None, None, None, int(Flag.NO_WCS)
-    return scale, ra, dec, flags
+        return None, None, None, int(Flag.NO_WCS), None
+    if not (np.isfinite(scale) and scale > 0 and np.isfinite(ra) and np.isfinite(dec) and np.isfinite(cd).all()):
+        return None, None, None, int(Flag.NO_WCS), None
+    return scale, ra, dec, flags, cd
 
 
 def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
@@ -292,7 +297,7 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
         raise CutoutError("constant_image", msg)
     data = np.where(finite, data, np.nan)
 
-    scale, ra, dec, wflags = _celestial_wcs(header, data.shape)
+    scale, ra, dec, wflags, cd = _celestial_wcs(header, data.shape)
     flags |= wflags
     if scale is None:
         if pixel_scale is None:
@@ -321,6 +326,7 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
         ra=ra,
         dec=dec,
         redshift=redshift,
+        cd=cd,
         flags=flags,
         notes=notes,
     )

@@ -186,34 +186,6 @@ def kpc_per_arcsec(redshift, cosmology="Planck18"):
     return out
 
 
-def _cd_matrix(path):
-    """CD matrix of the cutout's celestial WCS (None if absent)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    import warnings
-
-    from astropy import log as astropy_log
-
-    old = astropy_log.level
-    astropy_log.setLevel("ERROR")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdul:
-                for h in hdul:
-                    if h.is_image and h.header.get("NAXIS", 0) >= 2 or "ZNAXIS" in h.header:
-                        w = WCS(h.header, naxis=2)
-                        if w.has_celestial:
-                            return w.celestial.pixel_scale_matrix
-                        return None
-    except Exception:
-        return None
-    finally:
-        astropy_log.setLevel(old)
-    return None
-
-
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -279,8 +251,7 @@ def _prepare(item, options, prep_cfg):
         snr=float(norm.snr) if np.isfinite(norm.snr) else None,
         quality_flags=flags,
     )
-    cd = None if flags & Flag.NO_WCS else _cd_matrix(cut.path)
-    return row, norm, cd
+    return row, norm, cut.cd
 
 
 def _stem(path):
