@@ -32,7 +32,7 @@ from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
 from .flags import Flag
 from .pipeline import InputItem, RunOptions, process_items
 
-__all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "process", "JobError", "JobSummary"]
+__all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "make_security", "process", "JobError", "JobSummary"]
 
 
 class JobError(RuntimeError):
@@ -246,19 +246,50 @@ class _Progress:
         self.stream.flush()
 
 
-def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout):
+def make_security(tls_ca_file=None, tls_cert=None, tls_key=None):
+    """Build a ``distributed.Security`` for TLS to the scheduler, or None.
+
+    Parameters
+    ----------
+    tls_ca_file : str, optional
+        CA certificate that signed the scheduler's and workers' certificates.
+    tls_cert, tls_key : str, optional
+        This client's certificate and private key (the key may be inside the cert file).
+
+    Returns
+    -------
+    distributed.Security or None
+        None when no TLS option is given; Dask's own configuration
+        (``distributed.comm.tls.*``) still applies then.
+    """
+    if not (tls_ca_file or tls_cert or tls_key):
+        return None
+    from distributed import Security
+
+    for what, path in (("CA file", tls_ca_file), ("certificate", tls_cert), ("key", tls_key)):
+        if path and not os.path.isfile(path):
+            msg = f"The TLS {what} {path!r} does not exist."
+            raise JobError(msg)
+    if not (tls_ca_file and tls_cert):
+        msg = "TLS needs both --tls-ca-file and --tls-cert (and --tls-key unless the key is in the certificate file)."
+        raise JobError(msg)
+    return Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key, require_encryption=True)
+
+
+def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security=None):
     """Return (client, owned cluster or None, owned flag)."""
     from distributed import Client, LocalCluster
 
     if client is not None:
         return client, None, False
     scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    kw = {"security": security} if security is not None else {}
     if scheduler or scheduler_file:
         try:
             if scheduler_file:
-                c = Client(scheduler_file=scheduler_file, timeout=timeout)
+                c = Client(scheduler_file=scheduler_file, timeout=timeout, **kw)
             else:
-                c = Client(scheduler, timeout=timeout)
+                c = Client(scheduler, timeout=timeout, **kw)
         except (OSError, TimeoutError, ValueError) as exc:
             where = scheduler_file or scheduler
             msg = f"Cannot reach the Dask scheduler at {where!r} within {timeout}: {exc}. Check the address and that the scheduler is running."
@@ -293,6 +324,7 @@ def process(
     retries=3,
     timeout="20s",
     progress=True,
+    security=None,
 ):
     """Run the catalogue job.
 
@@ -328,6 +360,8 @@ def process(
         Scheduler connection timeout.
     progress : bool
         Print progress to stderr.
+    security : distributed.Security, optional
+        TLS settings for connecting to ``scheduler`` (see :func:`make_security`).
 
     Returns
     -------
@@ -378,7 +412,7 @@ def process(
         raise JobError(msg) from None
     todo = [i for i in range(len(parts)) if not (resume and is_done(staging, i, digests[i]))]
 
-    c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout)
+    c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security)
     bar = _Progress(len(parts), enabled=progress)
     bar.done = len(parts) - len(todo)
     try:
@@ -504,6 +538,9 @@ def configure_parser(parser):
     parser.add_argument("--keep-parts", action="store_true", help="Keep the staging directory of parts.")
     parser.add_argument("--fail-on-error", action="store_true", help="Exit non-zero when any input gave an error row.")
     parser.add_argument("--timeout", default="20s", help="Scheduler connection timeout.")
+    parser.add_argument("--tls-ca-file", default=None, help="TLS: CA certificate of the cluster (tls:// scheduler addresses).")
+    parser.add_argument("--tls-cert", default=None, help="TLS: this client's certificate.")
+    parser.add_argument("--tls-key", default=None, help="TLS: this client's private key.")
     parser.add_argument("--quiet", "-q", action="store_true", help="No progress output.")
 
 
@@ -523,6 +560,7 @@ def run_cli(args):
         print("survey-bars process: give --input PATH... or --catalogue TABLE.", file=sys.stderr)
         return 2
     try:
+        security = make_security(args.tls_ca_file, args.tls_cert, args.tls_key)
         summary = process(
             args.input,
             args.out,
@@ -539,6 +577,7 @@ def run_cli(args):
             keep_parts=args.keep_parts,
             timeout=args.timeout,
             progress=not args.quiet,
+            security=security,
         )
     except JobError as exc:
         print(f"survey-bars process: {exc}", file=sys.stderr)
