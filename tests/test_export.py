@@ -14,6 +14,7 @@ from survey_bars.models.export import (  # noqa: E402
     load_checkpoint,
     relative_error,
     save_checkpoint,
+    torch_from_bundle,
     torch_reference,
 )
 from survey_bars.models.nets import LengthNet, MorphologyNet, fold_batchnorm  # noqa: E402
@@ -141,44 +142,11 @@ def test_checkpoint_round_trip(tiny, tmp_path):
         load_checkpoint(tmp_path / "other.pt")
 
 
-def _torch_from_onnx(bundle):
-    """Rebuild the (folded) torch nets from the forward graph's initializers.
-
-    Weights keep their torch names; a bias the exporter renamed (e.g. identical constants
-    merged) is found as the third input of the node that uses the matching weight.
-    """
-    import onnx
-
-    card = bundle.card
-    morph = fold_batchnorm(MorphologyNet(card["architecture"]["morphology"]))
-    length = fold_batchnorm(LengthNet(card["architecture"]["length"]))
-    graph = onnx.load(str(bundle.forward_path)).graph
-    inits = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
-    bias_of = {n.input[1]: n.input[2] for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
-    for prefix, net in (("morph.", morph), ("length.", length)):
-        state = net.state_dict()
-        for k in state:
-            name = prefix + k
-            if name not in inits and k.endswith(".bias"):
-                name = bias_of.get(name[: -len(".bias")] + ".weight", name)
-            if name in inits:
-                arr = inits[name]
-                if arr.shape != tuple(state[k].shape):
-                    arr = arr.reshape(tuple(state[k].shape))
-                state[k] = torch.as_tensor(arr.copy())
-            elif k.startswith("t_"):
-                state[k] = torch.tensor(card["architecture"]["temperatures"][k[2:]])
-            else:
-                pytest.fail(f"initializer {name} not found in the forward graph")
-        net.load_state_dict(state)
-    return morph.eval(), length.eval()
-
-
 @pytest.mark.skipif(not (DEFAULT_BUNDLE / "card.json").is_file(), reason="default bundle not built yet")
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_default_bundle_matches_torch(batch, real_dir):
     b = load_bundle()
-    morph, length = _torch_from_onnx(b)
+    morph, length = torch_from_bundle(b)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     sessions = {
@@ -193,6 +161,6 @@ def test_default_bundle_matches_torch(batch, real_dir):
 
 def test_weights_recoverable_from_forward_graph(tiny):
     """The forward graph keeps the torch parameter names, so a bundle can be re-checked later."""
-    morph, length = _torch_from_onnx(tiny["bundle"])
+    morph, length = torch_from_bundle(tiny["bundle"])
     x = np.random.default_rng(9).normal(0.2, 0.5, size=(3, 1, 64, 64)).astype(np.float32)
     _compare({**tiny, "morph": morph, "length": length}, x)

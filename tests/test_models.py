@@ -133,26 +133,46 @@ def test_user_label_table_and_cache(tmp_path):
         load_labels([d])
 
 
-def test_training_smoke(tmp_path):
-    """A few dozen simulated galaxies, one epoch: the result is a loadable, consistent bundle."""
-    from survey_bars.cli import main
-    from survey_bars.simulate import simulate
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """``build_default`` end to end (simulate -> train -> export) on 24 galaxies, tiny net, 1 epoch."""
+    from survey_bars.models.build_default import build_default
 
-    data = tmp_path / "sims"
-    simulate(str(data), 24, seed=11, survey="mixed", workers=1)
-    out = tmp_path / "bundle"
-    rc = main(["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--length-epochs", "1",
-               "--seed", "3", "--arch", json.dumps(TINY), "--batch-size", "16", "--checkpoint",
-               str(tmp_path / "ck.pt"), "--name", "smoke"])
-    assert rc == 0
-    b = load_bundle(out)
-    card = b.card
-    assert card["name"] == "smoke" and card["training"]["seed"] == 3
+    root = tmp_path_factory.mktemp("build")
+    torch.set_num_threads(1)
+    b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
+                      length_epochs=1, arch=TINY)
+    return root, b
+
+
+def test_build_default_smoke(built):
+    """The reproducible build command produces a loadable, consistent bundle."""
+    root, b = built
+    card = load_bundle(b.path).card
+    assert card["name"] == "survey-bars-default" and card["training"]["seed"] == 11
     assert card["training"]["data"]["n_files"] == 24
-    assert card["training"]["wall_time_s"] > 0 and "survey-bars train" in card["training"]["command"]
+    assert card["training"]["simulation"]["n"] == 24
+    assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
+    assert card["training"]["wall_time_s"] > 0
     assert card["export_check"]["grad_rel_err"] <= 1e-3
     for key in ("bar_auc", "ece_bar", "ece_morph", "n_test"):
         assert key in card["metrics"]
-    assert (data / ".survey-bars-cache").is_dir()
+    assert (root / "sims" / ".survey-bars-cache").is_dir()
+    assert not list(b.path.glob("*.pt")) and not list(b.path.glob("*.pkl"))
+
+
+def test_train_cli_smoke(built, tmp_path):
+    """``survey-bars train`` on the same simulations (cached frames), with a checkpoint."""
+    from survey_bars.cli import main
+
+    root, _ = built
+    out = tmp_path / "bundle"
+    rc = main(["train", "--data", str(root / "sims"), "--out", str(out), "--epochs", "1", "--length-epochs", "1",
+               "--seed", "3", "--arch", json.dumps(TINY), "--batch-size", "16", "--checkpoint",
+               str(tmp_path / "ck.pt"), "--name", "smoke"])
+    assert rc == 0
+    card = load_bundle(out).card
+    assert card["name"] == "smoke" and card["training"]["seed"] == 3
+    assert card["training"]["command"].startswith("survey-bars train --data")
     assert (tmp_path / "ck.pt").is_file()
-    assert not list(out.glob("*.pt")) and not list(out.glob("*.pkl"))
+    assert not list(out.glob("*.pt"))

@@ -55,6 +55,8 @@ __all__ = [
     "export_saliency",
     "relative_error",
     "check_graphs",
+    "torch_reference",
+    "torch_from_bundle",
     "export_bundle",
     "save_checkpoint",
     "load_checkpoint",
@@ -517,6 +519,59 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_bundle(out)
+
+
+def torch_from_bundle(bundle):
+    """Rebuild the torch networks of a bundle from its forward graph (for checks and benchmarks).
+
+    The forward graph keeps the torch parameter names of the (batch-norm folded) networks; a
+    bias that the exporter renamed (identical constants are merged) is found as the third
+    input of the Conv/Gemm node that uses the matching weight. The temperatures come from the
+    card.
+
+    Parameters
+    ----------
+    bundle : Bundle or str or os.PathLike
+        A bundle, or its directory.
+
+    Returns
+    -------
+    tuple
+        ``(morph, length)``: :class:`MorphologyNet` and :class:`LengthNet` without batch norm,
+        in eval mode, numerically equal to the bundle's graphs.
+
+    Raises
+    ------
+    ValueError
+        When a parameter cannot be found in the graph.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if not hasattr(bundle, "card"):
+        bundle = load_bundle(bundle)
+    card = bundle.card
+    morph = fold_batchnorm(MorphologyNet(card["architecture"]["morphology"]))
+    length = fold_batchnorm(LengthNet(card["architecture"]["length"]))
+    graph = onnx.load(str(bundle.forward_path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    bias_of = {n.input[1]: n.input[2] for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
+    for prefix, net in (("morph.", morph), ("length.", length)):
+        state = net.state_dict()
+        for k in state:
+            name = prefix + k
+            if name not in inits and k.endswith(".bias"):
+                name = bias_of.get(name[: -len(".bias")] + ".weight", name)
+            if name in inits:
+                arr = numpy_helper.to_array(inits[name]).reshape(tuple(state[k].shape))
+                state[k] = torch.as_tensor(arr.copy())
+            elif k.startswith("t_"):
+                state[k] = torch.tensor(float(card["architecture"]["temperatures"][k[2:]]))
+            else:
+                msg = f"The parameter {name} was not found in {bundle.forward_path}; the bundle cannot be rebuilt in torch."
+                raise ValueError(msg)
+        net.load_state_dict(state)
+    return morph.eval(), length.eval()
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@
 Every file goes through :func:`survey_bars.cutouts.read_cutout` and
 :func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
 process pool; the frames are cached in an ``.npz`` keyed by a hash of the file list (with
-sizes and modification times) and the preprocessing configuration. Truth lengths are
-converted to model-frame pixels as ``bar_length_arcsec / pixel_scale_arcsec / scale``.
+sizes and modification times), the preprocessing configuration and the preprocessing code.
+Truth lengths are converted to model-frame pixels as
+``bar_length_arcsec / pixel_scale_arcsec / scale``.
 
 The data are split (from the seed) into train, validation and test sets. The networks train
 with the eight 90-degree rotations and flips as augmentation (bar length is invariant), the
@@ -190,9 +191,20 @@ def _prep_one(args):
         return np.zeros((cfg.size, cfg.size), np.float32), np.nan, np.nan, str(exc)[:200]
 
 
+def _code_digest():
+    """Hash of the preprocessing code, so a changed normalise() or reader invalidates the cache."""
+    from .. import cutouts, normalise
+
+    h = hashlib.sha256()
+    for mod in (cutouts, normalise):
+        with open(mod.__file__, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
 def _cache_key(paths, pixel_scales, cfg):
     h = hashlib.sha256()
-    h.update(json.dumps({"v": _CACHE_VERSION, "cfg": cfg.to_dict()}, sort_keys=True).encode())
+    h.update(json.dumps({"v": _CACHE_VERSION, "cfg": cfg.to_dict(), "code": _code_digest()}, sort_keys=True).encode())
     for p, s in zip(paths, pixel_scales):
         st = os.stat(p)
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{s!r}\n".encode())
@@ -404,7 +416,7 @@ def _predict(net, images, fn, batch=512):
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log):
+def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0):
     import torch
     import torch.nn.functional as F
 
@@ -425,10 +437,10 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
         m = morph[idx]
         if (m >= 0).any():
             loss = loss + F.cross_entropy(z[:, :3], m, ignore_index=-1)
-        for col, y in ((3, bar[idx]), (4, spiral[idx])):
+        for col, y, w in ((3, bar[idx], bar_weight), (4, spiral[idx], 1.0)):
             ok = torch.isfinite(y)
             if ok.any():
-                loss = loss + F.binary_cross_entropy_with_logits(z[ok, col], y[ok])
+                loss = loss + w * F.binary_cross_entropy_with_logits(z[ok, col], y[ok])
         return loss
 
     best, best_state = np.inf, None
@@ -584,7 +596,7 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
 
 
 def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0, threads=1, workers=None,
-          val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None,
+          val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None, bar_weight=2.0,
           checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
           preprocessing=None, log=_log):
     """Train both networks and export a bundle.
@@ -613,7 +625,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     lr : float, optional
         Peak learning rate (one-cycle schedule).
     arch, length_arch : dict, optional
-        Trunk architectures (default :data:`survey_bars.models.nets.DEFAULT_ARCH`).
+        Trunk architectures of the morphology and length networks (default
+        :data:`survey_bars.models.nets.DEFAULT_ARCH` and :data:`~survey_bars.models.nets.LENGTH_ARCH`).
+    bar_weight : float, optional
+        Weight of the bar loss relative to the morphology and spiral losses.
     checkpoint : str, optional
         Also save a torch checkpoint here (for ``survey-bars export``).
     name, version : str, optional
@@ -635,7 +650,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     import torch
 
     from .export import export_bundle, save_checkpoint
-    from .nets import DEFAULT_ARCH
+    from .nets import DEFAULT_ARCH, LENGTH_ARCH
 
     t_start = time.time()
     torch.set_num_threads(int(threads))
@@ -673,9 +688,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
 
     arch = arch or DEFAULT_ARCH
-    length_arch = length_arch or arch
+    length_arch = length_arch or LENGTH_ARCH
     t0 = time.time()
-    net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log)
+    net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
+                       bar_weight=bar_weight)
     t_morph = time.time() - t0
     # temperatures on the validation split
     if len(va):
@@ -717,6 +733,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
             "length_epochs": int(length_epochs or 2 * epochs),
             "batch_size": int(batch_size),
             "learning_rate": float(lr),
+            "bar_loss_weight": float(bar_weight),
             "augmentation": "8 rotations/flips",
             "threads": int(threads),
             "wall_time_s": None,
@@ -762,7 +779,9 @@ def configure_parser(parser):
     parser.add_argument("--test-frac", type=float, default=0.15, help="held-out test fraction for the card's metrics")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    parser.add_argument("--arch", help="trunk architecture as JSON (default: the nets.DEFAULT_ARCH)")
+    parser.add_argument("--arch", help="morphology trunk architecture as JSON (default: nets.DEFAULT_ARCH)")
+    parser.add_argument("--length-arch", help="length trunk architecture as JSON (default: nets.LENGTH_ARCH)")
+    parser.add_argument("--bar-weight", type=float, default=2.0, help="weight of the bar loss (default 2)")
     parser.add_argument("--checkpoint", help="also save a torch checkpoint here (for `survey-bars export`)")
     parser.add_argument("--name", default="survey-bars-model", help="bundle name for the card")
     parser.add_argument("--version", dest="bundle_version", default="0", help="bundle version for the card")
@@ -784,6 +803,9 @@ def _command_from_args(args):
               "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     if args.arch:
         parts += ["--arch", args.arch]
+    if args.length_arch:
+        parts += ["--length-arch", args.length_arch]
+    parts += ["--bar-weight", str(args.bar_weight)]
     if args.checkpoint:
         parts += ["--checkpoint", args.checkpoint]
     parts += ["--name", args.name, "--version", args.bundle_version]
@@ -803,10 +825,12 @@ def run_cli(args):
         Exit code.
     """
     arch = json.loads(args.arch) if args.arch else None
+    length_arch = json.loads(args.length_arch) if args.length_arch else arch
     try:
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
                   seed=args.seed, threads=args.threads, workers=args.workers, val_frac=args.val_frac,
                   test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
+                  length_arch=length_arch, bar_weight=args.bar_weight,
                   checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
                   command=_command_from_args(args))
     except ValueError as exc:

@@ -1,0 +1,137 @@
+"""Rebuild the shipped default bundle end to end from a seed: simulate -> train -> export.
+
+This is the documented, reproducible command for ``survey_bars/models/default``::
+
+    python -m survey_bars.models.build_default --n 12000 --seed 1 --workdir /tmp/sb-build
+
+It simulates ``n`` galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``,
+trains both networks with :func:`survey_bars.models.train.train` (the same seed, the default
+architecture and epochs below), and writes the bundle (default: the package's ``default``
+directory). Given the same seed, thread count and software versions the weights are identical;
+the card records the command, the seed, the data and the wall times. A saliency length
+calibration (``survey-bars calibrate``) recorded in an existing card is not reproduced here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+__all__ = ["DEFAULTS", "build_default", "main"]
+
+#: Settings of the shipped default bundle.
+DEFAULTS = {
+    "n": 12000,
+    "seed": 1,
+    "survey": "mixed",
+    "epochs": 40,
+    "length_epochs": 40,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "threads": 2,
+    "name": "survey-bars-default",
+    "version": "1.0",
+}
+
+
+def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
+                  epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
+                  length_arch=None):
+    """Simulate, train and export the default bundle.
+
+    Parameters
+    ----------
+    n : int, optional
+        Simulated galaxies.
+    seed : int, optional
+        Seed of the simulation and of the training.
+    workdir : str, optional
+        Where the simulations go (default ``$TMPDIR/survey-bars-default-<seed>-<n>``). A
+        simulation made there by an earlier run with the same ``n`` and ``seed`` (recorded in
+        ``build_default.json``) is reused.
+    out : str, optional
+        Bundle directory (default: the package's ``default`` bundle).
+    threads : int, optional
+        Torch threads and simulation/preprocessing processes.
+    epochs, length_epochs : int, optional
+        Epochs of the morphology and length networks.
+    command : str, optional
+        Command line recorded in the card.
+    arch, length_arch : dict, optional
+        Trunk architectures (defaults :data:`survey_bars.models.nets.DEFAULT_ARCH` and
+        :data:`~survey_bars.models.nets.LENGTH_ARCH`; for tests).
+
+    Returns
+    -------
+    Bundle
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from ..simulate import simulate
+    from .bundle import DEFAULT_BUNDLE, load_bundle, write_card
+    from .train import train
+
+    workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
+    out = out or str(DEFAULT_BUNDLE)
+    t0 = time.time()
+    truth = os.path.join(workdir, "truth.parquet")
+    marker = os.path.join(workdir, "build_default.json")
+    spec = {"n": int(n), "seed": int(seed), "survey": DEFAULTS["survey"]}
+    reused = False
+    if os.path.isfile(truth) and os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as fh:
+            reused = json.load(fh) == spec and len(pd.read_parquet(truth, columns=["file"])) == n
+    if reused:
+        print(f"reusing the simulation in {workdir} ({spec})", file=sys.stderr)
+    else:
+        simulate(workdir, n, survey=DEFAULTS["survey"], seed=seed, workers=threads)
+        with open(marker, "w", encoding="utf-8") as fh:
+            json.dump(spec, fh)
+    t_sim = time.time() - t0
+    command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
+                          f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs}")
+    b = train([workdir], out, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
+              workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
+              version=DEFAULTS["version"], command=command, arch=arch,
+              length_arch=length_arch or arch)
+    card = dict(b.card)
+    card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
+                                                            "workers": threads, "reused_existing": bool(reused),
+                                                            "wall_time_s": round(t_sim, 1)},
+                        "end_to_end_wall_time_s": round(time.time() - t0, 1)}
+    write_card(b.path, card)
+    return load_bundle(b.path)
+
+
+def main(argv=None):
+    """Command line of :func:`build_default`.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+
+    Returns
+    -------
+    int
+    """
+    p = argparse.ArgumentParser(prog="python -m survey_bars.models.build_default", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=DEFAULTS["n"], help="simulated galaxies (default %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="simulation and training seed (default %(default)s)")
+    p.add_argument("--workdir", help="directory for the simulations")
+    p.add_argument("--out", help="bundle directory (default: the package's default bundle)")
+    p.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="threads/processes (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--length-epochs", type=int, default=DEFAULTS["length_epochs"])
+    a = p.parse_args(argv)
+    b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs)
+    print(f"wrote {b.path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
