@@ -148,7 +148,15 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-calib-")
     try:
         t0 = time.time()
-        simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
+        truth = os.path.join(workdir, "truth.parquet")
+        reuse = False
+        if os.path.exists(truth):
+            import pandas as pd
+
+            t = pd.read_parquet(truth)
+            reuse = len(t) == n and bool(t["object_id"].str.startswith(f"sim{seed}-").all()) and bool((t["class"] == "barred").all())
+        if not reuse:
+            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
         rt = ModelRuntime(bundle)
         df = measure_simulation(workdir, rt, RunOptions(method=method, smoothgrad_samples=samples))
         ok = (df["status"] == "ok") & df["true_has_bar"]
