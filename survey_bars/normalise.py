@@ -21,6 +21,7 @@ so inference always applies exactly the preprocessing that the model was trained
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,6 +149,15 @@ class Normalised:
         return self.x0 + (np.asarray(xm) - c) * self.scale, self.y0 + (np.asarray(ym) - c) * self.scale
 
 
+@functools.lru_cache(maxsize=32)
+def _grid(ny, nx):
+    """Read-only pixel coordinate grids (Y, X) for a shape, cached: stamps repeat shapes."""
+    Y, X = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    Y.flags.writeable = False
+    X.flags.writeable = False
+    return Y, X
+
+
 def _border_mask(shape, frac):
     ny, nx = shape
     w = max(2, int(round(frac * min(ny, nx))))
@@ -197,7 +207,11 @@ def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
     for _ in range(n_iter):
         if keep.sum() < 3:
             break
-        coef, *_ = np.linalg.lstsq(A[keep], v[keep], rcond=None)
+        Ak = A[keep]
+        try:
+            coef = np.linalg.solve(Ak.T @ Ak, Ak.T @ v[keep])
+        except np.linalg.LinAlgError:
+            coef, *_ = np.linalg.lstsq(Ak, v[keep], rcond=None)
         resid = v - A @ coef
         mad = np.median(np.abs(resid[keep] - np.median(resid[keep])))
         noise = 1.4826 * mad
@@ -205,8 +219,9 @@ def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
             noise = float(np.std(resid[keep]))
             break
         keep = np.abs(resid) < clip * noise
-    Y, X = np.mgrid[0:ny, 0:nx]
-    plane = coef[0] + coef[1] * (X - nx / 2.0) / max(nx, 1) + coef[2] * (Y - ny / 2.0) / max(ny, 1)
+    gx = coef[1] * (np.arange(nx) - nx / 2.0) / max(nx, 1)
+    gy = coef[2] * (np.arange(ny) - ny / 2.0) / max(ny, 1)
+    plane = coef[0] + gy[:, None] + gx[None, :]
     return plane, float(noise)
 
 
@@ -250,7 +265,7 @@ def _find_galaxy(sub, noise, cfg):
     # noise of the smoothed image (white noise through a Gaussian of sigma s: / (2 sqrt(pi) s))
     snoise = noise / (2.0 * np.sqrt(np.pi) * 1.5) if noise > 0 else 0.0
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
-    Y, X = np.mgrid[0:ny, 0:nx]
+    Y, X = _grid(ny, nx)
     rc = np.hypot(X - cx, Y - cy)
     search = rc <= 0.25 * min(nx, ny)
     thresh = cfg.detect_nsigma * snoise if snoise > 0 else 0.0
@@ -351,7 +366,7 @@ def normalise(data, config=None, *, mask=None, r50_pix=None):
     if r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0:
         r50 = float(r50_pix)
 
-    Y, X = np.mgrid[0:ny, 0:nx]
+    Y, X = _grid(ny, nx)
     within = np.hypot(X - x0, Y - y0) <= max(r50, 2.0)
     bad_centre_frac = float((~good & within).sum() / max(within.sum(), 1))
     bad_frac = float((~good).sum() / good.size)
