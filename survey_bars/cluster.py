@@ -44,6 +44,38 @@ def _is_fits(name):
     return any(low.endswith(s) for s in FITS_SUFFIXES)
 
 
+def _walk_error(exc):
+    """os.walk error handler: an unlistable directory would silently lose its files."""
+    msg = f"Cannot list the input directory {exc.filename!r}: {exc.strerror}. Fix its permissions or leave it out of --input."
+    raise JobError(msg)
+
+
+def _glob_no_links(pattern):
+    """``glob.glob(pattern, recursive=True)`` whose ``**`` does not follow symbolic links.
+
+    ``glob`` follows links to directories under ``**``, so a link loop makes it run for ever
+    (two loops: 2**40 paths). ``pathlib``'s ``**`` does not follow them.
+    """
+    import pathlib
+
+    parts = pathlib.PurePath(pattern).parts
+    i = next((k for k, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
+    if i == len(parts):
+        return glob.glob(pattern)
+    base = pathlib.Path(*parts[:i]) if i else pathlib.Path(".")
+    rest = parts[i:]
+    hidden_ok = any(part.startswith(".") for part in rest)
+    out = []
+    try:
+        for f in base.glob(str(pathlib.PurePath(*rest))):
+            rel = f.relative_to(base).parts
+            if hidden_ok or not any(part.startswith(".") for part in rel):
+                out.append(str(f))
+    except OSError:
+        pass
+    return sorted(out)
+
+
 def discover_inputs(paths):
     """Find the FITS files named by paths, directories, globs and ``@list`` files.
 
@@ -51,8 +83,8 @@ def discover_inputs(paths):
     ----------
     paths : str or list of str
         Files, directories (searched recursively; symbolic links to directories are not
-        followed, so link loops are harmless), glob patterns, or ``@FILE`` naming a text file
-        with one path per line.
+        followed, so link loops are harmless), glob patterns (``**`` does not follow links to
+        directories either), or ``@FILE`` naming a text file with one path per line.
 
     Returns
     -------
@@ -62,7 +94,7 @@ def discover_inputs(paths):
     Raises
     ------
     JobError
-        If a named path does not exist.
+        If a named path does not exist, or a directory cannot be listed.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -82,7 +114,7 @@ def discover_inputs(paths):
                 msg = f"Cannot read the input list {listing!r}: {exc.strerror}."
                 raise JobError(msg) from None
         elif os.path.isdir(p):
-            for root, dirs, files in os.walk(p, followlinks=False):
+            for root, dirs, files in os.walk(p, followlinks=False, onerror=_walk_error):
                 dirs.sort()
                 for f in files:
                     if _is_fits(f):
@@ -90,7 +122,7 @@ def discover_inputs(paths):
         elif os.path.exists(p) or os.path.islink(p):
             found.add(os.path.abspath(p))
         elif any(ch in p for ch in "*?["):
-            for f in glob.glob(p, recursive=True):
+            for f in _glob_no_links(p):
                 if os.path.isdir(f):
                     found.update(discover_inputs([f]))
                 elif _is_fits(f):

@@ -11,8 +11,10 @@ Supported: ``.fits``, ``.fit``, ``.fts``, gzip-compressed (``.gz``) and tile-com
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -24,7 +26,10 @@ __all__ = ["Cutout", "CutoutError", "read_cutout", "FITS_SUFFIXES", "DEFAULT_MAX
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
 DEFAULT_MAX_PIXELS = 64_000_000
-_GZIP_RATIO_LIMIT = 200  # a .gz that claims to unpack beyond this ratio is refused as a bomb
+_GZIP_RATIO_LIMIT = 200  # a compressed file that unpacks beyond this ratio (and 50 MB) is refused as a bomb
+_BOMB_MIN_BYTES = 50_000_000
+_MAX_REDSHIFT = 20.0  # header redshifts above this are ignored (a "Z" keyword holding cz in km/s, junk)
+_MAX_HDUS = 64  # HDUs searched for the image: damaged files can parse as thousands of pseudo-HDUs
 
 
 class CutoutError(Exception):
@@ -64,7 +69,7 @@ class Cutout:
     ra, dec : float or None
         Sky position of the stamp centre in degrees (ICRS), from the WCS.
     redshift : float or None
-        ``REDSHIFT`` or ``Z`` header keyword, when present.
+        ``REDSHIFT`` or ``Z`` header keyword, when present and in (0, 20].
     cd : ndarray or None
         2x2 pixel-to-sky matrix of the celestial WCS in degrees per pixel (None without one):
         turns angles in pixel coordinates into position angles.
@@ -86,30 +91,145 @@ class Cutout:
 
 def _object_id(header, path):
     for key in ("OBJID", "OBJECT_ID", "OBJECT", "ID"):
-        if key in header and str(header[key]).strip():
-            return str(header[key]).strip()
-    name = os.path.basename(path)
+        try:
+            value = str(header[key]).strip() if key in header else ""
+        except Exception:  # an unparsable card (astropy VerifyError): try the next key
+            continue
+        if value:
+            return value
+    return _file_stem(path)
+
+
+def _file_stem(path):
+    """The file name without its FITS suffix: the object id of a file without one."""
+    name = os.path.basename(os.fspath(path))
     for suf in sorted(FITS_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suf):
+        if name.lower().endswith(suf) and len(name) > len(suf):
             return name[: -len(suf)]
-    return os.path.splitext(name)[0]
+    return os.path.splitext(name)[0] or name
 
 
-def _check_gzip(path):
-    """Refuse gzip files whose declared size is implausibly large (decompression bombs)."""
+class _CardScanner:
+    """Refuse headers whose NAXIS, ZNAXIS or TFIELDS is outside 0..999 (the FITS limit).
+
+    Astropy builds a list over ``range(NAXIS)`` when it opens an HDU, so ``NAXIS = 2**63``
+    in a damaged header hangs the reader and eats all memory. Cards are 80-byte records at
+    80-byte offsets, so the (unpacked) bytes are scanned as records, fed in any chunk sizes.
+    """
+
+    _KEYS = (b"NAXIS   =", b"ZNAXIS  =", b"TFIELDS =")
+
+    def __init__(self):
+        self._rest = b""
+        self._keys = [np.frombuffer(k, dtype=np.uint8) for k in self._KEYS]
+
+    def feed(self, chunk):
+        buf = self._rest + chunk
+        n = len(buf) - len(buf) % 80
+        self._rest = buf[n:]
+        if not n:
+            return
+        rec = np.frombuffer(buf, dtype=np.uint8, count=n).reshape(-1, 80)[:, :9]
+        hit = np.zeros(len(rec), dtype=bool)
+        for k in self._keys:
+            hit |= (rec == k).all(axis=1)
+        for r in np.flatnonzero(hit):
+            card = buf[80 * r : 80 * r + 80]
+            try:
+                value = int(card[10:].split(b"/")[0].strip() or b"0")
+            except ValueError:
+                continue  # not an integer: astropy reports it
+            if not 0 <= value <= 999:
+                key = card[:8].decode("latin-1").strip()
+                msg = f"The header says {key} = {value}; FITS allows 0 to 999. The file is damaged and was not read."
+                raise CutoutError("corrupt", msg)
+
+
+def _scan_plain(path, chunk=2880 * 364):
+    scanner = _CardScanner()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                return
+            scanner.feed(block)
+
+
+def _decompressed_stream(path, magic, stack):
+    """Open the decompressed content of a file that astropy would decompress, or return None.
+
+    Astropy decompresses gzip, bzip2 (any file starting with ``BZ``), xz and single-member
+    zip files whatever their names, so every one of them is checked, not only ``.gz``.
+    """
+    if magic.startswith(b"\x1f\x8b"):
+        return "gzip", stack.enter_context(gzip.open(path, "rb"))
+    if magic.startswith(b"BZ"):
+        import bz2
+
+        return "bzip2", stack.enter_context(bz2.open(path, "rb"))
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        import lzma
+
+        return "xz", stack.enter_context(lzma.open(path, "rb"))
+    if magic.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        zf = stack.enter_context(zipfile.ZipFile(path))
+        names = zf.namelist()
+        if len(names) != 1:
+            msg = f"The zip archive holds {len(names)} members; a zipped cutout must hold exactly one FITS file."
+            raise CutoutError("not_fits", msg)
+        return "zip", stack.enter_context(zf.open(names[0]))
+    return None, None
+
+
+def _check_compressed(path, magic, size):
+    """Refuse compressed files that unpack implausibly large (decompression bombs).
+
+    Returns the first 80 unpacked bytes (None for an uncompressed file).
+
+    The whole stream is decompressed in 1 MB chunks, counting bytes and keeping none (its
+    header cards are checked on the way, see :class:`_CardScanner`), and
+    abandoned as soon as it passes ``max(50 MB, 200 x the file size)``. The gzip size field
+    is not trusted: it is only the last member's size modulo 2**32, so a bomb with a trailing
+    empty member, or one over 4 GiB, would pass a check that read it.
+    """
+    import contextlib
+
+    limit = max(_BOMB_MIN_BYTES, _GZIP_RATIO_LIMIT * size)
+    total = 0
+    kind = "compressed"
+    head = b""
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            fh.seek(-4, os.SEEK_END)
-            isize = int.from_bytes(fh.read(4), "little")  # uncompressed size mod 2**32
-    except OSError:
-        return
-    if size > 0 and isize > _GZIP_RATIO_LIMIT * size and isize > 50_000_000:
-        msg = (
-            f"The gzip file unpacks to {isize} bytes from {size} ({isize / size:.0f}x); this "
-            "looks like a decompression bomb and was not read. Recompress the cutout normally."
-        )
-        raise CutoutError("gzip_bomb", msg)
+        with contextlib.ExitStack() as stack:
+            kind, stream = _decompressed_stream(path, magic, stack)
+            if stream is None:
+                return None
+            scanner = _CardScanner()
+            while True:
+                chunk = stream.read(2880 * 364)
+                if not chunk:
+                    break
+                scanner.feed(chunk)
+                if len(head) < 80:
+                    head += chunk[: 80 - len(head)]
+                total += len(chunk)
+                if total > limit:
+                    msg = (
+                        f"The {kind} file unpacks to more than {limit} bytes from {size} (over "
+                        f"{total / max(size, 1):.0f}x); this looks like a decompression bomb and was "
+                        "not read. Recompress the cutout normally or give it uncompressed."
+                    )
+                    raise CutoutError("decompression_bomb", msg)
+    except CutoutError:
+        raise
+    except EOFError as exc:
+        msg = f"The {kind} stream ends early ({exc}); the file is truncated. Download or copy it again."
+        raise CutoutError("truncated", msg) from None
+    except Exception as exc:  # OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile...
+        msg = f"The {kind} stream is corrupt ({type(exc).__name__}: {exc}). Download or copy the file again."
+        raise CutoutError("corrupt", msg) from None
+    return head
 
 
 def _header_pixels(hdu):
@@ -184,16 +304,41 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
     Raises
     ------
     CutoutError
-        When the file cannot be used; ``reason`` names the cause.
+        When the file cannot be used; ``reason`` names the cause. No other exception
+        escapes: an unforeseen failure inside astropy is reported as ``corrupt``.
     """
+    try:
+        return _read_cutout(path, pixel_scale=pixel_scale, max_pixels=max_pixels)
+    except CutoutError:
+        raise
+    except MemoryError:
+        msg = "Reading the file ran out of memory. Lower --max-pixels or give the workers more memory."
+        raise CutoutError("out_of_memory", msg) from None
+    except Exception as exc:  # astropy raises many types (VerifyError, OverflowError...) on damaged files
+        msg = f"The file is damaged and could not be read ({type(exc).__name__}: {exc}). Download or copy it again."
+        raise CutoutError("corrupt", msg) from None
+
+
+def _read_cutout(path, *, pixel_scale, max_pixels):
     from astropy.io import fits
 
     path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
     except OSError as exc:
-        msg = f"Cannot open {path!r}: {exc.strerror}. Check that the file exists."
+        if exc.errno == errno.ELOOP:
+            msg = f"Cannot open {path!r}: its symbolic links form a loop. Point the link at a real file."
+            raise CutoutError("symlink_loop", msg) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            msg = f"Cannot open {path!r}: {exc.strerror}. Fix the permissions of the file or its directories."
+            raise CutoutError("unreadable", msg) from None
+        what = "a symbolic link to a missing file" if os.path.islink(path) else "missing"
+        msg = f"Cannot open {path!r}: {exc.strerror} ({what}). Check that the file exists."
         raise CutoutError("missing", msg) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
+        msg = f"{path!r} is {kind}, not a FITS file; it was not read. Give regular FITS files."
+        raise CutoutError("not_a_file", msg)
     if st.st_size == 0:
         raise CutoutError("empty_file", "The file is empty (0 bytes). Re-create the cutout.")
     if not os.access(path, os.R_OK):
@@ -201,12 +346,22 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
         raise CutoutError("unreadable", msg)
     try:
         with open(path, "rb") as fh:
-            magic = fh.read(2)
+            magic = fh.read(80)
     except OSError as exc:
         msg = f"The file could not be read: {exc.strerror}. Fix its permissions or storage."
         raise CutoutError("unreadable", msg) from None
-    if magic == b"\x1f\x8b":
-        _check_gzip(path)
+    head = _check_compressed(path, magic, st.st_size)
+    if not (magic if head is None else head).startswith(b"SIMPLE"):
+        # astropy checks this for plain files only; a damaged compressed header would otherwise
+        # be scanned block by block as thousands of pseudo-HDUs
+        msg = "Not a FITS file: it does not start with the SIMPLE card. Check that it is FITS and not damaged."
+        raise CutoutError("not_fits", msg)
+    if head is None:
+        try:
+            _scan_plain(path)
+        except OSError as exc:
+            msg = f"The file could not be read: {exc.strerror}. Fix its permissions or storage."
+            raise CutoutError("unreadable", msg) from None
 
     flags = 0
     notes = []
@@ -226,7 +381,10 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
             warnings.simplefilter("ignore")
             hdu = None
             try:
-                for h in hdul:
+                for n_hdu, h in enumerate(hdul):
+                    if n_hdu >= _MAX_HDUS:
+                        msg = f"No 2-D image in the first {_MAX_HDUS} HDUs; a cutout keeps its image in one of its first HDUs. The file may be damaged."
+                        raise CutoutError("no_image", msg)
                     dims = _header_pixels(h)
                     if len(dims) >= 2 and all(d > 0 for d in dims) and h.is_image:
                         hdu = h
@@ -247,7 +405,6 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
                 msg = "The file holds no image data (zero-size or table-only HDUs). Supply a 2-D image cutout."
                 raise CutoutError("no_image", msg)
             dims = _header_pixels(hdu)
-            npix = int(np.prod(dims, dtype=np.int64))
             plane_pix = dims[0] * dims[1]
             if plane_pix > max_pixels:
                 msg = (
@@ -268,6 +425,9 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
             except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
                 msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
                 raise CutoutError("truncated", msg) from None
+            except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
+                msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
+                raise CutoutError("corrupt", msg) from None
             if data is None:
                 raise CutoutError("no_image", "The image HDU has no data. Supply a 2-D image cutout.")
             data = np.asarray(data)
@@ -313,9 +473,9 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
         if key in header:
             try:
                 z = float(header[key])
-            except (TypeError, ValueError):
+            except Exception:  # not a number, or an unparsable card
                 continue
-            if np.isfinite(z) and z > 0:
+            if np.isfinite(z) and 0 < z <= _MAX_REDSHIFT:  # a Z of 3000 is a velocity cz, not a redshift
                 redshift = z
                 break
     return Cutout(

@@ -209,6 +209,8 @@ def _save_saliency(directory, object_id, sal, norm, meas):
 
 def _prepare(item, options, prep_cfg):
     """Read and normalise one file; return (row, normalised, cd) or (error row, None, None)."""
+    from .cutouts import _file_stem as _stem  # the same id a readable file without OBJID gets
+
     try:
         cut = read_cutout(item.file, pixel_scale=item.pixel_scale or options.pixel_scale, max_pixels=options.max_pixels)
     except CutoutError as exc:
