@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 
 import numpy as np
 
@@ -322,7 +323,7 @@ def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, mem
                 c = Client(scheduler_file=scheduler_file, timeout=timeout, **kw)
             else:
                 c = Client(scheduler, timeout=timeout, **kw)
-        except (OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # OSError, TimeoutError, TLS/TypeError mismatches...
             where = scheduler_file or scheduler
             msg = f"Cannot reach the Dask scheduler at {where!r} within {timeout}: {exc}. Check the address and that the scheduler is running."
             raise JobError(msg) from None
@@ -444,6 +445,7 @@ def process(
         raise JobError(msg) from None
     todo = [i for i in range(len(parts)) if not (resume and is_done(staging, i, digests[i]))]
 
+    run_token = uuid.uuid4().hex[:8]  # task keys unique per run: a long-lived client may hold old futures
     c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security)
     bar = _Progress(len(parts), enabled=progress)
     bar.done = len(parts) - len(todo)
@@ -456,7 +458,7 @@ def process(
                 options,
                 staging,
                 digests[i],
-                key=f"survey-bars-partition-{digests[i][:20]}-{i}",
+                key=f"survey-bars-partition-{digests[i][:16]}-{run_token}-{i}",
                 retries=retries,
                 pure=False,
             )
@@ -497,7 +499,11 @@ def process(
         for f in os.listdir(out):
             if f.startswith("catalogue-") and f.endswith(".parquet"):
                 os.unlink(os.path.join(out, f))
-    rows = assemble(staging, list(range(len(parts))), out, metadata=metadata, transform=transform)
+    try:
+        rows = assemble(staging, list(range(len(parts))), out, metadata=metadata, transform=transform)
+    except OSError as exc:
+        msg = f"Cannot write the catalogue {out!r}: {exc.strerror or exc}. The partitions are kept in {staging!r}; free space and rerun with --resume."
+        raise JobError(msg) from None
     n_err = _count_errors(staging, range(len(parts)))
     if not keep_parts:
         shutil.rmtree(staging, ignore_errors=True)

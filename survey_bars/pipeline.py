@@ -256,11 +256,6 @@ def _prepare(item, options, prep_cfg):
     return row, norm, cut.cd
 
 
-def _stem(path):
-    name = os.path.basename(str(path))
-    return name.split(".")[0] or name
-
-
 def _finite_or_none(v):
     v = float(v)
     return v if np.isfinite(v) else None

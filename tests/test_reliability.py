@@ -21,6 +21,8 @@ import tracemalloc
 import pandas as pd
 import pytest
 
+from survey_bars.cluster import JobError
+
 from survey_bars.cutouts import CutoutError, read_cutout
 from survey_bars.pipeline import InputItem, RunOptions, process_items
 from survey_bars.testing import (
@@ -282,7 +284,7 @@ def test_full_staging_disk_clear_error_then_resume(tmp_path, model):
         with full_disk(at_assembly=True) as failed:
             try:
                 run(out2)
-            except Exception as exc:  # an OSError today (not wrapped in JobError)
+            except JobError as exc:
                 msg = str(exc)
             else:
                 pytest.fail("a full disk during assembly was not reported")

@@ -199,10 +199,6 @@ def test_plain_tcp_client_is_refused(tls_cluster, inputs, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug in survey_bars.cluster._connect (not owned here): a tls:// address without TLS "
-    "options makes distributed raise TypeError('TLS expects a ssl_context ...'), which _connect "
-    "does not turn into a JobError, so the CLI exits 1 with a traceback instead of a message"))
 def test_tls_address_without_certificates_is_refused(tls_cluster, inputs, tmp_path):
     out = tmp_path / "nocert.parquet"
     r = _cli(["--input", str(inputs), "--out", str(out), "--scheduler", tls_cluster["address"], "--timeout", "3s"], timeout=120)
