@@ -258,9 +258,9 @@ def test_default_bundle_card():
 def test_default_bundle_bar_auc_floor():
     """Regression guard on the held-out bar ROC AUC among discs.
 
-    Issue 3 targets 0.97; the shipped bundle reaches 0.92 (see benchmarks/RESULTS.md). This
-    floor catches a bundle that is worse than the one shipped today.
+    Issue 3 targets 0.97; the shipped bundle (1.0) reaches 0.943 among discs and 0.959 overall on
+    held-out simulations. This floor catches a bundle that is worse than the one shipped today.
     """
     m = load_bundle().card["metrics"]
-    assert m["bar_auc_discs"] >= 0.90, m["bar_auc_discs"]
-    assert m["bar_auc"] >= 0.92, m["bar_auc"]
+    assert m["bar_auc_discs"] >= 0.93, m["bar_auc_discs"]
+    assert m["bar_auc"] >= 0.95, m["bar_auc"]
