@@ -270,7 +270,7 @@ def bench_e2e(args):
         "",
         f"Scaling efficiency 1 -> 2 workers: **{100 * eff:.0f} %**.",
     ])
-    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --samples {args.samples}" if args.samples else ""))
+    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e} --partition-size {args.partition_size}")
 
 
 def bench_memory(args):
