@@ -29,6 +29,9 @@ from scipy import ndimage
 
 __all__ = ["NormaliseConfig", "Normalised", "normalise", "estimate_background"]
 
+#: largest measured half-light radius accepted, as a fraction of the stamp's shorter side
+MAX_R50_FRAC = 0.25
+
 
 @dataclass(frozen=True)
 class NormaliseConfig:
@@ -115,7 +118,8 @@ class Normalised:
     centre_offset_frac : float
         Distance of the galaxy centre from the stamp centre, as a fraction of the stamp side.
     size_from_fallback : bool
-        True when no galaxy could be segmented and a fallback size was used.
+        True when no galaxy could be segmented and a fallback size was used, or when the
+        measured size was implausibly large (over a quarter of the stamp) and was clamped.
     """
 
     image: np.ndarray
@@ -365,6 +369,11 @@ def normalise(data, config=None, *, mask=None, r50_pix=None):
     x0, y0, r50, seg, fallback, snr = _find_galaxy(sub, noise, cfg)
     if r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0:
         r50 = float(r50_pix)
+    elif r50 > MAX_R50_FRAC * min(nx, ny):
+        # a half-light radius over a quarter of the stamp means the segmentation merged the
+        # galaxy with something else (masked regions, bleed trails): clamp it and flag it
+        r50 = MAX_R50_FRAC * min(nx, ny)
+        fallback = True
 
     Y, X = _grid(ny, nx)
     within = np.hypot(X - x0, Y - y0) <= max(r50, 2.0)

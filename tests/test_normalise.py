@@ -82,3 +82,13 @@ def test_real_images_normalise(real_dir):
         assert 15 < n.r50_pix * c.pixel_scale_arcsec < 60
         assert n.outside_frac < 0.05 and n.centre_offset_frac < 0.05
         assert n.scale > 1.5  # large galaxies are shrunk into the frame
+
+
+def test_implausible_size_clamped_and_flagged():
+    """A galaxy merged with a large pedestal (residual background) must not blow the frame up."""
+    img = galaxy_image(n=96, r50=5.0, noise=0.001)
+    img[6:90, 6:90] += 0.05  # unsubtracted pedestal, connected to the galaxy
+    n = normalise(img)
+    assert n.r50_pix == pytest.approx(0.25 * 96) and n.size_from_fallback
+    clean = normalise(galaxy_image(n=96, r50=5.0, noise=0.001))
+    assert clean.r50_pix == pytest.approx(5.0, rel=0.15) and not clean.size_from_fallback
