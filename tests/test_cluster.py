@@ -188,3 +188,12 @@ def test_existing_out_refused_and_fatal_errors(sim_dir, local_catalogue, tmp_pat
         process([str(sim_dir)], tmp_path / "y.parquet", scheduler="tcp://127.0.0.1:1", timeout="2s", options=OPTIONS, progress=False)
     with pytest.raises(JobError, match="bundle"):
         process([str(sim_dir)], tmp_path / "z.parquet", options=RunOptions(model=str(tmp_path / "nope")), progress=False)
+
+
+def test_default_partition_size_balances_small_jobs():
+    from survey_bars.cluster import default_partition_size
+
+    assert default_partition_size(400) == 25  # 16 partitions: even work for 2, 4 or 8 workers
+    assert default_partition_size(10) == 4
+    assert default_partition_size(10**7) == 64
+    assert all(default_partition_size(n) >= 1 for n in range(0, 50))
