@@ -232,11 +232,18 @@ def measure_moments(
         lab, nlab = ndimage.label(above)
         if nlab == 0:
             break
-        # the component nearest the centre (by its closest pixel)
-        dmin = ndimage.minimum(rr, lab, index=np.arange(1, nlab + 1))
-        k = int(np.argmin(dmin)) + 1
-        if dmin[k - 1] > centre_radius * n / 2.0:
+        # the component nearest the centre (by its closest pixel); components tied at that
+        # distance (the pixel grid is symmetric about the centre) go to the brightest
+        dist = np.where(above, rr, np.inf)
+        d0 = float(dist.min())
+        if d0 > centre_radius * n / 2.0:
             break
+        tied = np.unique(lab[dist <= d0 + 1e-9])
+        if tied.size == 1:
+            k = int(tied[0])
+        else:
+            sums = np.bincount(lab.ravel(), weights=mm.ravel(), minlength=nlab + 1)
+            k = int(tied[np.argmax(sums[tied])])
         ys, xs = np.nonzero(lab == k)
         if xs.size < min_pixels:
             break
