@@ -262,15 +262,18 @@ def bench_e2e(args):
         s, dt, _ = _run_process([str(d)], w, args.samples, args.partition_size)
         res[w] = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt / w}
     eff = res[2]["per_s"] / (2 * res[1]["per_s"])
-    data = {"samples": args.samples, "partition_size": args.partition_size, "workers": res, "scaling_efficiency": eff}
+    from survey_bars.cluster import default_partition_size
+
+    psize = args.partition_size or default_partition_size(args.n_e2e)
+    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff}
     md = "\n".join([
-        f"`survey-bars process` on {args.n_e2e} simulated cutouts, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
+        f"`survey-bars process` on {args.n_e2e} simulated cutouts, {psize} per partition, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
         "",
         table(["workers", "seconds", "galaxies / s", "galaxies / s / core"], [[w, f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]),
         "",
         f"Scaling efficiency 1 -> 2 workers: **{100 * eff:.0f} %**.",
     ])
-    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e} --partition-size {args.partition_size}")
+    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --partition-size {args.partition_size}" if args.partition_size else ""))
 
 
 def bench_memory(args):
@@ -289,7 +292,7 @@ def bench_memory(args):
     growth = res[args.n_large]["peak_rss_mib"] / res[args.n_small]["peak_rss_mib"] - 1
     data = {"samples": args.samples_mem, "runs": res, "growth": growth}
     md = "\n".join([
-        f"One LocalCluster worker, partition size {args.partition_size}, SmoothGrad {args.samples_mem} samples; inputs are hard links to {len(files)} simulated cutouts (object ids differ by file name only where headers allow):",
+        f"One LocalCluster worker, partition size {args.partition_size or 'default'}, SmoothGrad {args.samples_mem} samples; inputs are hard links to {len(files)} simulated cutouts (object ids differ by file name only where headers allow):",
         "",
         table(["inputs", "seconds", "worker peak RSS [MiB]"], [[n, f"{r['seconds']:.0f}", f"{r['peak_rss_mib']:.0f}"] for n, r in res.items()]),
         "",
@@ -308,7 +311,7 @@ def main(argv=None):
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[32, 128, 256])
     ap.add_argument("--n-io", type=int, default=300)
     ap.add_argument("--n-e2e", type=int, default=400)
-    ap.add_argument("--partition-size", type=int, default=64)
+    ap.add_argument("--partition-size", type=int, default=None, help="files per partition (default: survey-bars' default)")
     ap.add_argument("--n-mem-base", type=int, default=200)
     ap.add_argument("--n-small", type=int, default=1000)
     ap.add_argument("--n-large", type=int, default=10000)
