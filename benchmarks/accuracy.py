@@ -226,13 +226,11 @@ def main(argv=None):
 
     sweep = []
     if args.sweep:
-        barred = [t[t["class"] == "barred"] for t in frames]
         for k in [int(x) for x in args.sweep.split(",")]:
             d = measure(frames, rt, k)
             d = d[(d.status == "ok") & d.true_has_bar]
             mm = metrics(d.bar_length_arcsec.to_numpy(float), d.true_bar_length_arcsec.to_numpy(float), d.p_bar.to_numpy(float) >= 0.5, np.ones(len(d), bool), d.p_bar.to_numpy(float), np.ones(len(d), bool))
             sweep.append({"samples": k, "pearson_r": mm["pearson_r"], "median_rel_err": mm["median_rel_err"], "rmse_arcsec": mm["rmse_arcsec"]})
-        del barred
     real = real_galaxies(rt, samples)
 
     figpath = ROOT / "docs" / "accuracy.png"

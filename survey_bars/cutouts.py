@@ -242,7 +242,7 @@ def _header_pixels(hdu):
 
 def _celestial_wcs(header, shape):
     """Return (pixel_scale_arcsec, ra, dec, flags, cd) from the header's WCS."""
-    from astropy.wcs import WCS, FITSFixedWarning
+    from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     flags = 0

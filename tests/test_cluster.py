@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +26,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 N_GALAXIES = 240
 OPTIONS = RunOptions(smoothgrad_samples=16)
-DATA_COLUMNS = None  # every column but the timing-free ones below is compared
 
 
 @pytest.fixture(scope="module")

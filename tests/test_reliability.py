@@ -21,7 +21,6 @@ import tracemalloc
 import pandas as pd
 import pytest
 
-from survey_bars.cluster import JobError
 
 from survey_bars.cutouts import CutoutError, read_cutout
 from survey_bars.pipeline import InputItem, RunOptions, process_items
