@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass, field
@@ -240,6 +241,30 @@ def _header_pixels(hdu):
     return dims
 
 
+#: keywords that can matter to a celestial WCS (FITS WCS papers I-III, SIP, TPV, TNX/ZPX)
+_WCS_KEY = re.compile(
+    r"^(WCSAXES|NAXIS\d*|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+"
+    r"|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|MJD-OBS|MJDREF.?|DATE-OBS|DATEREF|WCSNAME|CNAME\d"
+    r"|[AB]P?_ORDER|[AB]P?_\d+_\d+|A_DMAX|B_DMAX|WAT\d_\d+|SPECSYS|RESTFRQ|RESTWAV|VELREF)$"
+)
+
+
+def _wcs_cards(header):
+    """A header holding only the WCS-relevant cards.
+
+    astropy's WCS re-serialises and verifies every card of the header it is given, which for
+    long survey headers costs more than the rest of the read; the WCS depends on these cards
+    only.
+    """
+    from astropy.io import fits
+
+    out = fits.Header()
+    for card in header.cards:
+        if _WCS_KEY.match(card.keyword):
+            out.append(card, end=True)
+    return out
+
+
 def _celestial_wcs(header, shape):
     """Return (pixel_scale_arcsec, ra, dec, flags, cd) from the header's WCS."""
     from astropy.wcs import WCS
@@ -249,7 +274,7 @@ def _celestial_wcs(header, shape):
     has_wcs_keys = any(k in header for k in ("CTYPE1", "CD1_1", "CDELT1", "PC1_1"))
     if not has_wcs_keys:
         return None, None, None, int(Flag.NO_WCS), None
-    hdr = header.copy()
+    hdr = _wcs_cards(header)
     # SIP coefficients without the -SIP suffix on CTYPE are common in archive files; astropy
     # applies them and logs an INFO message per file, which we silence (the distortion is
     # negligible over a cutout either way).
@@ -267,7 +292,8 @@ def _celestial_wcs(header, shape):
         astropy_log.setLevel(old_level)
     if not w.has_celestial:
         return None, None, None, int(Flag.NO_WCS | Flag.NON_CELESTIAL_WCS), None
-    wc = w.celestial
+    # a 2-axis celestial WCS is its own celestial part (sub-setting it would build a second WCS)
+    wc = w if (w.naxis == 2 and w.wcs.lng == 0 and w.wcs.lat == 1) else w.celestial
     try:
         scales = proj_plane_pixel_scales(wc)
         scale = float(np.sqrt(abs(scales[0] * scales[1]))) * 3600.0

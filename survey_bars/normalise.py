@@ -162,13 +162,43 @@ def _grid(ny, nx):
     return Y, X
 
 
+@functools.lru_cache(maxsize=32)
 def _border_mask(shape, frac):
+    """Read-only mask of the stamp border (cached per shape)."""
     ny, nx = shape
     w = max(2, int(round(frac * min(ny, nx))))
     m = np.zeros(shape, dtype=bool)
     m[:w, :] = m[-w:, :] = True
     m[:, :w] = m[:, -w:] = True
+    m.flags.writeable = False
     return m
+
+
+def _plane_design(xx, yy, nx, ny):
+    """Design matrix ``[1, x, y]`` of a plane fit, coordinates relative to the stamp centre."""
+    xs = (xx - nx / 2.0) / max(nx, 1)
+    ys = (yy - ny / 2.0) / max(ny, 1)
+    return np.column_stack([np.ones_like(xs), xs, ys])
+
+
+@functools.lru_cache(maxsize=32)
+def _border_design(shape, frac):
+    """Flat indices of the border pixels and their plane design matrix (cached per shape)."""
+    yy, xx = np.nonzero(_border_mask(shape, frac))
+    flat = yy * shape[1] + xx
+    A = _plane_design(xx, yy, shape[1], shape[0])
+    flat.flags.writeable = False
+    A.flags.writeable = False
+    return flat, A
+
+
+@functools.lru_cache(maxsize=32)
+def _centre_distance(ny, nx):
+    """Read-only distance of each pixel from the stamp centre (cached per shape)."""
+    Y, X = _grid(ny, nx)
+    rc = np.hypot(X - (nx - 1) / 2.0, Y - (ny - 1) / 2.0)
+    rc.flags.writeable = False
+    return rc
 
 
 def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
@@ -195,16 +225,20 @@ def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
         Robust standard deviation of the clipped border pixels (0 when it cannot be measured).
     """
     ny, nx = data.shape
-    sel = _border_mask(data.shape, border_frac) & good
-    if sel.sum() < 10:
-        sel = good
-    if sel.sum() < 3:
-        return np.zeros(data.shape), 0.0
-    yy, xx = np.nonzero(sel)
-    v = data[sel].astype(np.float64)
-    xs = (xx - nx / 2.0) / max(nx, 1)
-    ys = (yy - ny / 2.0) / max(ny, 1)
-    A = np.column_stack([np.ones_like(xs), xs, ys])
+    border = _border_mask(data.shape, border_frac)
+    flat, A_border = _border_design(data.shape, border_frac)
+    if good.ravel()[flat].all():  # the usual case: a clean border, whose design matrix is cached
+        v = data.ravel()[flat].astype(np.float64)
+        A = A_border
+    else:
+        sel = border & good
+        if sel.sum() < 10:
+            sel = good
+        if sel.sum() < 3:
+            return np.zeros(data.shape), 0.0
+        yy, xx = np.nonzero(sel)
+        v = data[sel].astype(np.float64)
+        A = _plane_design(xx, yy, nx, ny)
     keep = np.ones(v.size, dtype=bool)
     coef = np.array([np.median(v), 0.0, 0.0])
     noise = 0.0
@@ -222,7 +256,10 @@ def estimate_background(data, good, border_frac=0.1, n_iter=4, clip=3.0):
         if noise <= 0:
             noise = float(np.std(resid[keep]))
             break
-        keep = np.abs(resid) < clip * noise
+        new_keep = np.abs(resid) < clip * noise
+        if np.array_equal(new_keep, keep):
+            break  # converged: another pass would give the same plane and noise
+        keep = new_keep
     gx = coef[1] * (np.arange(nx) - nx / 2.0) / max(nx, 1)
     gy = coef[2] * (np.arange(ny) - ny / 2.0) / max(ny, 1)
     plane = coef[0] + gy[:, None] + gx[None, :]
@@ -237,27 +274,39 @@ def _deblend(smooth, sub, seg, iy, ix, thresh, min_flux_frac=0.05):
     clumps, arm knots) stay with the target; brighter ones that do not hold the target's peak
     are separate sources and are removed.
     """
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    peaks = peak_local_max(np.where(seg, smooth, 0.0), min_distance=3, threshold_abs=max(thresh, 0.0), labels=seg.astype(np.int32), exclude_border=False)
-    if len(peaks) < 2:
+    # work in the segment's bounding box: stamps are several times larger than the galaxy
+    ys, xs = np.nonzero(seg)
+    y0, y1 = max(int(ys.min()) - 1, 0), int(ys.max()) + 2
+    x0, x1 = max(int(xs.min()) - 1, 0), int(xs.max()) + 2
+    box = (slice(y0, y1), slice(x0, x1))
+    sm, sg = smooth[box], seg[box]
+    # local maxima of the smoothed image within the segment (7 x 7 neighbourhood, as a
+    # peak finder with a minimum distance of 3 pixels); plateaus keep their first pixel
+    vals = np.where(sg, sm, -np.inf)
+    peak = (vals == ndimage.maximum_filter(vals, size=7, mode="constant", cval=-np.inf)) & sg & (sm > max(thresh, 0.0))
+    lab, npk = ndimage.label(peak)
+    if npk < 2:
         return seg
-    markers = np.zeros(seg.shape, dtype=np.int32)
-    for k, (py, px) in enumerate(peaks, start=1):
+    markers = np.zeros(sg.shape, dtype=np.int32)
+    first = ndimage.minimum_position(np.arange(peak.size).reshape(peak.shape), lab, np.arange(1, npk + 1))
+    for k, (py, px) in enumerate(first, start=1):
         markers[py, px] = k
-    if markers[iy, ix] == 0:
-        markers[iy, ix] = len(peaks) + 1
-    ws = watershed(-smooth, markers, mask=seg)
-    target = ws[iy, ix]
-    pos = np.clip(sub, 0, None)
-    total = float(pos[seg].sum())
+    ty, tx = iy - y0, ix - x0
+    if markers[ty, tx] == 0:
+        markers[ty, tx] = npk + 1
+    ws = watershed(-sm, markers, mask=sg)
+    target = ws[ty, tx]
+    pos = np.clip(sub[box], 0, None)
+    total = float(pos[sg].sum())
     if total <= 0:
         return seg
     n = int(ws.max())
     fluxes = ndimage.sum_labels(pos, ws, np.arange(1, n + 1))
     keep = (fluxes < min_flux_frac * total) | (np.arange(1, n + 1) == target)
-    out = seg & keep[np.clip(ws - 1, 0, n - 1)] & (ws > 0)
+    out = np.zeros_like(seg)
+    out[box] = sg & keep[np.clip(ws - 1, 0, n - 1)] & (ws > 0)
     out[iy, ix] = True
     return out
 
@@ -268,9 +317,8 @@ def _find_galaxy(sub, noise, cfg):
     smooth = ndimage.gaussian_filter(sub, 1.5)
     # noise of the smoothed image (white noise through a Gaussian of sigma s: / (2 sqrt(pi) s))
     snoise = noise / (2.0 * np.sqrt(np.pi) * 1.5) if noise > 0 else 0.0
-    cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
     Y, X = _grid(ny, nx)
-    rc = np.hypot(X - cx, Y - cy)
+    rc = _centre_distance(ny, nx)
     search = rc <= 0.25 * min(nx, ny)
     thresh = cfg.detect_nsigma * snoise if snoise > 0 else 0.0
     det = smooth > thresh
@@ -299,10 +347,12 @@ def _find_galaxy(sub, noise, cfg):
     if not fallback:
         seg = _deblend(smooth, sub, seg, iy, ix, thresh)
     # flux-weighted centroid within a small radius of the peak
-    w = np.clip(smooth, 0, None) * (np.hypot(X - ix, Y - iy) <= 3) * seg
+    win = (slice(max(iy - 3, 0), iy + 4), slice(max(ix - 3, 0), ix + 4))
+    Xw, Yw = X[win], Y[win]
+    w = np.clip(smooth[win], 0, None) * (np.hypot(Xw - ix, Yw - iy) <= 3) * seg[win]
     if w.sum() > 0:
-        x0 = float((w * X).sum() / w.sum())
-        y0 = float((w * Y).sum() / w.sum())
+        x0 = float((w * Xw).sum() / w.sum())
+        y0 = float((w * Yw).sum() / w.sum())
     else:
         x0, y0 = float(ix), float(iy)
     flux_img = np.where(seg, sub, 0.0)
@@ -311,8 +361,9 @@ def _find_galaxy(sub, noise, cfg):
     snr = total / (noise * np.sqrt(npix)) if noise > 0 and npix > 0 else float("inf") if total > 0 else 0.0
     if fallback or total <= 0:
         return x0, y0, min(nx, ny) / 8.0, seg, True, max(snr, 0.0)
-    r = np.hypot(X - x0, Y - y0)[seg].ravel()
-    f = sub[seg].ravel()
+    sy, sx = np.nonzero(seg)
+    r = np.hypot(sx - x0, sy - y0)
+    f = sub[sy, sx]
     order = np.argsort(r)
     cum = np.cumsum(f[order])
     k = int(np.searchsorted(cum, 0.5 * total))
@@ -375,9 +426,13 @@ def normalise(data, config=None, *, mask=None, r50_pix=None):
         r50 = MAX_R50_FRAC * min(nx, ny)
         fallback = True
 
+    # pixels within r50 of the centre, counted in the circle's bounding box
+    rad = max(r50, 2.0)
+    ys = slice(max(int(np.floor(y0 - rad)), 0), max(int(np.ceil(y0 + rad)) + 1, 0))
+    xs = slice(max(int(np.floor(x0 - rad)), 0), max(int(np.ceil(x0 + rad)) + 1, 0))
     Y, X = _grid(ny, nx)
-    within = np.hypot(X - x0, Y - y0) <= max(r50, 2.0)
-    bad_centre_frac = float((~good & within).sum() / max(within.sum(), 1))
+    within = np.hypot(X[ys, xs] - x0, Y[ys, xs] - y0) <= rad
+    bad_centre_frac = float((~good[ys, xs] & within).sum() / max(within.sum(), 1))
     bad_frac = float((~good).sum() / good.size)
 
     n = cfg.size
