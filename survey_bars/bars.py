@@ -11,13 +11,20 @@ the frame centre):
     stops on linearity there and runs down to a few pixels: the known flaw.
 
 ``"moments"`` (the default)
-    The same sweep made rotation invariant and restricted to the central structure. At each
-    threshold only the connected component nearest the centre is kept, and its linearity is
-    measured in its own principal frame: ``(l1 - l2) / (l1 + l2)`` from the eigenvalues of
-    the pixel covariance, which equals the largest ``|Pearson r|`` over all rotations of the
-    image. The length is the extent of the component along its major axis; the position angle
-    and the axis ratio ``sqrt(l2 / l1)`` come from the same moments. A calibration measured on
-    simulations (stored in the model bundle) maps the raw length to the true one.
+    Rotation invariant, restricted to the central structure, and robust to a saliency map
+    whose bar is split by a bright bulge. The map is smoothed (``3`` pixels for a 64-pixel
+    frame), rescaled to [0, 1] within the search radius, and every pixel above a low floor
+    weighs in with its excess. The weighted second moments about the galaxy centre (the frame
+    centre) give the major and minor variances ``l1 >= l2`` and the position angle. Blur
+    (the smoothing and the network's gradient footprint) adds about the same variance along
+    both axes, so the difference ``l1 - l2`` measures the bar alone: the raw length is
+    ``sqrt(12 (l1 - l2))``, the full length of a thin uniform rod with that variance. The axis
+    ratio is ``sqrt(l2 / l1)``. A calibration measured on simulations (stored in the model
+    bundle under ``calibration["moments"]``) maps the raw length to the true one.
+
+The ``moments`` measurement of survey-bars < 0.2 (a threshold sweep keeping the component
+nearest the centre, length = its extent) is :data:`MOMENTS_VERSION` 1; calibrations record the
+version they were fitted for.
 """
 
 from __future__ import annotations
@@ -29,9 +36,11 @@ from scipy import ndimage
 
 from .flags import Flag
 
-__all__ = ["BarMeasurement", "measure_bar", "measure_bhambra2022", "measure_moments", "METHODS"]
+__all__ = ["BarMeasurement", "measure_bar", "measure_bhambra2022", "measure_moments", "METHODS", "MOMENTS_VERSION"]
 
 METHODS = ("moments", "bhambra2022")
+#: Version of the ``moments`` measurement; a bundle's calibration must have been fitted for it.
+MOMENTS_VERSION = 2
 
 
 @dataclass
@@ -163,107 +172,100 @@ def _moments_pa_q(xs, ys):
 def measure_moments(
     saliency,
     *,
-    start=0.3,
-    stop=0.95,
-    step=0.025,
-    linear=0.6,
-    min_pixels=6,
-    smooth=1.0,
+    smooth=None,
+    floor=0.1,
     search_radius=0.9,
-    centre_radius=0.25,
     diffuse_contrast=1.5,
-    round_axis_ratio=0.7,
+    round_axis_ratio=0.9,
+    edge_fraction=0.05,
 ):
-    """Rotation-invariant measuring step restricted to the central structure (the default).
+    """Rotation-invariant second-moment measurement of the central structure (the default).
 
     Parameters
     ----------
     saliency : ndarray
         2-D square saliency map with the galaxy at its centre.
-    start, stop, step : float, optional
-        The threshold sweep, relative to the smoothed map's peak within the search region.
-    linear : float, optional
-        Stop when the rotation-invariant linearity ``(l1 - l2) / (l1 + l2)`` of the central
-        component exceeds this.
-    min_pixels : int, optional
-        Stop (keeping the previous threshold's structure) when fewer pixels remain.
     smooth : float, optional
-        Gaussian smoothing of the map in pixels before the sweep (0 for none).
+        Gaussian smoothing in pixels before measuring (default ``3 * S / 64`` for an ``S``-pixel
+        map; 0 for none).
+    floor : float, optional
+        Pixels weigh in with their excess over this fraction of the smoothed map's range within
+        the search region.
     search_radius : float, optional
         Only pixels within this fraction of the frame half-width are considered.
-    centre_radius : float, optional
-        The measured component must come within this fraction of the half-width of the
-        centre.
     diffuse_contrast : float, optional
         ``DIFFUSE_SALIENCY`` is set when the mean saliency within half the search radius is
         less than this times the mean outside it.
     round_axis_ratio : float, optional
         ``BAR_NOT_ELONGATED`` is set when the axis ratio exceeds this.
+    edge_fraction : float, optional
+        ``BAR_AT_FRAME_LIMIT`` is set when more than this fraction of the weight lies within
+        two smoothing lengths of the search radius.
 
     Returns
     -------
     BarMeasurement
+        ``length`` is the raw (uncalibrated) full length in model pixels, ``threshold`` the
+        floor, ``npix`` the number of weighted pixels and ``linearity`` ``(l1 - l2) / (l1 + l2)``.
     """
     m = _check_map(saliency)
     n = m.shape[0]
     if not m.any():
         return _nan_measurement(Flag.DIFFUSE_SALIENCY)
-    if smooth > 0:
-        m = ndimage.gaussian_filter(m, smooth)
-    c = (n - 1) / 2.0
-    yy, xx = np.mgrid[0:n, 0:n]
-    rr = np.hypot(xx - c, yy - c)
+    sm = 3.0 * n / 64.0 if smooth is None else float(smooth)
+    if sm > 0:
+        m = ndimage.gaussian_filter(m, sm)
+    yy, xx, rr = _frame_grid(n)
     rmax = search_radius * n / 2.0
     region = rr <= rmax
     inner = rr <= rmax / 2.0
     flags = 0
     mean_in = m[inner].mean()
-    mean_out = m[region & ~inner].mean() if (region & ~inner).any() else 0.0
+    ring = region & ~inner
+    mean_out = m[ring].mean() if ring.any() else 0.0
     if mean_in < diffuse_contrast * mean_out:
         flags |= Flag.DIFFUSE_SALIENCY
     peak = m[region].max()
     base = m[region].min()
     if peak <= base:
         return _nan_measurement(flags | Flag.DIFFUSE_SALIENCY)
-    mm = np.where(region, (m - base) / (peak - base), 0.0)
-    chosen = None
-    for t in np.arange(start, stop + 1e-9, step):
-        above = mm > t
-        lab, nlab = ndimage.label(above)
-        if nlab == 0:
-            break
-        # the component nearest the centre (by its closest pixel); components tied at that
-        # distance (the pixel grid is symmetric about the centre) go to the brightest
-        dist = np.where(above, rr, np.inf)
-        d0 = float(dist.min())
-        if d0 > centre_radius * n / 2.0:
-            break
-        tied = np.unique(lab[dist <= d0 + 1e-9])
-        if tied.size == 1:
-            k = int(tied[0])
-        else:
-            sums = np.bincount(lab.ravel(), weights=mm.ravel(), minlength=nlab + 1)
-            k = int(tied[np.argmax(sums[tied])])
-        ys, xs = np.nonzero(lab == k)
-        if xs.size < min_pixels:
-            break
-        mx, my, l1, l2, theta = _moments(xs.astype(float), ys.astype(float))
-        lin = (l1 - l2) / (l1 + l2)
-        chosen = (t, xs, ys, mx, my, l1, l2, theta, lin)
-        if lin > linear:
-            break
-    if chosen is None:
-        return _nan_measurement(flags)
-    t, xs, ys, mx, my, l1, l2, theta, lin = chosen
-    ux, uy = np.cos(theta), np.sin(theta)
-    proj = (xs - mx) * ux + (ys - my) * uy
-    length = float(proj.max() - proj.min() + 1.0)
+    w = np.where(region, np.clip((m - base) / (peak - base) - floor, 0.0, None), 0.0)
+    sw = w.sum()
+    if sw <= 0:
+        return _nan_measurement(flags | Flag.DIFFUSE_SALIENCY)
+    c = (n - 1) / 2.0
+    dx, dy = xx - c, yy - c
+    cxx = (w * dx * dx).sum() / sw
+    cyy = (w * dy * dy).sum() / sw
+    cxy = (w * dx * dy).sum() / sw
+    tr = cxx + cyy
+    disc = np.sqrt(max(tr * tr / 4.0 - (cxx * cyy - cxy * cxy), 0.0))
+    l1, l2 = tr / 2.0 + disc, max(tr / 2.0 - disc, 0.0)
+    theta = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
+    length = float(np.sqrt(12.0 * (l1 - l2)))
     q = float(np.sqrt(l2 / l1)) if l1 > 0 else np.nan
-    if q > round_axis_ratio:
+    if not q <= round_axis_ratio:
         flags |= Flag.BAR_NOT_ELONGATED
-    if rr[ys, xs].max() >= rmax - 1.0:
+    if w[rr > rmax - 2.0 * max(sm, 1.0)].sum() > edge_fraction * sw:
         flags |= Flag.BAR_AT_FRAME_LIMIT
-    return BarMeasurement(length, float(np.degrees(theta) % 180.0), q, float(t), int(xs.size), float(lin), int(flags))
+    lin = float((l1 - l2) / (l1 + l2)) if l1 + l2 > 0 else 0.0
+    return BarMeasurement(length, float(np.degrees(theta) % 180.0), q, float(floor), int((w > 0).sum()), lin, int(flags))
+
+
+_GRIDS: dict = {}
+
+
+def _frame_grid(n):
+    """Cached ``(yy, xx, rr)`` pixel grids of an ``n x n`` frame (rr from the frame centre)."""
+    g = _GRIDS.get(n)
+    if g is None:
+        yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
+        c = (n - 1) / 2.0
+        g = (yy, xx, np.hypot(xx - c, yy - c))
+        for a in g:
+            a.flags.writeable = False
+        _GRIDS[n] = g
+    return g
 
 
 def measure_bar(saliency, method="moments", **kwargs):

@@ -48,7 +48,7 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "OFF_CENTRE": "The galaxy centre lies more than 10 % of the stamp size from the stamp centre.",
     "TRUNCATED": "More than 5 % of the model frame falls outside the stamp: the galaxy is cut by its edge.",
     "DIFFUSE_SALIENCY": "The saliency map has no concentrated central structure; the bar length is unreliable.",
-    "BAR_NOT_ELONGATED": "The central saliency structure is round (axis ratio > 0.7); no bar-like shape was found.",
+    "BAR_NOT_ELONGATED": "The central saliency structure is nearly round (axis ratio > 0.9); no bar-like shape was found, and lengths of such bars are the least accurate.",
     "BAR_AT_FRAME_LIMIT": "The measured bar reaches the edge of the region searched; the length may be a lower limit.",
     "P_BAR_AMBIGUOUS": "p_bar lies between 0.35 and 0.65, near the decision boundary.",
     "LARGE_RESAMPLING": "The cutout was resampled by more than a factor 4 (up or down) to fill the model frame.",

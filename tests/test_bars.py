@@ -19,16 +19,33 @@ def bar_map(length, angle_deg, n=64, width=1.5, seed=0, floor=0.02):
 @pytest.mark.parametrize("angle", [0, 17, 45, 90, 120, 179])
 def test_moments_rotation_invariant(angle):
     m = measure_moments(bar_map(30, angle))
-    assert m.length == pytest.approx(33, abs=2.5)
+    assert m.length == pytest.approx(30, abs=2.5)
     d = (m.pa_deg - angle + 90) % 180 - 90
-    assert abs(d) < 2
-    assert m.axis_ratio < 0.3
+    assert abs(d) < 2.5
+    assert m.axis_ratio < 0.5
     assert not m.flags & Flag.BAR_NOT_ELONGATED
 
 
 @pytest.mark.parametrize("length", [10, 20, 30, 40])
-def test_moments_length_monotonic(length):
-    assert measure_moments(bar_map(length, 33)).length == pytest.approx(length + 3, abs=3)
+def test_moments_length_tracks_the_rod(length):
+    """The raw length is that of a uniform rod with the map's excess major-axis variance."""
+    assert measure_moments(bar_map(length, 33)).length == pytest.approx(length, rel=0.12, abs=1.5)
+
+
+def test_moments_blur_cancels():
+    """Isotropic blur adds the same variance along both axes and leaves the length alone."""
+    sharp = measure_moments(bar_map(24, 60, width=1.0)).length
+    blurred = measure_moments(bar_map(24, 60, width=4.0)).length
+    assert blurred == pytest.approx(sharp, rel=0.1)
+
+
+def test_moments_bar_split_by_a_bulge():
+    """Saliency with a dark centre (the bulge hides the bar's middle) still measures the bar."""
+    m = bar_map(36, 20)
+    yy, xx = np.mgrid[0:64, 0:64]
+    m = m * (1 - np.exp(-((xx - 31.5) ** 2 + (yy - 31.5) ** 2) / (2 * 4.0**2)))
+    whole = measure_moments(bar_map(36, 20)).length
+    assert 0.85 * whole < measure_moments(m).length < 1.3 * whole  # not one lobe's length
 
 
 def test_bhambra2022_fails_for_axis_aligned_bar_as_published():
