@@ -22,6 +22,9 @@ from survey_bars.models.nets import LengthNet, MorphologyNet, fold_batchnorm  # 
 from .test_bundle import _run_no_torch  # noqa: E402
 
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2], [16, 3, 1]]}
+#: a tiny bar-evidence network (the default design), with a dilated layer to cover that path
+TINY_EVIDENCE = {"body": [[8, 4, 2], [8, 3, 1, 2], [16, 3, 2]], "tail": [[16, 3, 2]]}
+LENGTH_TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 FWD_TOL = 1e-4
 GRAD_TOL = 1e-3
 
@@ -35,13 +38,18 @@ def _randomise_bn(model, gen):
             m.bias.data.uniform_(0.0, 0.2, generator=gen)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random-weight morphology net and regressor, exported once."""
+@pytest.fixture(scope="module", params=["pooled", "evidence"])
+def tiny(request, tmp_path_factory):
+    """A tiny random-weight morphology net (each design) and regressor, exported once."""
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    morph, length = MorphologyNet(TINY), LengthNet(TINY)
+    arch = TINY if request.param == "pooled" else TINY_EVIDENCE
+    morph, length = MorphologyNet(arch), LengthNet(LENGTH_TINY)
+    if morph.evidence_design:
+        with torch.no_grad():  # some cells with evidence, so that the gradient is not ~0
+            morph.evidence_conv.bias.fill_(0.5)
+            morph.bar_scale.fill_(1.7)
     _randomise_bn(morph, gen)
     _randomise_bn(length, gen)
     with torch.no_grad():
@@ -57,7 +65,7 @@ def tiny(tmp_path_factory):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     fwd = ort.InferenceSession(str(b.forward_path), so, providers=["CPUExecutionProvider"])
     sal = ort.InferenceSession(str(b.saliency_path), so, providers=["CPUExecutionProvider"])
-    return {"morph": morph, "length": length, "bundle": b, "fwd": fwd, "sal": sal}
+    return {"morph": morph, "length": length, "bundle": b, "fwd": fwd, "sal": sal, "arch": arch}
 
 
 def _compare(tiny, x):
@@ -107,7 +115,7 @@ def test_bundle_card_from_export(tiny):
     b = load_bundle(tiny["bundle"].path)
     card = b.card
     assert card["name"] == "tiny" and card["export_check"]["grad_rel_err"] <= GRAD_TOL
-    assert card["architecture"]["morphology"] == TINY
+    assert card["architecture"]["morphology"] == tiny["arch"]
     assert card["architecture"]["temperatures"]["bar"] == pytest.approx(0.8)
     assert [o.name for o in tiny["fwd"].get_outputs()] == ["probs", "bar_logit", "bar_length_direct"]
     assert [i.name for i in tiny["sal"].get_inputs()] == ["image"]

@@ -30,14 +30,80 @@ from survey_bars.models.train import (  # noqa: E402
 from .conftest import galaxy_image, write_fits  # noqa: E402
 
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
+TINY_EVIDENCE = {"body": [[8, 4, 2], [16, 3, 2]], "tail": [[16, 3, 2]]}
 
 
 def test_default_architecture_is_small():
     mflop = forward_flops(DEFAULT_ARCH) / 1e6
-    assert 10 <= mflop <= 30
+    assert 10 <= mflop <= 60
+    assert forward_flops(DEFAULT_ARCH, part="bar") < forward_flops(DEFAULT_ARCH)
     net = MorphologyNet()
+    assert net.evidence_design
     assert sum(p.numel() for p in net.parameters()) < 200_000
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+    assert net.bar_evidence(torch.zeros(2, 1, 64, 64)).shape == (2, 16, 16)
+
+
+def test_flop_count_matches_torch():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = MorphologyNet().eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, 1, 64, 64))
+    assert fc.get_total_flops() == pytest.approx(forward_flops(DEFAULT_ARCH), rel=0.02)
+
+
+def test_bar_logit_pools_the_evidence():
+    """The bar logit grows with the evidence and ignores cells without it."""
+    torch.manual_seed(0)
+    net = MorphologyNet().eval()
+    e = torch.full((2, 16, 16), -8.0)
+    e[1, 6:10, 4:12] = 3.0
+    with torch.no_grad():
+        z = net._pool_evidence(e)
+    assert z[1] > z[0] + 3
+    e2 = e.clone()
+    e2[1, 0, 0] = -20.0  # a cell without evidence changes nothing
+    with torch.no_grad():
+        assert float(net._pool_evidence(e2)[1]) == pytest.approx(float(z[1]), abs=1e-4)
+
+
+def test_bar_masks_geometry():
+    from survey_bars.models.train import bar_masks
+
+    m = bar_masks([32.0, 20.0, np.nan, np.nan], [0.0, 90.0, 0.0, np.nan], [1, 1, 0, 1], 64, 16)
+    assert m.shape == (4, 16, 16) and m.dtype == np.float32
+    # horizontal bar of 32 px: 8 cells long, centred, along x
+    cols = np.nonzero(m[0].max(axis=0) > 0.5)[0]
+    rows = np.nonzero(m[0].max(axis=1) > 0)[0]
+    assert cols.min() == 4 and cols.max() == 11 and set(rows) <= {6, 7, 8, 9}
+    assert m[0].sum() * 16 == pytest.approx(np.pi * 16 * (16 * 0.35), rel=0.05)  # the ellipse area
+    assert m[1].max(axis=1).sum() > m[1].max(axis=0).sum()  # vertical
+    np.testing.assert_array_equal(m[2], 0)  # unbarred: no evidence anywhere
+    assert np.isnan(m[3]).all()  # barred without geometry: left out of the loss
+    with pytest.raises(ValueError, match="multiple"):
+        bar_masks([10.0], [0.0], [1], 64, 15)
+
+
+def test_augment_moves_masks_with_images():
+    rng = np.random.default_rng(3)
+    x = torch.randn(16, 1, 8, 8)
+    y, m = _augment(x, rng, x.clone())
+    torch.testing.assert_close(y, m)
+
+
+def test_pixel_angle_inverts_sky_pa():
+    from survey_bars.pipeline import pixel_angle, sky_pa
+
+    north_up = np.array([[-1e-4, 0.0], [0.0, 1e-4]])
+    assert pixel_angle(0.0, north_up) == pytest.approx(90.0)  # north is +y
+    assert pixel_angle(90.0, north_up) == pytest.approx(0.0, abs=1e-9)  # east is -x
+    rot = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]]) @ north_up
+    for pa in (0.0, 17.0, 64.0, 133.0, 179.0):
+        for cd in (north_up, rot, np.diag([1e-4, 1e-4])):
+            assert sky_pa(pixel_angle(pa, cd), cd) == pytest.approx(pa, abs=1e-6)
+    assert np.isnan(pixel_angle(np.nan, north_up))
+    assert pixel_angle(30.0, None) == pytest.approx(pixel_angle(30.0, north_up))
 
 
 def test_output_shapes_and_probabilities():
@@ -141,7 +207,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
-                      length_epochs=1, arch=TINY)
+                      length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12)
     return root, b
 
 
@@ -155,6 +221,11 @@ def test_build_default_smoke(built):
     assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
     assert card["training"]["wall_time_s"] > 0
     assert card["export_check"]["grad_rel_err"] <= 1e-3
+    assert card["architecture"]["morphology"] == TINY_EVIDENCE and "bar_pooling" in card["architecture"]
+    assert card["training"]["bar_mask_loss_weight"] == 1.0
+    cal = card["calibration"]["moments"]
+    assert cal["measurement_version"] == 2 and cal["seed"] == 90210 and cal["n_simulated"] == 12
+    assert "--calibrate-n 12" in card["training"]["command"]
     for key in ("bar_auc", "ece_bar", "ece_morph", "n_test"):
         assert key in card["metrics"]
     assert (root / "sims" / ".survey-bars-cache").is_dir()

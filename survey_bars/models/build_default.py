@@ -2,14 +2,16 @@
 
 This is the documented, reproducible command for ``survey_bars/models/default``::
 
-    python -m survey_bars.models.build_default --n 12000 --seed 1 --workdir /tmp/sb-build
+    python -m survey_bars.models.build_default --n 20000 --seed 1 --workdir /tmp/sb-build
 
 It simulates ``n`` galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``,
 trains both networks with :func:`survey_bars.models.train.train` (the same seed, the default
-architecture and epochs below), and writes the bundle (default: the package's ``default``
-directory). Given the same seed, thread count and software versions the weights are identical;
-the card records the command, the seed, the data and the wall times. A saliency length
-calibration (``survey-bars calibrate``) recorded in an existing card is not reproduced here.
+architecture and epochs below), writes the bundle (default: the package's ``default``
+directory), and calibrates its saliency lengths with
+:func:`survey_bars.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
+(seed 90210, never used in training). Given the same seed, thread count and software versions
+the weights are identical; the card records the command, the seed, the data, the calibration
+and the wall times.
 """
 
 from __future__ import annotations
@@ -24,22 +26,24 @@ __all__ = ["DEFAULTS", "build_default", "main"]
 
 #: Settings of the shipped default bundle.
 DEFAULTS = {
-    "n": 12000,
+    "n": 20000,
     "seed": 1,
     "survey": "mixed",
-    "epochs": 40,
+    "epochs": 30,
     "length_epochs": 40,
     "batch_size": 128,
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "1.0",
+    "version": "2.0",
+    "calibrate_n": 800,
+    "calibrate_seed": 90210,
 }
 
 
 def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
-                  length_arch=None):
+                  length_arch=None, calibrate_n=DEFAULTS["calibrate_n"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -61,8 +65,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     command : str, optional
         Command line recorded in the card.
     arch, length_arch : dict, optional
-        Trunk architectures (defaults :data:`survey_bars.models.nets.DEFAULT_ARCH` and
+        Architectures (defaults :data:`survey_bars.models.nets.DEFAULT_ARCH` and
         :data:`~survey_bars.models.nets.LENGTH_ARCH`; for tests).
+    calibrate_n : int, optional
+        Barred simulations for the saliency-length calibration (0 skips it).
 
     Returns
     -------
@@ -74,6 +80,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     from ..simulate import simulate
     from .bundle import DEFAULT_BUNDLE, load_bundle, write_card
+    from .nets import is_evidence_arch
     from .train import train
 
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
@@ -94,17 +101,27 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             json.dump(spec, fh)
     t_sim = time.time() - t0
     command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
-                          f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs}")
+                          f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
+                          f"--calibrate-n {calibrate_n}")
     b = train([workdir], out, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
-              length_arch=length_arch or arch)
+              length_arch=length_arch or (arch if arch and not is_evidence_arch(arch) else None))
     card = dict(b.card)
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),
                                                             "wall_time_s": round(t_sim, 1)},
                         "end_to_end_wall_time_s": round(time.time() - t0, 1)}
     write_card(b.path, card)
+    if calibrate_n:
+        from ..calibrate import calibrate_bundle
+
+        calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
+                         workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
+                         workers=threads)
+        card = dict(load_bundle(b.path).card)
+        card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
+        write_card(b.path, card)
     return load_bundle(b.path)
 
 
@@ -127,8 +144,11 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="threads/processes (default %(default)s)")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--length-epochs", type=int, default=DEFAULTS["length_epochs"])
+    p.add_argument("--calibrate-n", type=int, default=DEFAULTS["calibrate_n"],
+                   help="barred simulations for the length calibration (default %(default)s; 0 skips it)")
     a = p.parse_args(argv)
-    b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs)
+    b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
+                      calibrate_n=a.calibrate_n)
     print(f"wrote {b.path}")
     return 0
 

@@ -45,7 +45,7 @@ from torch import nn
 from .. import __version__
 from ..normalise import NormaliseConfig
 from .bundle import SCHEMA_VERSION, load_bundle, write_card
-from .nets import CLASS_NAMES, DEFAULT_ARCH, LengthNet, MorphologyNet, fold_batchnorm, forward_flops
+from .nets import CLASS_NAMES, DEFAULT_ARCH, LENGTH_ARCH, LengthNet, MorphologyNet, fold_batchnorm, forward_flops
 
 __all__ = [
     "gradient_decompositions",
@@ -181,18 +181,26 @@ class ForwardGraph(nn.Module):
 
 
 class _BarLogit(nn.Module):
-    """Trunk plus the bar row of the head: the function whose input gradient is the saliency."""
+    """The function whose input gradient is the saliency: the network's bar logit.
+
+    For a pooled network only the bar row of the head is kept; a bar-evidence network's bar
+    logit needs only the body and the evidence map, not the morphology tail.
+    """
 
     def __init__(self, morph):
         super().__init__()
-        self.trunk = morph.trunk
-        self.bar = nn.Linear(morph.head.in_features, 1)
-        with torch.no_grad():
-            self.bar.weight.copy_(morph.head.weight[3:4])
-            self.bar.bias.copy_(morph.head.bias[3:4])
+        self.morph = morph
+        self.pooled = not morph.evidence_design
+        if self.pooled:
+            self.bar = nn.Linear(morph.head.in_features, 1)
+            with torch.no_grad():
+                self.bar.weight.copy_(morph.head.weight[3:4])
+                self.bar.bias.copy_(morph.head.bias[3:4])
 
     def forward(self, x):
-        return self.bar(self.trunk(x))[:, 0]
+        if self.pooled:
+            return self.bar(self.morph.trunk(x))[:, 0]
+        return self.morph.bar_logit(x)
 
 
 class _SaliencyGraph(nn.Module):
@@ -230,7 +238,7 @@ def trace_saliency(morph, size=64):
 
     folded = fold_batchnorm(morph) if _has_bn(morph) else morph.eval()
     bar = _BarLogit(folded).eval()
-    params = {k: v.detach() for k, v in bar.named_parameters()}
+    params = {k: v.detach() for k, v in bar.named_parameters() if not k.startswith(("morph.head", "morph.tail"))}
 
     def total_logit(p, x):
         return torch.func.functional_call(bar, p, (x,)).sum()
@@ -442,6 +450,7 @@ def _default_card(morph, length, size):
         "architecture": {
             "morphology": morph.arch, "length": length.arch,
             "forward_mflop_morphology": forward_flops(morph.arch, size) / 1e6,
+            "forward_mflop_bar_logit": forward_flops(morph.arch, size, part="bar") / 1e6,
             "forward_mflop_length": forward_flops(length.arch, size) / 1e6,
             "temperatures": {"morph": float(morph.t_morph), "bar": float(morph.t_bar), "spiral": float(morph.t_spiral)},
         },
@@ -449,8 +458,18 @@ def _default_card(morph, length, size):
         "metrics": {},
         "files": {},
         "calibration": {},
-        "smoothgrad": {"samples": 32, "noise_frac": 0.1},
+        "smoothgrad": {"samples": 16, "noise_frac": 0.05},
     }
+
+
+def _pooling_card(morph):
+    """The bar-evidence pooling of a bar-evidence network (None for a pooled one)."""
+    if not morph.evidence_design:
+        return None
+    from .nets import EVIDENCE_EPS
+
+    return {"formula": "bar_logit = scale * log(mean(softplus(evidence)) + eps) + shift",
+            "scale": float(morph.bar_scale.detach()), "shift": float(morph.bar_shift.detach()), "eps": EVIDENCE_EPS}
 
 
 def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, seed=0):
@@ -488,6 +507,9 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
     card_extra = dict(card_extra or {})
     size = NormaliseConfig.from_dict(card_extra["preprocessing"]).size if "preprocessing" in card_extra else 64
     card = _default_card(model, regressor, size)
+    pooling = _pooling_card(model)
+    if pooling:
+        card["architecture"]["bar_pooling"] = pooling
     card.update(card_extra)
     out = pathlib.Path(os.fspath(out_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -567,6 +589,8 @@ def torch_from_bundle(bundle):
                 state[k] = torch.as_tensor(arr.copy())
             elif k.startswith("t_"):
                 state[k] = torch.tensor(float(card["architecture"]["temperatures"][k[2:]]))
+            elif k in ("bar_scale", "bar_shift") and "bar_pooling" in card["architecture"]:
+                state[k] = torch.tensor(float(card["architecture"]["bar_pooling"][k[4:]]))
             else:
                 msg = f"The parameter {name} was not found in {bundle.forward_path}; the bundle cannot be rebuilt in torch."
                 raise ValueError(msg)
@@ -626,7 +650,7 @@ def load_checkpoint(path):
         raise ValueError(msg)
     morph = MorphologyNet(ck.get("morph_arch") or DEFAULT_ARCH)
     morph.load_state_dict(ck["morph"])
-    length = LengthNet(ck.get("length_arch") or DEFAULT_ARCH)
+    length = LengthNet(ck.get("length_arch") or LENGTH_ARCH)
     length.load_state_dict(ck["length"])
     return morph.eval(), length.eval(), dict(ck.get("card_extra") or {})
 

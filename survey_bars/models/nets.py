@@ -2,19 +2,33 @@
 
 Both are small plain CNNs for a single-band ``S x S`` frame (``S = 64`` by default), chosen so
 that the *input gradient* of the bar logit is cheap in onnxruntime, because SmoothGrad runs it
-tens of times per galaxy:
+several times per galaxy, and so that this gradient shows where the bar is.
 
-* a **patchify stem**: an ``8 x 8`` convolution with stride 4 (overlapping patches), so the
-  only backward step at full resolution is one transposed convolution with a single output
-  channel;
-* a body of ``3 x 3`` convolutions, mostly stride 1, whose input gradient is again a plain
-  convolution (flipped, transposed kernel) that onnxruntime runs in its blocked NCHWc layout;
-* ReLU activations (their derivative is a 0/1 mask) and no max-pool (whose backward is a
-  scatter);
-* global average pooling and linear heads.
+The default morphology network is a **bar-evidence network** (arch keys ``body`` / ``tail``):
 
-Batch normalisation is used while training and folded into the convolutions before export
-(:func:`fold_batchnorm`), so the exported graphs hold only Conv, ReLU, mean and Gemm.
+* a ``body`` of convolutions (a ``4 x 4`` stride-2 stem, then ``3 x 3`` layers, one more
+  stride 2) ends in a ``16 x 16`` feature map for a 64-pixel frame;
+* a ``1 x 1`` convolution turns it into a map of per-cell **bar evidence** ``e`` (a logit per
+  cell). Where bar-geometry labels exist, training asks ``sigmoid(e)`` to be the bar's projected
+  ellipse (a segmentation loss), so the evidence lives on the bar and nowhere else;
+* the **bar logit** pools the evidence, ``a * log(mean(softplus(e)) + eps) + b``: cells
+  without evidence (``e << 0``) add nothing, so the input gradient of the bar logit (the
+  saliency) is a sum of the gradients of the bar's own cells and traces its extent;
+* a ``tail`` (one stride-2 convolution and more ``3 x 3`` layers), global average pooling and
+  a linear layer give the morphology (smooth / edge-on / disc) and spiral logits.
+
+The body avoids dilated convolutions and keeps few layers after the last stride: the spatial
+spread of each cell's input gradient grows with the receptive field, and a broad spread blurs
+short bars in the saliency map into blobs of the same size.
+
+The earlier **pooled network** (arch keys ``stem`` / ``layers``: a patchify stem, ``3 x 3``
+layers, global average pooling and one linear head for all five logits) is still supported
+for bundles and checkpoints made with it.
+
+ReLU activations only (their derivative is a 0/1 mask) and no max-pool (whose backward is a
+scatter). Batch normalisation is used while training and folded into the convolutions before
+export (:func:`fold_batchnorm`), so the exported graphs hold only Conv, ReLU, Softplus-like
+elementwise ops, means and Gemm.
 
 Torch is imported here; the inference path (:mod:`survey_bars.models.bundle`,
 :mod:`survey_bars.runtime`) never imports this module.
@@ -29,7 +43,9 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_ARCH",
+    "POOLED_ARCH",
     "LENGTH_ARCH",
+    "is_evidence_arch",
     "MORPH_CLASSES",
     "CLASS_NAMES",
     "ConvTrunk",
@@ -44,12 +60,20 @@ MORPH_CLASSES = ("smooth", "edge_on", "disc")
 #: Output columns of the ``probs`` tensor of the exported forward graph.
 CLASS_NAMES = ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral")
 
-#: Default morphology architecture: the stem ``[channels, kernel, stride]`` and the body
-#: layers, each ``[channels, kernel, stride]`` (25.8 MFLOP per 64 x 64 frame).
+#: Default morphology architecture, a bar-evidence network: ``body`` layers down to the
+#: evidence map and ``tail`` layers for the morphology heads, each ``[channels, kernel,
+#: stride]`` or ``[channels, kernel, stride, dilation]``.
 DEFAULT_ARCH = {
+    "body": [[16, 4, 2], [24, 3, 1], [48, 3, 2], [64, 3, 1], [64, 3, 1]],
+    "tail": [[64, 3, 2], [64, 3, 1]],
+}
+#: The pooled architecture of bundles before 2.0 (``stem`` then ``layers``; 25.8 MFLOP).
+POOLED_ARCH = {
     "stem": [32, 8, 4],
     "layers": [[32, 3, 1], [48, 3, 1], [64, 3, 2], [64, 3, 1], [64, 3, 1]],
 }
+#: ``eps`` of the evidence pooling ``log(mean(softplus(e)) + eps)``.
+EVIDENCE_EPS = 1e-4
 #: Default architecture of the direct length regressor (19.1 MFLOP; it runs once per galaxy).
 LENGTH_ARCH = {
     "stem": [24, 8, 4],
@@ -57,11 +81,49 @@ LENGTH_ARCH = {
 }
 
 
-def _padding(kernel, stride):
+def _padding(kernel, stride, dilation=1):
     """Padding that maps ``n`` pixels to ``n / stride`` (for even ``n``)."""
     if stride == 1:
-        return kernel // 2
+        return dilation * (kernel - 1) // 2
     return (kernel - stride + 1) // 2
+
+
+def _spec(layer):
+    """``[c, k, s]`` or ``[c, k, s, d]`` -> ``(c, k, s, d)``."""
+    c, k, s, *rest = layer
+    return int(c), int(k), int(s), int(rest[0]) if rest else 1
+
+
+def is_evidence_arch(arch):
+    """True for a bar-evidence architecture (``body``/``tail``), False for a pooled one.
+
+    Parameters
+    ----------
+    arch : dict
+        An architecture dict.
+
+    Returns
+    -------
+    bool
+    """
+    if "body" in arch and "tail" in arch:
+        return True
+    if "stem" in arch and "layers" in arch:
+        return False
+    msg = f"Unknown architecture {arch!r}: give 'body' and 'tail' (bar evidence) or 'stem' and 'layers' (pooled)."
+    raise ValueError(msg)
+
+
+def _conv_stack(specs, cin, batchnorm):
+    layers = []
+    for spec in specs:
+        c, k, s, d = _spec(spec)
+        layers.append(nn.Conv2d(cin, c, k, s, _padding(k, s, d), dilation=d, bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(c))
+        layers.append(nn.ReLU())
+        cin = c
+    return nn.Sequential(*layers), cin
 
 
 class ConvTrunk(nn.Module):
@@ -70,7 +132,7 @@ class ConvTrunk(nn.Module):
     Parameters
     ----------
     arch : dict, optional
-        ``{"stem": [c, k, s], "layers": [[c, k, s], ...]}`` (default :data:`DEFAULT_ARCH`).
+        ``{"stem": [c, k, s], "layers": [[c, k, s], ...]}`` (default :data:`POOLED_ARCH`).
     in_channels : int, optional
         Input bands.
     batchnorm : bool, optional
@@ -79,19 +141,9 @@ class ConvTrunk(nn.Module):
 
     def __init__(self, arch=None, in_channels=1, batchnorm=True):
         super().__init__()
-        arch = copy.deepcopy(arch or DEFAULT_ARCH)
+        arch = copy.deepcopy(arch or POOLED_ARCH)
         self.arch = arch
-        specs = [arch["stem"], *arch["layers"]]
-        layers = []
-        cin = in_channels
-        for c, k, s in specs:
-            layers.append(nn.Conv2d(cin, c, k, s, _padding(k, s), bias=not batchnorm))
-            if batchnorm:
-                layers.append(nn.BatchNorm2d(c))
-            layers.append(nn.ReLU())
-            cin = c
-        self.features = nn.Sequential(*layers)
-        self.out_channels = cin
+        self.features, self.out_channels = _conv_stack([arch["stem"], *arch["layers"]], in_channels, batchnorm)
 
     def forward(self, x):
         """Return pooled features of shape ``(B, out_channels)``."""
@@ -101,37 +153,89 @@ class ConvTrunk(nn.Module):
 class MorphologyNet(nn.Module):
     """Morphology CNN: a 3-way morphology softmax and bar and spiral sigmoids.
 
-    The head returns five logits: three for :data:`MORPH_CLASSES`, then bar and spiral.
+    :meth:`forward` returns five logits: three for :data:`MORPH_CLASSES`, then bar and spiral.
     Temperatures (``t_morph``, ``t_bar``, ``t_spiral``, buffers fitted on a validation split)
     divide the logits in :meth:`probs`; they are folded into the exported forward graph.
+
+    With a bar-evidence architecture (the default, see the module docstring) the bar logit is
+    pooled from the evidence map of :meth:`bar_evidence`; with a pooled architecture all five
+    logits come from one linear head on globally pooled features.
 
     Parameters
     ----------
     arch : dict, optional
-        Trunk architecture (see :class:`ConvTrunk`).
+        ``{"body": [...], "tail": [...]}`` (bar evidence, default :data:`DEFAULT_ARCH`) or
+        ``{"stem": [...], "layers": [...]}`` (pooled, see :class:`ConvTrunk`).
     batchnorm : bool, optional
-        Use batch norm in the trunk.
+        Use batch norm after each convolution.
     """
 
     def __init__(self, arch=None, batchnorm=True):
         super().__init__()
-        self.trunk = ConvTrunk(arch, batchnorm=batchnorm)
-        self.head = nn.Linear(self.trunk.out_channels, 5)
+        arch = copy.deepcopy(arch or DEFAULT_ARCH)
+        self.evidence_design = is_evidence_arch(arch)
+        if self.evidence_design:
+            self._arch = arch
+            self.body, cb = _conv_stack(arch["body"], 1, batchnorm)
+            self.evidence_conv = nn.Conv2d(cb, 1, 1)
+            self.tail, ct = _conv_stack(arch["tail"], cb, batchnorm)
+            self.head = nn.Linear(ct, 4)  # smooth, edge-on, disc, spiral
+            self.bar_scale = nn.Parameter(torch.tensor(1.0))
+            self.bar_shift = nn.Parameter(torch.tensor(0.0))
+            with torch.no_grad():  # start with little evidence everywhere
+                self.evidence_conv.bias.fill_(-2.0)
+        else:
+            self.trunk = ConvTrunk(arch, batchnorm=batchnorm)
+            self.head = nn.Linear(self.trunk.out_channels, 5)
         self.register_buffer("t_morph", torch.tensor(1.0))
         self.register_buffer("t_bar", torch.tensor(1.0))
         self.register_buffer("t_spiral", torch.tensor(1.0))
 
     @property
     def arch(self):
-        """The trunk architecture dict."""
-        return self.trunk.arch
+        """The architecture dict."""
+        return self._arch if self.evidence_design else self.trunk.arch
+
+    def _pool_evidence(self, e):
+        s = nn.functional.softplus(e).mean(dim=(1, 2))
+        return self.bar_scale * torch.log(s + EVIDENCE_EPS) + self.bar_shift
+
+    def outputs(self, x):
+        """Return ``(logits, evidence)``: the five raw logits ``(B, 5)`` and the bar-evidence
+        logits ``(B, h, w)`` (None for a pooled architecture)."""
+        if not self.evidence_design:
+            return self.head(self.trunk(x)), None
+        f = self.body(x)
+        e = self.evidence_conv(f)[:, 0]
+        z = self.head(self.tail(f).mean(dim=(2, 3)))
+        bar = self._pool_evidence(e)
+        return torch.stack([z[:, 0], z[:, 1], z[:, 2], bar, z[:, 3]], dim=1), e
 
     def forward(self, x):
         """Return the raw logits, shape ``(B, 5)``."""
-        return self.head(self.trunk(x))
+        return self.outputs(x)[0]
+
+    def bar_evidence(self, x):
+        """Return the per-cell bar-evidence logits ``(B, h, w)`` (bar-evidence design only).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images of shape ``(B, 1, S, S)``.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        if not self.evidence_design:
+            msg = "bar_evidence() needs a bar-evidence architecture ('body'/'tail'); this network is pooled."
+            raise ValueError(msg)
+        return self.evidence_conv(self.body(x))[:, 0]
 
     def bar_logit(self, x):
         """Return the raw bar logit, shape ``(B,)``: the quantity whose gradient is the saliency."""
+        if self.evidence_design:
+            return self._pool_evidence(self.bar_evidence(x))
         return self.forward(x)[:, 3]
 
     def probs(self, x):
@@ -203,7 +307,7 @@ def _fold_sequential(seq):
             scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
             conv = nn.Conv2d(
                 layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                layer.padding, bias=True,
+                layer.padding, dilation=layer.dilation, bias=True,
             )
             with torch.no_grad():
                 conv.weight.copy_(w * scale[:, None, None, None])
@@ -231,21 +335,39 @@ def fold_batchnorm(model):
         ``requires_grad`` switched off on every parameter.
     """
     m = copy.deepcopy(model).eval()
-    m.trunk.features = _fold_sequential(m.trunk.features)
+    for name, child in list(m.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, nn.Sequential):
+                setattr(child, attr, _fold_sequential(sub))
     for p in m.parameters():
         p.requires_grad_(False)
     return m
 
 
-def forward_flops(arch=None, size=64):
-    """Floating-point operations (2 x multiply-adds) of one trunk forward pass.
+def _stack_macs(specs, h, cin):
+    macs = 0
+    for spec in specs:
+        c, k, s, d = _spec(spec)
+        p = _padding(k, s, d)
+        h = (h + 2 * p - d * (k - 1) - 1) // s + 1
+        macs += h * h * c * cin * k * k
+        cin = c
+    return macs, h, cin
+
+
+def forward_flops(arch=None, size=64, part="all"):
+    """Floating-point operations (2 x multiply-adds) of one forward pass.
 
     Parameters
     ----------
     arch : dict, optional
-        Trunk architecture (default :data:`DEFAULT_ARCH`).
+        Architecture (default :data:`DEFAULT_ARCH`).
     size : int, optional
         Input frame side.
+    part : {"all", "bar"}, optional
+        ``"bar"`` counts only what the bar logit needs (the body and the evidence map of a
+        bar-evidence network; everything for a pooled one): the forward half of a saliency
+        gradient.
 
     Returns
     -------
@@ -253,12 +375,10 @@ def forward_flops(arch=None, size=64):
         FLOPs of the convolutions for one image (heads and pooling are negligible).
     """
     arch = arch or DEFAULT_ARCH
-    h = size
-    cin = 1
-    macs = 0
-    for c, k, s in [arch["stem"], *arch["layers"]]:
-        p = _padding(k, s)
-        h = (h + 2 * p - k) // s + 1
-        macs += h * h * c * cin * k * k
-        cin = c
+    if not is_evidence_arch(arch):
+        return 2 * _stack_macs([arch["stem"], *arch["layers"]], size, 1)[0]
+    macs, h, cin = _stack_macs(arch["body"], size, 1)
+    macs += h * h * cin  # the 1 x 1 evidence convolution
+    if part == "all":
+        macs += _stack_macs(arch["tail"], h, cin)[0]
     return 2 * macs

@@ -43,6 +43,7 @@ from ..normalise import NormaliseConfig
 
 __all__ = [
     "CLASS_MAP",
+    "bar_masks",
     "load_labels",
     "preprocess",
     "roc_auc",
@@ -59,8 +60,8 @@ CLASS_MAP = {
     "edge_on": 1, "edge-on": 1, "edgeon": 1,
     "disc": 2, "disk": 2, "barred": 2, "spiral": 2, "featured": 2, "face_on": 2,
 }
-_CACHE_VERSION = 1
-_LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "pixel_scale_arcsec")
+_CACHE_VERSION = 2
+_LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec")
 
 
 def _log(msg):
@@ -103,8 +104,8 @@ def load_labels(data_dirs, labels=None):
     -------
     pandas.DataFrame
         Columns ``path`` (absolute), ``morph`` (0/1/2 or -1 when unknown), ``has_bar`` and
-        ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec`` and ``pixel_scale_arcsec``
-        (NaN when unknown), and ``class`` (the original label or "").
+        ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec``, ``bar_pa_deg`` and
+        ``pixel_scale_arcsec`` (NaN when unknown), and ``class`` (the original label or "").
 
     Raises
     ------
@@ -171,6 +172,7 @@ def load_labels(data_dirs, labels=None):
         out["has_bar"] = np.where(out["class"] == "barred", 1.0, np.where(out["morph"] >= 0, 0.0, np.nan))
     out["has_spiral"] = _float("has_spiral")
     out["bar_length_arcsec"] = _float("bar_length_arcsec")
+    out["bar_pa_deg"] = _float("bar_pa_deg")
     out["pixel_scale_arcsec"] = _float("pixel_scale_arcsec")
     return out
 
@@ -186,9 +188,10 @@ def _prep_one(args):
         cut = read_cutout(path, pixel_scale=ps)
         norm = normalise(cut.data, cfg)
         scale = ps if ps is not None else cut.pixel_scale_arcsec
-        return norm.image, float(norm.scale), float(scale or np.nan), ""
+        cd = np.asarray(cut.cd, dtype=float).ravel() if cut.cd is not None else np.full(4, np.nan)
+        return norm.image, float(norm.scale), float(scale or np.nan), cd, ""
     except (CutoutError, ValueError) as exc:
-        return np.zeros((cfg.size, cfg.size), np.float32), np.nan, np.nan, str(exc)[:200]
+        return np.zeros((cfg.size, cfg.size), np.float32), np.nan, np.nan, np.full(4, np.nan), str(exc)[:200]
 
 
 def _code_digest():
@@ -237,7 +240,9 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
     -------
     dict
         ``images`` float32 ``(N, S, S)``, ``scale`` (input pixels per model pixel),
-        ``pixel_scale`` (arcsec) and ``error`` (empty string when the file was usable).
+        ``pixel_scale`` (arcsec), ``cd`` ``(N, 4)`` (the WCS CD matrix in degrees per pixel,
+        row-major, NaN without a celestial WCS) and ``error`` (empty string when the file was
+        usable).
     """
     cfg = config or NormaliseConfig()
     paths = [str(p) for p in paths]
@@ -249,7 +254,7 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
             if f.is_file():
                 try:
                     with np.load(f, allow_pickle=False) as z:
-                        res = {k: z[k] for k in ("images", "scale", "pixel_scale", "error")}
+                        res = {k: z[k] for k in ("images", "scale", "pixel_scale", "cd", "error")}
                     _log(f"preprocessed frames read from the cache {f}")
                     return res
                 except (OSError, ValueError, KeyError):
@@ -266,7 +271,8 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
         "images": np.stack([r[0] for r in results]).astype(np.float32),
         "scale": np.array([r[1] for r in results], dtype=np.float64),
         "pixel_scale": np.array([r[2] for r in results], dtype=np.float64),
-        "error": np.array([r[3] for r in results], dtype=str),
+        "cd": np.array([r[3] for r in results], dtype=np.float64).reshape(len(results), 4),
+        "error": np.array([r[4] for r in results], dtype=str),
     }
     _log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
     if cache:
@@ -388,21 +394,79 @@ def fit_temperature(logits, labels, kind="binary"):
 # training
 
 
-def _augment(x, rng):
-    """Apply one of the eight rotations/flips to each item (a torch batch ``(B, 1, S, S)``)."""
+def _augment(x, rng, *others):
+    """Apply one of the eight rotations/flips to each item of ``(B, C, H, W)`` batches.
+
+    ``others`` (e.g. bar masks) get the same transformation per item as ``x``; returns ``x``
+    alone, or a tuple of ``x`` and the others.
+    """
     import torch
 
     k = rng.integers(0, 8, size=x.shape[0])
-    out = x.clone()
+    outs = [t.clone() for t in (x, *others)]
     for t in range(8):
         sel = np.nonzero(k == t)[0]
         if sel.size == 0:
             continue
         idx = torch.as_tensor(sel)
-        v = x[idx]
-        if t >= 4:
-            v = torch.flip(v, dims=(3,))
-        out[idx] = torch.rot90(v, t % 4, dims=(2, 3))
+        for src, out in zip((x, *others), outs):
+            v = src[idx]
+            if t >= 4:
+                v = torch.flip(v, dims=(3,))
+            out[idx] = torch.rot90(v, t % 4, dims=(2, 3))
+    return outs[0] if not others else tuple(outs)
+
+
+def bar_masks(length_px, angle_deg, has_bar, size, cells, axis_ratio=0.35, supersample=8):
+    """Bar masks on the evidence grid: the fraction of each cell inside the projected bar.
+
+    The bar is an ellipse centred on the frame centre (the galaxy centre) with full length
+    ``length_px`` (model pixels), the given angle and a fixed minor-to-major axis ratio (at
+    least 1.5 model pixels half-width).
+
+    Parameters
+    ----------
+    length_px : array_like
+        Full bar lengths in model-frame pixels (NaN where unknown).
+    angle_deg : array_like
+        Bar angles in the model frame, from +x towards +y (NaN where unknown).
+    has_bar : array_like
+        1 for barred, 0 for unbarred (an all-zero mask), NaN when unknown.
+    size : int
+        Model frame side in pixels.
+    cells : int
+        Side of the evidence grid (``size`` must be a multiple).
+    axis_ratio : float, optional
+        Minor-to-major axis ratio of the mask ellipse.
+    supersample : int, optional
+        Sub-samples per cell side.
+
+    Returns
+    -------
+    ndarray
+        float32 ``(N, cells, cells)``; rows are NaN where the geometry is unknown (a barred
+        galaxy without a length or angle, or an unknown bar label).
+    """
+    length_px = np.asarray(length_px, dtype=float)
+    angle = np.radians(np.asarray(angle_deg, dtype=float))
+    has_bar = np.asarray(has_bar, dtype=float)
+    if size % cells:
+        msg = f"The frame side {size} is not a multiple of the evidence grid {cells}."
+        raise ValueError(msg)
+    n = length_px.size
+    out = np.full((n, cells, cells), np.nan, dtype=np.float32)
+    out[has_bar == 0] = 0.0
+    step = size / cells
+    sub = (np.arange(cells * supersample) + 0.5) * step / supersample - 0.5 - (size - 1) / 2.0
+    yy, xx = np.meshgrid(sub, sub, indexing="ij")
+    ok = (has_bar > 0) & np.isfinite(length_px) & (length_px > 0) & np.isfinite(angle)
+    for i in np.nonzero(ok)[0]:
+        a = length_px[i] / 2.0
+        b = max(a * axis_ratio, 1.5)
+        u = xx * np.cos(angle[i]) + yy * np.sin(angle[i])
+        v = -xx * np.sin(angle[i]) + yy * np.cos(angle[i])
+        inside = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        out[i] = inside.reshape(cells, supersample, cells, supersample).mean(axis=(1, 3))
     return out
 
 
@@ -416,7 +480,8 @@ def _predict(net, images, fn, batch=512):
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0):
+def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
+                 mask_weight=1.0):
     import torch
     import torch.nn.functional as F
 
@@ -425,6 +490,14 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 1])
     net = MorphologyNet(arch)
+    masks = None
+    if net.evidence_design and geometry is not None and mask_weight > 0:
+        with torch.no_grad():
+            cells = int(net.bar_evidence(torch.zeros(1, 1, images.shape[-1], images.shape[-1])).shape[-1])
+        m = bar_masks(geometry["length_px"], geometry["angle_deg"], lab["has_bar"], images.shape[-1], cells)
+        masks = torch.as_tensor(m[:, None])
+        log(f"bar-evidence masks on a {cells} x {cells} grid: {int(np.isfinite(m[:, 0, 0]).sum())} of {len(m)} "
+            f"galaxies ({int(np.nansum(m.reshape(len(m), -1).max(axis=1) > 0))} with a bar)")
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(tr) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
@@ -450,9 +523,17 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
         tot, n = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = np.sort(order[i : i + batch_size])
-            x = _augment(torch.as_tensor(images[idx][:, None]), rng)
-            z = net(x)
-            loss = loss_fn(z, torch.as_tensor(idx))
+            if masks is None:
+                x = _augment(torch.as_tensor(images[idx][:, None]), rng)
+                z = net(x)
+                loss = loss_fn(z, torch.as_tensor(idx))
+            else:
+                x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng, masks[idx])
+                z, e = net.outputs(x)
+                loss = loss_fn(z, torch.as_tensor(idx))
+                known = torch.isfinite(mk[:, 0, 0, 0])
+                if known.any():
+                    loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -597,7 +678,7 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
 
 def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0, threads=1, workers=None,
           val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None, bar_weight=2.0,
-          checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
+          mask_weight=1.0, checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
           preprocessing=None, log=_log):
     """Train both networks and export a bundle.
 
@@ -629,6 +710,11 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         :data:`survey_bars.models.nets.DEFAULT_ARCH` and :data:`~survey_bars.models.nets.LENGTH_ARCH`).
     bar_weight : float, optional
         Weight of the bar loss relative to the morphology and spiral losses.
+    mask_weight : float, optional
+        Weight of the bar-evidence segmentation loss (bar-evidence architectures only): where
+        a barred galaxy's ``bar_length_arcsec`` and ``bar_pa_deg`` are known, the evidence map
+        is asked to be the bar's projected ellipse; unbarred galaxies are asked for none. 0
+        trains on morphology labels alone.
     checkpoint : str, optional
         Also save a torch checkpoint here (for ``survey-bars export``).
     name, version : str, optional
@@ -682,6 +768,11 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         length_px = lab_df["bar_length_arcsec"].values[keep] / scale_to_arcsec
     has_len = np.isfinite(length_px) & (length_px > 0) & (np.nan_to_num(lab["has_bar"], nan=1.0) > 0.5)
     logl = np.where(has_len, np.log(np.where(has_len, length_px, 1.0)), np.nan)
+    from ..pipeline import pixel_angle
+
+    pa = lab_df["bar_pa_deg"].values[keep]
+    cds = prep["cd"][keep]
+    geometry = {"length_px": length_px, "angle_deg": np.array([pixel_angle(a, c) for a, c in zip(pa, cds)])}
 
     tr, va, te = _split(len(keep), seed, val_frac, test_frac)
     ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
@@ -691,7 +782,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     length_arch = length_arch or LENGTH_ARCH
     t0 = time.time()
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
-                       bar_weight=bar_weight)
+                       bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
     t_morph = time.time() - t0
     # temperatures on the validation split
     if len(va):
@@ -734,6 +825,8 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
             "batch_size": int(batch_size),
             "learning_rate": float(lr),
             "bar_loss_weight": float(bar_weight),
+            "bar_mask_loss_weight": float(mask_weight),
+            "bar_mask": "ellipse of the labelled length and PA, axis ratio 0.35, on the evidence grid",
             "augmentation": "8 rotations/flips",
             "threads": int(threads),
             "wall_time_s": None,
@@ -782,6 +875,9 @@ def configure_parser(parser):
     parser.add_argument("--arch", help="morphology trunk architecture as JSON (default: nets.DEFAULT_ARCH)")
     parser.add_argument("--length-arch", help="length trunk architecture as JSON (default: nets.LENGTH_ARCH)")
     parser.add_argument("--bar-weight", type=float, default=2.0, help="weight of the bar loss (default 2)")
+    parser.add_argument("--bar-mask-weight", type=float, default=1.0,
+                        help="weight of the bar-evidence segmentation loss from bar_length_arcsec + bar_pa_deg "
+                             "labels (default 1; 0 = morphology labels only)")
     parser.add_argument("--checkpoint", help="also save a torch checkpoint here (for `survey-bars export`)")
     parser.add_argument("--name", default="survey-bars-model", help="bundle name for the card")
     parser.add_argument("--version", dest="bundle_version", default="0", help="bundle version for the card")
@@ -805,7 +901,7 @@ def _command_from_args(args):
         parts += ["--arch", args.arch]
     if args.length_arch:
         parts += ["--length-arch", args.length_arch]
-    parts += ["--bar-weight", str(args.bar_weight)]
+    parts += ["--bar-weight", str(args.bar_weight), "--bar-mask-weight", str(args.bar_mask_weight)]
     if args.checkpoint:
         parts += ["--checkpoint", args.checkpoint]
     parts += ["--name", args.name, "--version", args.bundle_version]
@@ -825,12 +921,15 @@ def run_cli(args):
         Exit code.
     """
     arch = json.loads(args.arch) if args.arch else None
-    length_arch = json.loads(args.length_arch) if args.length_arch else arch
+    from .nets import is_evidence_arch
+
+    # a pooled --arch also serves the length CNN unless --length-arch is given
+    length_arch = json.loads(args.length_arch) if args.length_arch else (arch if arch and not is_evidence_arch(arch) else None)
     try:
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
                   seed=args.seed, threads=args.threads, workers=args.workers, val_frac=args.val_frac,
                   test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
-                  length_arch=length_arch, bar_weight=args.bar_weight,
+                  length_arch=length_arch, bar_weight=args.bar_weight, mask_weight=args.bar_mask_weight,
                   checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
                   command=_command_from_args(args))
     except ValueError as exc:
