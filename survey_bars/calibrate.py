@@ -135,6 +135,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     """
     import shutil
 
+    from .bars import MOMENTS_VERSION
     from .models.bundle import load_bundle, write_card
     from .pipeline import RunOptions
     from .runtime import ModelRuntime
@@ -161,7 +162,11 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
         df = measure_simulation(workdir, rt, RunOptions(method=method, smoothgrad_samples=samples))
         ok = (df["status"] == "ok") & df["true_has_bar"]
         cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
-        cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"), seconds=round(time.time() - t0, 1), units="model-frame pixels")
+        cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
+                   noise_frac=(bundle.smoothgrad or {}).get("noise_frac"), seconds=round(time.time() - t0, 1),
+                   units="model-frame pixels")
+        if method == "moments":
+            cal["measurement_version"] = MOMENTS_VERSION
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

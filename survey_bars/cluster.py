@@ -31,7 +31,7 @@ from . import __version__
 from .catalogue import assemble, is_done, part_paths, write_part
 from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
 from .flags import Flag
-from .pipeline import InputItem, RunOptions, process_items
+from .pipeline import InputItem, RunOptions, calibration_for, process_items
 
 __all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "default_partition_size", "make_security", "process", "JobError", "JobSummary"]
 
@@ -439,7 +439,8 @@ def process(
         raise JobError(msg)
     try:
         bundle = load_bundle(options.model)
-    except BundleError as exc:
+        calibration_for(bundle.card, options.method)
+    except (BundleError, ValueError) as exc:
         raise JobError(str(exc)) from None
     if options.save_saliency:
         options = RunOptions(**{**options.to_dict(), "save_saliency": os.path.abspath(options.save_saliency)})
@@ -589,10 +590,16 @@ def configure_parser(parser):
     parser.add_argument("--partition-size", type=int, default=None, help="Files per partition, one Dask task each (default: up to 64, fewer for small jobs so workers stay evenly busy).")
     parser.add_argument("--catalogue", default=None, help="CSV/Parquet with file and optional object_id, ra, dec, redshift, r50_arcsec, pixel_scale.")
     parser.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples per galaxy (default: the bundle's).")
+    parser.add_argument("--smoothgrad-noise", type=float, default=None,
+                        help="SmoothGrad noise as a fraction of each frame's range (default: the bundle's).")
     parser.add_argument("--method", default="moments", choices=["moments", "bhambra2022"], help="Bar measuring method for bar_length_arcsec.")
     parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Refuse larger images without reading them.")
     parser.add_argument("--save-saliency", default=None, metavar="DIR", help="Write FITS saliency maps here for QA.")
+    parser.add_argument("--p-bar-min", type=float, default=0.5,
+                        help="Measure bars (and compute SmoothGrad maps) where p_bar reaches this (default 0.5).")
+    parser.add_argument("--saliency-all", action="store_true",
+                        help="Compute SmoothGrad maps for every galaxy, not only bar candidates (slower; with --save-saliency).")
     parser.add_argument("--cosmology", default="Planck18", help="astropy.cosmology realisation for bar_length_kpc.")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="Keep the finished partitions of an interrupted run.")
@@ -611,13 +618,19 @@ def run_cli(args):
     options = RunOptions(
         model=args.model,
         smoothgrad_samples=args.smoothgrad_samples,
+        noise_frac=args.smoothgrad_noise,
         method=args.method,
         pixel_scale=args.pixel_scale,
         max_pixels=args.max_pixels,
         save_saliency=args.save_saliency,
         cosmology=args.cosmology,
         threads=1,
+        p_bar_min=args.p_bar_min,
+        saliency_all=args.saliency_all,
     )
+    if not 0.0 <= args.p_bar_min <= 1.0:
+        print(f"survey-bars process: --p-bar-min must lie in [0, 1]; got {args.p_bar_min}.", file=sys.stderr)
+        return 2
     if not args.input and not args.catalogue:
         print("survey-bars process: give --input PATH... or --catalogue TABLE.", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "sky_pa", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "calibration_for", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -91,6 +91,10 @@ class RunOptions:
         Files normalised and inferred together; bounds the worker's memory.
     p_bar_min : float
         Bars are measured only where ``p_bar`` reaches this.
+    saliency_all : bool
+        Compute SmoothGrad maps for every galaxy, not only for those whose ``p_bar`` reaches
+        ``p_bar_min`` (the only ones whose bar is measured). Costs time; useful with
+        ``save_saliency`` to keep maps of unbarred galaxies too.
     """
 
     model: str | None = None
@@ -105,6 +109,7 @@ class RunOptions:
     threads: int = 1
     chunk_size: int = 64
     p_bar_min: float = 0.5
+    saliency_all: bool = False
 
     def to_dict(self):
         """Return the options as a JSON-serialisable dict."""
@@ -128,6 +133,41 @@ def apply_calibration(length_raw, calibration):
     if not calibration:
         return length_raw
     return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
+
+
+def calibration_for(card, method):
+    """Return a bundle's length calibration for a measuring method, checking its version.
+
+    Parameters
+    ----------
+    card : dict
+        The bundle card.
+    method : str
+        The measuring method (``"moments"`` or ``"bhambra2022"``).
+
+    Returns
+    -------
+    dict
+        ``{"slope": ..., "intercept": ..., "scatter_frac": ...}``, or ``{}`` when the bundle has
+        none for this method (lengths are then raw).
+
+    Raises
+    ------
+    ValueError
+        When the calibration was fitted for another version of the measurement.
+    """
+    from .bars import MOMENTS_VERSION
+
+    calib = dict((card.get("calibration") or {}).get(method) or {})
+    if calib and method == "moments" and int(calib.get("measurement_version", 1)) != MOMENTS_VERSION:
+        msg = (
+            f"The bundle's '{method}' length calibration was fitted for measurement version "
+            f"{calib.get('measurement_version', 1)}, but this survey-bars measures with version "
+            f"{MOMENTS_VERSION}. Recalibrate the bundle with `survey-bars calibrate --model DIR`, "
+            "or use a bundle made for this version."
+        )
+        raise ValueError(msg)
+    return calib
 
 
 def sky_pa(pa_pix_deg, cd):
@@ -154,6 +194,34 @@ def sky_pa(pa_pix_deg, cd):
     xi, eta = np.asarray(cd) @ d
     pa = float(np.degrees(np.arctan2(xi, eta)) % 180.0)
     return 0.0 if pa > 180.0 - 1e-9 else pa
+
+
+def pixel_angle(pa_deg, cd):
+    """Convert a position angle east of north to an angle in pixel coordinates.
+
+    The inverse of :func:`sky_pa` (modulo 180 degrees).
+
+    Parameters
+    ----------
+    pa_deg : float
+        Position angle, east of north, degrees.
+    cd : ndarray or None
+        2x2 CD matrix (degrees per pixel). None (or non-finite) assumes north up, east left.
+
+    Returns
+    -------
+    float
+        Angle from the +x pixel axis towards +y, in [0, 180); NaN for a NaN angle.
+    """
+    if not np.isfinite(pa_deg):
+        return np.nan
+    cd = None if cd is None else np.asarray(cd, dtype=float).reshape(2, 2)
+    if cd is None or not np.isfinite(cd).all() or abs(np.linalg.det(cd)) == 0:
+        cd = np.array([[-1.0, 0.0], [0.0, 1.0]])
+    t = np.radians(pa_deg)
+    dx, dy = np.linalg.solve(cd, np.array([np.sin(t), np.cos(t)]))
+    ang = float(np.degrees(np.arctan2(dy, dx)) % 180.0)
+    return 0.0 if ang > 180.0 - 1e-9 else ang
 
 
 def kpc_per_arcsec(redshift, cosmology="Planck18"):
@@ -289,7 +357,7 @@ def process_items(items, options=None, *, runtime=None):
     n_samples = int(options.smoothgrad_samples or sg.get("samples", 32))
     noise_frac = float(options.noise_frac or sg.get("noise_frac", 0.1))
     n_subsets = options.n_subsets if n_samples % options.n_subsets == 0 and n_samples >= options.n_subsets else 1
-    calib = (card.get("calibration") or {}).get(options.method, {})
+    calib = calibration_for(card, options.method)
     names = rt.class_names
     rows = []
     for start in range(0, len(items), options.chunk_size):
@@ -319,9 +387,17 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
     fwd = rt.forward(imgs)
     probs = fwd["probs"]
     col = {n: j for j, n in enumerate(names)}
-    ids = [prepared[i][0]["object_id"] for i in ok]
-    sal = smoothgrad_batch(rt, imgs, ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets)
+    p_bar_all = probs[:, col["p_bar"]] if "p_bar" in col else np.zeros(len(ok))
+    # SmoothGrad only where a bar will be measured (or everywhere when asked)
+    want = np.ones(len(ok), bool) if options.saliency_all else p_bar_all >= options.p_bar_min
+    sel = np.nonzero(want)[0]
+    sal = {}
+    if sel.size:
+        ids = [prepared[ok[k]][0]["object_id"] for k in sel]
+        maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets)
+        sal = dict(zip(sel.tolist(), maps))
     scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
+    slope = float(calib.get("slope", 1.0)) if calib else 1.0
     for k, i in enumerate(ok):
         row, norm, cd = prepared[i]
         flags = int(row["quality_flags"] or 0)
@@ -333,14 +409,14 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             flags |= Flag.P_BAR_AMBIGUOUS
         to_arcsec = norm.scale * row["pixel_scale_arcsec"]
         direct = float(fwd["bar_length_direct"][k])
-        meas = measure_bar(sal[k].map, options.method)
-        paper = measure_bar(sal[k].map, "bhambra2022")
-        measured = p_bar is not None and p_bar >= options.p_bar_min and np.isfinite(meas.length)
+        sg = sal.get(k)
+        meas = measure_bar(sg.map, options.method) if sg is not None else None
+        measured = p_bar is not None and p_bar >= options.p_bar_min and meas is not None and np.isfinite(meas.length)
         if measured:
-            subs = [measure_bar(m, options.method).length for m in sal[k].subsets] if n_subsets > 1 else []
+            paper = measure_bar(sg.map, "bhambra2022")
+            subs = [measure_bar(m, options.method).length for m in sg.subsets] if n_subsets > 1 else []
             subs = np.asarray([s for s in subs if np.isfinite(s)], dtype=float)
             length = float(apply_calibration(meas.length, calib))
-            slope = float(calib.get("slope", 1.0)) if calib else 1.0
             err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
             err = float(np.hypot(err_stat, scatter_frac * length))
             row.update(
@@ -353,7 +429,7 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             )
             flags |= meas.flags & ~int(Flag.BAR_NOT_MEASURED)
         else:
-            flags |= Flag.BAR_NOT_MEASURED | (meas.flags & int(Flag.DIFFUSE_SALIENCY))
+            flags |= Flag.BAR_NOT_MEASURED | (meas.flags & int(Flag.DIFFUSE_SALIENCY) if meas is not None else 0)
         row["quality_flags"] = flags
-        if options.save_saliency:
-            _save_saliency(options.save_saliency, row["object_id"], sal[k].map, norm, meas)
+        if options.save_saliency and sg is not None:
+            _save_saliency(options.save_saliency, row["object_id"], sg.map, norm, meas)

@@ -195,3 +195,10 @@ def test_default_partition_size_balances_small_jobs():
     assert default_partition_size(10) == 4
     assert default_partition_size(10**7) == 64
     assert all(default_partition_size(n) >= 1 for n in range(0, 50))
+
+
+def test_cli_rejects_p_bar_min_out_of_range(tmp_path, capsys):
+    from survey_bars.cli import main
+
+    rc = main(["process", "--input", str(tmp_path), "--out", str(tmp_path / "c.parquet"), "--p-bar-min", "1.5"])
+    assert rc == 2 and "--p-bar-min must lie in [0, 1]" in capsys.readouterr().err

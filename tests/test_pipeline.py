@@ -89,7 +89,7 @@ def test_save_saliency(runtime, tmp_path):
 
     p = write_fits(tmp_path / "s.fits", galaxy_image(bar_len=20), objid="obj/with space")
     sal = tmp_path / "sal"
-    process_items([p], RunOptions(smoothgrad_samples=8, save_saliency=str(sal)), runtime=runtime)
+    process_items([p], RunOptions(smoothgrad_samples=8, p_bar_min=0.0, save_saliency=str(sal)), runtime=runtime)
     files = list(sal.glob("*.fits"))
     assert len(files) == 1 and " " not in files[0].name and "/" not in files[0].name[:-5]
     with fits.open(files[0]) as h:
@@ -113,3 +113,40 @@ def test_kpc_per_arcsec():
     assert np.isnan(s[1:]).all()
     with pytest.raises(ValueError, match="Unknown cosmology"):
         kpc_per_arcsec(np.array([0.1]), "NoSuchCosmo")
+
+
+def test_saliency_only_where_a_bar_is_measured(runtime, tmp_path):
+    """SmoothGrad runs for galaxies with p_bar >= p_bar_min, unless saliency_all asks for all."""
+    paths = [write_fits(tmp_path / f"s{i}.fits", galaxy_image(n=96, r50=8, bar_len=24 if i % 2 else None, seed=10 + i), objid=f"S{i}") for i in range(4)]
+    calls = []
+    real = runtime.gradient
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(runtime, name)
+
+        def gradient(self, images):
+            calls.append(len(images))
+            return real(images)
+
+    rt = Counting()
+    t = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.01, n_subsets=1), runtime=rt).to_pandas()
+    assert calls == [] and (t.quality_flags & int(Flag.BAR_NOT_MEASURED)).astype(bool).all()
+    t_all = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.01, n_subsets=1, saliency_all=True, save_saliency=str(tmp_path / "sal")), runtime=rt).to_pandas()
+    assert sum(calls) == 4 * 8 and len(list((tmp_path / "sal").glob("*"))) >= 4
+    assert t_all.bar_length_arcsec.isna().all()
+    calls.clear()
+    t0 = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=0.0, n_subsets=1), runtime=rt).to_pandas()
+    assert sum(calls) == 4 * 8 and t0.bar_length_arcsec.notna().all()
+
+
+def test_calibration_version_is_checked():
+    from survey_bars.bars import MOMENTS_VERSION
+    from survey_bars.pipeline import calibration_for
+
+    card = {"calibration": {"moments": {"slope": 2.0, "intercept": 1.0, "measurement_version": MOMENTS_VERSION}}}
+    assert calibration_for(card, "moments")["slope"] == 2.0
+    assert calibration_for({}, "moments") == {}
+    card["calibration"]["moments"]["measurement_version"] = MOMENTS_VERSION - 1
+    with pytest.raises(ValueError, match="survey-bars calibrate"):
+        calibration_for(card, "moments")
