@@ -31,9 +31,9 @@ from . import __version__
 from .catalogue import assemble, is_done, part_paths, write_part
 from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
 from .flags import Flag
-from .pipeline import InputItem, RunOptions, calibration_for, process_items
+from .pipeline import InputItem, RunOptions, calibration_for, check_cosmology, process_items
 
-__all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "default_partition_size", "make_security", "process", "JobError", "JobSummary"]
+__all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "default_partition_size", "make_security", "local_cluster", "WORKER_CONFIG", "process", "JobError", "JobSummary"]
 
 
 class JobError(RuntimeError):
@@ -240,10 +240,38 @@ def _digest(part, model_id, options):
     return h.hexdigest()
 
 
+_LIBC = []
+
+
+def _trim_heap():
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    A worker's partitions allocate and free the same large arrays over and over from its
+    executor thread; without a trim, glibc's per-thread arenas keep the freed pages and the
+    worker's RSS creeps up over thousands of partitions.
+    """
+    if not _LIBC:
+        try:
+            import ctypes
+
+            _LIBC.append(ctypes.CDLL("libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
+
+
 def _run_partition(index, items, options, staging, digest):
     """Dask task: process one partition and write its part (idempotent)."""
     if is_done(staging, index, digest):
         return {"partition": index, "rows": None, "skipped": True}
+    try:
+        return _run_partition_inner(index, items, options, staging, digest)
+    finally:
+        _trim_heap()
+
+
+def _run_partition_inner(index, items, options, staging, digest):
     table = process_items(items, options)
     if table.num_rows != len(items):  # pragma: no cover - guarded by process_items
         msg = f"Partition {index} produced {table.num_rows} rows for {len(items)} inputs."
@@ -330,9 +358,43 @@ def make_security(tls_ca_file=None, tls_cert=None, tls_key=None):
     return Security(tls_ca_file=tls_ca_file, tls_client_cert=tls_cert, tls_client_key=tls_key, require_encryption=True)
 
 
+#: Dask settings for the workers that survey-bars starts itself (its LocalCluster); set the same
+#: on your own workers (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``, as ``deploy/`` does).
+#: Dask's statistical profiler samples each task's call stack every 10 ms and keeps a
+#: second-by-second history for an hour: for this pipeline that grew a worker by ~50 MiB per
+#: 10k galaxies and cost ~10 % of its throughput (benchmarks/RESULTS.md, perf_memory).
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+def local_cluster(n_workers=None, threads_per_worker=1, memory_limit="4GiB", **kwargs):
+    """Start a ``distributed.LocalCluster`` of worker processes with :data:`WORKER_CONFIG`.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: one per CPU core).
+    threads_per_worker : int, optional
+        Threads per worker; 1 is the efficient setting (onnxruntime runs single-threaded).
+    memory_limit : str, optional
+        Dask's memory limit per worker.
+    **kwargs
+        More ``LocalCluster`` arguments.
+
+    Returns
+    -------
+    distributed.LocalCluster
+    """
+    import dask
+    from distributed import LocalCluster
+
+    kwargs.setdefault("dashboard_address", None)
+    with dask.config.set(WORKER_CONFIG):  # nannies hand the config to their workers
+        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit, processes=True, **kwargs)
+
+
 def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security=None):
     """Return (client, owned cluster or None, owned flag)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if client is not None:
         return client, None, False
@@ -349,13 +411,7 @@ def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, mem
             msg = f"Cannot reach the Dask scheduler at {where!r} within {timeout}: {exc}. Check the address and that the scheduler is running."
             raise JobError(msg) from None
         return c, None, True
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads_per_worker,
-        memory_limit=memory_limit,
-        processes=True,
-        dashboard_address=None,
-    )
+    cluster = local_cluster(workers, threads_per_worker, memory_limit)
     return Client(cluster), cluster, True
 
 
@@ -440,6 +496,7 @@ def process(
     try:
         bundle = load_bundle(options.model)
         calibration_for(bundle.card, options.method)
+        check_cosmology(options.cosmology)
     except (BundleError, ValueError) as exc:
         raise JobError(str(exc)) from None
     if options.save_saliency:

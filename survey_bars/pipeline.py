@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "calibration_for", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "calibration_for", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -239,19 +239,34 @@ def kpc_per_arcsec(redshift, cosmology="Planck18"):
     ndarray
         NaN where the redshift is missing or not positive.
     """
-    from astropy import cosmology as cosmo_mod
-
-    try:
-        cosmo = getattr(cosmo_mod, cosmology)
-    except AttributeError:
-        msg = f"Unknown cosmology {cosmology!r}; use one of {list(cosmo_mod.realizations.available)}."
-        raise ValueError(msg) from None
     z = np.asarray(redshift, dtype=float)
     out = np.full(z.shape, np.nan)
     ok = np.isfinite(z) & (z > 0)
-    if ok.any():
-        out[ok] = cosmo.kpc_proper_per_arcmin(z[ok]).value / 60.0
+    if ok.any():  # astropy.cosmology takes ~1 s to import: only when a redshift needs it
+        out[ok] = _cosmology(cosmology).kpc_proper_per_arcmin(z[ok]).value / 60.0
     return out
+
+
+def _cosmology(name):
+    """The astropy.cosmology realisation called ``name`` (ValueError naming the choices)."""
+    from astropy import cosmology as cosmo_mod
+
+    try:
+        return getattr(cosmo_mod, name)
+    except AttributeError:
+        msg = f"Unknown cosmology {name!r}; use one of {list(cosmo_mod.realizations.available)}."
+        raise ValueError(msg) from None
+
+
+def check_cosmology(name):
+    """Raise ValueError unless ``name`` is an astropy.cosmology realisation.
+
+    Parameters
+    ----------
+    name : str
+        E.g. ``"Planck18"``.
+    """
+    _cosmology(name)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")

@@ -186,6 +186,9 @@ def test_existing_out_refused_and_fatal_errors(sim_dir, local_catalogue, tmp_pat
         process([str(sim_dir)], tmp_path / "y.parquet", scheduler="tcp://127.0.0.1:1", timeout="2s", options=OPTIONS, progress=False)
     with pytest.raises(JobError, match="bundle"):
         process([str(sim_dir)], tmp_path / "z.parquet", options=RunOptions(model=str(tmp_path / "nope")), progress=False)
+    with pytest.raises(JobError, match="Unknown cosmology 'NoSuchCosmo'"):  # before any worker starts
+        process([str(sim_dir)], tmp_path / "w.parquet", options=RunOptions(cosmology="NoSuchCosmo"), progress=False)
+    assert not (tmp_path / "w.parquet").exists() and not (tmp_path / "w.parquet.parts").exists()
 
 
 def test_default_partition_size_balances_small_jobs():
@@ -202,3 +205,13 @@ def test_cli_rejects_p_bar_min_out_of_range(tmp_path, capsys):
 
     rc = main(["process", "--input", str(tmp_path), "--out", str(tmp_path / "c.parquet"), "--p-bar-min", "1.5"])
     assert rc == 2 and "--p-bar-min must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_local_cluster_workers_run_without_the_profiler():
+    from distributed import Client
+
+    from survey_bars.cluster import local_cluster
+
+    with local_cluster(1, 1, "1GiB") as cluster, Client(cluster) as client:
+        flags = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+    assert list(flags.values()) == [False]

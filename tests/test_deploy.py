@@ -302,3 +302,23 @@ def test_docker_build():  # pragma: no cover - opt-in, needs Docker
         cwd=ROOT,
         check=True,
     )
+
+
+def test_worker_profiler_disabled_everywhere(compose, run_slurm):
+    """Every recipe starts workers with Dask's profiler off, as survey-bars' LocalCluster does."""
+    from survey_bars.cluster import WORKER_CONFIG
+
+    assert WORKER_CONFIG["distributed.worker.profile.enabled"] is False
+    env = compose["services"]["worker"]["environment"]
+    assert env["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
+    workers = [
+        c
+        for _, d in _manifests()
+        if d["kind"] == "DaskCluster"
+        for c in d["spec"]["worker"]["spec"]["containers"]
+    ]
+    assert workers
+    for c in workers:
+        assert {"name": "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "value": "False"} in c["env"]
+    with run_slurm.build_cluster(cores=2, memory="4GB", walltime="00:10:00", dashboard_address=":0") as cluster:
+        assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in cluster.job_script().splitlines()

@@ -194,6 +194,7 @@ def build_cluster(
         job_extra_directives=list(job_extra),
         job_script_prologue=[
             "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1",
+            "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",  # survey_bars.cluster.WORKER_CONFIG
             *prologue,
         ],
         worker_extra_args=worker_extra_args,
