@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def sgemm_peak():
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["peak"] = max(res.values())
     return res
+
+
+_SUSTAINED = r"""
+import time, numpy as np
+n = 512
+a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+a @ b
+k, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < 6.0:
+    a @ b
+    k += 1
+print(2 * n**3 * k / (time.perf_counter() - t0) / 1e9)
+"""
+
+
+def sgemm_scaling():
+    """Sustained 1-thread sgemm GFLOP/s of one process alone and of two at once.
+
+    The ratio (two together) / (2 x one alone) is the best 1 -> 2 worker efficiency that
+    compute-bound work can reach on this machine (shared cores, clocks and caches).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def run(k):
+        procs = [subprocess.Popen([sys.executable, "-c", _SUSTAINED], stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+        return [float(p.communicate(timeout=120)[0].strip()) for p in procs]
+
+    one = run(1)[0]
+    two = run(2)
+    return {"one_process_gflops": one, "two_processes_gflops": two, "efficiency": sum(two) / (2 * one)}
 
 
 # ------------------------------------------------------------------------------ saliency
@@ -228,23 +260,43 @@ def bench_io(args):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _run_process(inputs, workers, samples, partition_size, memory=False):
-    from distributed import Client, LocalCluster
+def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False):
+    from distributed import Client
 
-    from survey_bars.cluster import process
+    from survey_bars.cluster import local_cluster, process
     from survey_bars.pipeline import RunOptions
 
     out = WORK / f"e2e-{workers}.parquet"
     if out.exists():
         out.unlink()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB") as cluster, Client(cluster) as client:
+    with local_cluster(workers, 1, "4GiB") as cluster, Client(cluster) as client:
         # warm: load the model once per worker before timing
         from survey_bars.runtime import get_runtime
 
         client.run(lambda: get_runtime(None) and None)
+        trace = []
+        stop = threading.Event()
+
+        def now_rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+        def sample():  # the workers' current RSS over the job, every 2 s
+            while not stop.wait(2.0):
+                try:
+                    trace.append((time.perf_counter() - t, max(client.run(now_rss).values())))
+                except Exception:  # noqa: BLE001 - sampling is best effort
+                    pass
+
         t = time.perf_counter()
-        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples), progress=False)
+        sampler = threading.Thread(target=sample, daemon=True) if memory else None
+        if sampler:
+            sampler.start()
+        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples, saliency_all=saliency_all), progress=False)
         dt = time.perf_counter() - t
+        stop.set()
+        if sampler:
+            sampler.join()
 
         def rss():
             import resource
@@ -252,7 +304,7 @@ def _run_process(inputs, workers, samples, partition_size, memory=False):
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
         peaks = list(client.run(rss).values())
-    return s, dt, peaks
+    return (s, dt, peaks, trace) if memory else (s, dt, peaks)
 
 
 def bench_e2e(args):
@@ -262,18 +314,42 @@ def bench_e2e(args):
         s, dt, _ = _run_process([str(d)], w, args.samples, args.partition_size)
         res[w] = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt / w}
     eff = res[2]["per_s"] / (2 * res[1]["per_s"])
+    machine = sgemm_scaling()
+    s, dt, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
+    every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
+    cand = pd_frac_candidates(WORK / "e2e-1.parquet")
     from survey_bars.cluster import default_partition_size
 
     psize = args.partition_size or default_partition_size(args.n_e2e)
-    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff}
+    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
     md = "\n".join([
         f"`survey-bars process` on {args.n_e2e} simulated cutouts, {psize} per partition, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
         "",
-        table(["workers", "seconds", "galaxies / s", "galaxies / s / core"], [[w, f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]),
+        table(
+            ["workers", "SmoothGrad for", "seconds", "galaxies / s", "galaxies / s / core"],
+            [[w, "bar candidates (default)", f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]
+            + [[1, "every galaxy (`--saliency-all`)", f"{every['seconds']:.1f}", f"{every['per_s']:.1f}", f"{every['per_s_per_core']:.1f}"]],
+        ),
+        "",
+        f"Bar candidates (p_bar >= 0.5, SmoothGrad computed and bar measured): {100 * cand:.0f} % of these galaxies (simulated class mix: 40 % barred).",
         "",
         f"Scaling efficiency 1 -> 2 workers: **{100 * eff:.0f} %**.",
+        "",
+        f"Machine ceiling, same run: a sustained 1-thread sgemm gives {machine['one_process_gflops']:.1f} GFLOP/s alone and "
+        f"{' + '.join(f'{g:.1f}' for g in machine['two_processes_gflops'])} GFLOP/s as two processes at once: "
+        f"**{100 * machine['efficiency']:.0f} %** 2-process efficiency for compute-bound work on these 2 cores "
+        "(the scheduler, nanny and client processes share them too).",
     ])
     save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --partition-size {args.partition_size}" if args.partition_size else ""))
+
+
+def pd_frac_candidates(path):
+    """Fraction of ok rows with p_bar >= 0.5 in a catalogue."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["status", "p_bar"]).to_pandas()
+    ok = t[t.status == "ok"]
+    return float((ok.p_bar >= 0.5).mean()) if len(ok) else float("nan")
 
 
 def bench_memory(args):
@@ -287,14 +363,25 @@ def bench_memory(args):
             d.mkdir(parents=True)
             for i in range(n):
                 os.link(files[i % len(files)], d / f"g{i:06d}.fits")
-        s, dt, peaks = _run_process([str(d)], 1, args.samples_mem, args.partition_size)
-        res[n] = {"rows": s["rows"], "seconds": dt, "peak_rss_mib": max(peaks)}
+        s, dt, peaks, trace = _run_process([str(d)], 1, args.samples_mem, args.partition_size, memory=True)
+        rss_t = np.array([r for _, r in trace]) if trace else np.array([np.nan])
+        res[n] = {
+            "rows": s["rows"], "seconds": dt, "peak_rss_mib": max(peaks),
+            "rss_trace": [[round(a, 1), round(b, 1)] for a, b in trace],
+            "rss_sampled_max_mib": float(np.nanmax(rss_t)),
+            "rss_last_quarter_median_mib": float(np.nanmedian(rss_t[3 * len(rss_t) // 4:])),
+        }
     growth = res[args.n_large]["peak_rss_mib"] / res[args.n_small]["peak_rss_mib"] - 1
     data = {"samples": args.samples_mem, "runs": res, "growth": growth}
     md = "\n".join([
         f"One LocalCluster worker, partition size {args.partition_size or 'default'}, SmoothGrad {args.samples_mem} samples; inputs are hard links to {len(files)} simulated cutouts (object ids differ by file name only where headers allow):",
         "",
-        table(["inputs", "seconds", "worker peak RSS [MiB]"], [[n, f"{r['seconds']:.0f}", f"{r['peak_rss_mib']:.0f}"] for n, r in res.items()]),
+        table(
+            ["inputs", "seconds", "worker peak RSS [MiB]", "sampled max RSS [MiB]", "median RSS, last quarter [MiB]"],
+            [[n, f"{r['seconds']:.0f}", f"{r['peak_rss_mib']:.0f}", f"{r['rss_sampled_max_mib']:.0f}", f"{r['rss_last_quarter_median_mib']:.0f}"] for n, r in res.items()],
+        ),
+        "",
+        "Peak RSS is the worker's `ru_maxrss`; the sampled columns poll its current RSS every 2 s (trace in the JSON).",
         "",
         f"Peak RSS growth from {args.n_small} to {args.n_large} inputs: **{100 * growth:+.1f} %**.",
     ])
