@@ -13,6 +13,7 @@ from survey_bars.models.bundle import load_bundle  # noqa: E402
 from survey_bars.models.nets import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ARCH,
+    LENGTH_ARCH,
     LengthNet,
     MorphologyNet,
     forward_flops,
@@ -247,3 +248,20 @@ def test_train_cli_smoke(built, tmp_path):
     assert card["training"]["command"].startswith("survey-bars train --data")
     assert (tmp_path / "ck.pt").is_file()
     assert not list(out.glob("*.pt"))
+
+
+def test_train_without_bar_geometry_skips_the_mask_loss(built, tmp_path):
+    """A label table with bars but no bar PA: no bar can be drawn, so no mask loss (logged)."""
+    import pandas as pd
+
+    from survey_bars.models.train import train
+
+    root, _ = built
+    truth = pd.read_parquet(root / "sims" / "truth.parquet").drop(columns=["bar_pa_deg"])
+    labels = tmp_path / "labels.csv"
+    truth.to_csv(labels, index=False)
+    msgs = []
+    b = train([str(root / "sims")], tmp_path / "bundle", labels=str(labels), epochs=1, length_epochs=1, seed=5,
+              arch=TINY_EVIDENCE, batch_size=16, log=msgs.append)
+    assert any("without the bar-evidence mask loss" in m for m in msgs), msgs
+    assert b.card["architecture"]["length"] == LENGTH_ARCH  # an evidence arch never serves the length CNN

@@ -80,7 +80,6 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     from ..simulate import simulate
     from .bundle import DEFAULT_BUNDLE, load_bundle, write_card
-    from .nets import is_evidence_arch
     from .train import train
 
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
@@ -106,7 +105,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     b = train([workdir], out, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
-              length_arch=length_arch or (arch if arch and not is_evidence_arch(arch) else None))
+              length_arch=length_arch)
     card = dict(b.card)
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),

@@ -4,11 +4,13 @@
 
 * directories written by ``survey-bars simulate`` (FITS cutouts plus ``truth.parquet`` with
   ``file``, ``class`` in {smooth, edge_on, disc, barred}, ``has_bar``, ``has_spiral``,
-  ``bar_length_arcsec`` (full length) and ``pixel_scale_arcsec``), or
+  ``bar_length_arcsec`` (full length), ``bar_pa_deg`` (east of north) and
+  ``pixel_scale_arcsec``), or
 * any labelled FITS set: ``--labels`` names a CSV or Parquet table with a ``file`` column
   (absolute, or relative to a ``--data`` directory or to the table) and any of the label
-  columns ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``,
-  ``pixel_scale_arcsec``. Missing labels are left out of the corresponding loss.
+  columns ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``, ``bar_pa_deg``,
+  ``pixel_scale_arcsec``. Missing labels are left out of the corresponding loss; the
+  bar-evidence mask loss needs both ``bar_length_arcsec`` and ``bar_pa_deg`` of a bar.
 
 Every file goes through :func:`survey_bars.cutouts.read_cutout` and
 :func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
@@ -498,6 +500,9 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
         masks = torch.as_tensor(m[:, None])
         log(f"bar-evidence masks on a {cells} x {cells} grid: {int(np.isfinite(m[:, 0, 0]).sum())} of {len(m)} "
             f"galaxies ({int(np.nansum(m.reshape(len(m), -1).max(axis=1) > 0))} with a bar)")
+        if not np.nansum(m) > 0:  # only unbarred masks: the loss would push the evidence down alone
+            log("no barred galaxy has a bar length and PA: training without the bar-evidence mask loss")
+            masks = None
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * int(np.ceil(len(tr) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
@@ -706,8 +711,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     lr : float, optional
         Peak learning rate (one-cycle schedule).
     arch, length_arch : dict, optional
-        Trunk architectures of the morphology and length networks (default
+        Architectures of the morphology and length networks (default
         :data:`survey_bars.models.nets.DEFAULT_ARCH` and :data:`~survey_bars.models.nets.LENGTH_ARCH`).
+        Without ``length_arch``, a pooled ``arch`` (``stem``/``layers``) also serves the length
+        network; a bar-evidence ``arch`` does not (the length network is always pooled).
     bar_weight : float, optional
         Weight of the bar loss relative to the morphology and spiral losses.
     mask_weight : float, optional
@@ -736,7 +743,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     import torch
 
     from .export import export_bundle, save_checkpoint
-    from .nets import DEFAULT_ARCH, LENGTH_ARCH
+    from .nets import DEFAULT_ARCH, LENGTH_ARCH, is_evidence_arch
 
     t_start = time.time()
     torch.set_num_threads(int(threads))
@@ -779,7 +786,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
 
     arch = arch or DEFAULT_ARCH
-    length_arch = length_arch or LENGTH_ARCH
+    length_arch = length_arch or (LENGTH_ARCH if is_evidence_arch(arch) else arch)
     t0 = time.time()
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
                        bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
@@ -921,10 +928,7 @@ def run_cli(args):
         Exit code.
     """
     arch = json.loads(args.arch) if args.arch else None
-    from .nets import is_evidence_arch
-
-    # a pooled --arch also serves the length CNN unless --length-arch is given
-    length_arch = json.loads(args.length_arch) if args.length_arch else (arch if arch and not is_evidence_arch(arch) else None)
+    length_arch = json.loads(args.length_arch) if args.length_arch else None
     try:
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
                   seed=args.seed, threads=args.threads, workers=args.workers, val_frac=args.val_frac,
