@@ -304,20 +304,20 @@ def _run_process(inputs, workers, samples, partition_size, memory=False, salienc
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
         peaks = list(client.run(rss).values())
-    return (s, dt, peaks, trace) if memory else (s, dt, peaks)
+    return s, dt, peaks, trace
 
 
 def bench_e2e(args):
     d = _sims(args.n_e2e)
     res = {}
     for w in (1, 2):
-        s, dt, _ = _run_process([str(d)], w, args.samples, args.partition_size)
+        s, dt, _, _ = _run_process([str(d)], w, args.samples, args.partition_size)
         res[w] = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt / w}
     eff = res[2]["per_s"] / (2 * res[1]["per_s"])
     machine = sgemm_scaling()
-    s, dt, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
+    cand = _frac_bar_candidates(WORK / "e2e-1.parquet")
+    s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
     every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
-    cand = pd_frac_candidates(WORK / "e2e-1.parquet")
     from survey_bars.cluster import default_partition_size
 
     psize = args.partition_size or default_partition_size(args.n_e2e)
@@ -343,7 +343,7 @@ def bench_e2e(args):
     save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --partition-size {args.partition_size}" if args.partition_size else ""))
 
 
-def pd_frac_candidates(path):
+def _frac_bar_candidates(path):
     """Fraction of ok rows with p_bar >= 0.5 in a catalogue."""
     import pyarrow.parquet as pq
 

@@ -29,12 +29,14 @@ version they were fitted for.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from .flags import Flag
+from .normalise import _grid
 
 __all__ = ["BarMeasurement", "measure_bar", "measure_bhambra2022", "measure_moments", "METHODS", "MOMENTS_VERSION"]
 
@@ -252,20 +254,14 @@ def measure_moments(
     return BarMeasurement(length, float(np.degrees(theta) % 180.0), q, float(floor), int((w > 0).sum()), lin, int(flags))
 
 
-_GRIDS: dict = {}
-
-
+@functools.lru_cache(maxsize=8)
 def _frame_grid(n):
-    """Cached ``(yy, xx, rr)`` pixel grids of an ``n x n`` frame (rr from the frame centre)."""
-    g = _GRIDS.get(n)
-    if g is None:
-        yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
-        c = (n - 1) / 2.0
-        g = (yy, xx, np.hypot(xx - c, yy - c))
-        for a in g:
-            a.flags.writeable = False
-        _GRIDS[n] = g
-    return g
+    """Read-only ``(yy, xx, rr)`` pixel grids of an ``n x n`` frame (rr from the frame centre)."""
+    yy, xx = _grid(n, n)
+    c = (n - 1) / 2.0
+    rr = np.hypot(xx - c, yy - c)
+    rr.flags.writeable = False
+    return yy, xx, rr
 
 
 def measure_bar(saliency, method="moments", **kwargs):

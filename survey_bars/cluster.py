@@ -240,38 +240,10 @@ def _digest(part, model_id, options):
     return h.hexdigest()
 
 
-_LIBC = []
-
-
-def _trim_heap():
-    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    A worker's partitions allocate and free the same large arrays over and over from its
-    executor thread; without a trim, glibc's per-thread arenas keep the freed pages and the
-    worker's RSS creeps up over thousands of partitions.
-    """
-    if not _LIBC:
-        try:
-            import ctypes
-
-            _LIBC.append(ctypes.CDLL("libc.so.6").malloc_trim)
-        except (OSError, AttributeError):
-            _LIBC.append(None)
-    if _LIBC[0] is not None:
-        _LIBC[0](0)
-
-
 def _run_partition(index, items, options, staging, digest):
     """Dask task: process one partition and write its part (idempotent)."""
     if is_done(staging, index, digest):
         return {"partition": index, "rows": None, "skipped": True}
-    try:
-        return _run_partition_inner(index, items, options, staging, digest)
-    finally:
-        _trim_heap()
-
-
-def _run_partition_inner(index, items, options, staging, digest):
     table = process_items(items, options)
     if table.num_rows != len(items):  # pragma: no cover - guarded by process_items
         msg = f"Partition {index} produced {table.num_rows} rows for {len(items)} inputs."
