@@ -334,7 +334,7 @@ def make_security(tls_ca_file=None, tls_cert=None, tls_key=None):
 #: on your own workers (``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``, as ``deploy/`` does).
 #: Dask's statistical profiler samples each task's call stack every 10 ms and keeps a
 #: second-by-second history for an hour: for this pipeline that grew a worker by ~50 MiB per
-#: 10k galaxies and cost ~10 % of its throughput (benchmarks/RESULTS.md, perf_memory).
+#: 10k galaxies and cost 5-10 % of its throughput (benchmarks/RESULTS.md, perf_memory).
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
