@@ -163,7 +163,8 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
         ok = (df["status"] == "ok") & df["true_has_bar"]
         cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
         cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
-                   noise_frac=(bundle.smoothgrad or {}).get("noise_frac"), seconds=round(time.time() - t0, 1),
+                   noise_frac=(bundle.smoothgrad or {}).get("noise_frac"),
+                   symmetrise=bool((bundle.smoothgrad or {}).get("symmetrise", False)), seconds=round(time.time() - t0, 1),
                    units="model-frame pixels")
         if method == "moments":
             cal["measurement_version"] = MOMENTS_VERSION

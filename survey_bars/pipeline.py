@@ -372,6 +372,7 @@ def process_items(items, options=None, *, runtime=None):
     n_samples = int(options.smoothgrad_samples or sg.get("samples", 32))
     noise_frac = float(options.noise_frac or sg.get("noise_frac", 0.1))
     n_subsets = options.n_subsets if n_samples % options.n_subsets == 0 and n_samples >= options.n_subsets else 1
+    symmetrise = bool(sg.get("symmetrise", False))
     calib = calibration_for(card, options.method)
     names = rt.class_names
     rows = []
@@ -381,7 +382,7 @@ def process_items(items, options=None, *, runtime=None):
         ok = [i for i, (_, norm, _) in enumerate(prepared) if norm is not None]
         if ok:
             try:
-                _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib)
+                _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise)
             except Exception as exc:  # a model failure marks the chunk's rows, never loses them
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 for i in ok:
@@ -397,7 +398,7 @@ def process_items(items, options=None, *, runtime=None):
     return rows_to_table(rows)
 
 
-def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib):
+def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False):
     imgs = np.stack([prepared[i][1].image for i in ok])
     fwd = rt.forward(imgs)
     probs = fwd["probs"]
@@ -409,7 +410,8 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
     sal = {}
     if sel.size:
         ids = [prepared[ok[k]][0]["object_id"] for k in sel]
-        maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets)
+        maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets,
+                                symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
     scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
     slope = float(calib.get("slope", 1.0)) if calib else 1.0

@@ -6,6 +6,14 @@ Bhambra et al. 2022 used 0.1 and 256 samples). The absolute input gradients of t
 are averaged and min-max normalised. The noise generator is seeded from the object id alone,
 so a galaxy gets the same map on any cluster layout, partitioning or batch composition.
 
+With ``symmetrise`` (bundles whose card sets ``smoothgrad.symmetrise``, the default since
+bundle 2.1) noisy copy ``j`` is also rotated/flipped by the ``j mod 8``-th element of the
+square's symmetry group before the gradient, and the gradient is turned back. A CNN's input
+gradient has a footprint that depends a little on the orientation of the frame; averaged over
+the eight orientations its second moments become isotropic, which is what the ``moments``
+measurement's blur cancellation assumes. It costs nothing extra (the same number of gradients)
+and raised the default method's Pearson r from 0.880 to 0.899 on the accuracy benchmark.
+
 The samples are also split into ``n_subsets`` disjoint groups whose maps are returned, so that
 the bar measurement can report the spread due to the finite number of samples.
 
@@ -75,7 +83,21 @@ class SmoothGradResult:
     subsets: np.ndarray
 
 
-def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.1, n_subsets=4, max_batch=64):
+def _dihedral(x, k):
+    """Apply the ``k``-th (0-7) rotation/flip of the square dihedral group to ``(..., S, S)`` arrays."""
+    x = np.rot90(x, k % 4, axes=(-2, -1))
+    return x[..., ::-1] if k >= 4 else x
+
+
+def _dihedral_inverse(x, k):
+    """Undo :func:`_dihedral` for the same ``k``."""
+    if k >= 4:
+        x = x[..., ::-1]
+    return np.rot90(x, -(k % 4), axes=(-2, -1))
+
+
+def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.1, n_subsets=4, max_batch=64,
+                     symmetrise=False):
     """SmoothGrad maps for several galaxies.
 
     Parameters
@@ -96,6 +118,10 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.
         Largest number of noisy frames sent to onnxruntime in one call. 64 was the fastest
         on a 2-core CPU box for the 2.0 network (797 gradients/s against 684 at 256) and
         keeps onnxruntime's activation memory small.
+    symmetrise : bool, optional
+        Give noisy copy ``j`` the rotation/flip ``j mod 8`` of the square's symmetry group and
+        rotate its gradient back before averaging. This averages out the network's
+        orientation-dependent gradient footprint, whose second moments then become isotropic.
 
     Returns
     -------
@@ -119,12 +145,19 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.
         img = images[i]
         sigma = noise_frac * float(img.max() - img.min())
         noisy[i] = img[None] + (sigma * rng.standard_normal((n_samples, s, s))).astype(np.float32)
+    if symmetrise:
+        for j in range(n_samples):
+            noisy[:, j] = _dihedral(noisy[:, j], j % 8)
     flat = noisy.reshape(b * n_samples, s, s)
     grads = np.empty_like(flat)
     for start in range(0, flat.shape[0], max_batch):
         stop = min(start + max_batch, flat.shape[0])
         grads[start:stop] = runtime.gradient(flat[start:stop])
     np.abs(grads, out=grads)
+    if symmetrise:
+        g4 = grads.reshape(b, n_samples, s, s)
+        for j in range(n_samples):
+            g4[:, j] = _dihedral_inverse(g4[:, j], j % 8)
     grads = grads.reshape(b, n_subsets, n_samples // n_subsets, s, s)
     sub_means = grads.mean(axis=2)
     results = []

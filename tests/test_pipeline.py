@@ -150,3 +150,31 @@ def test_calibration_version_is_checked():
     card["calibration"]["moments"]["measurement_version"] = MOMENTS_VERSION - 1
     with pytest.raises(ValueError, match="survey-bars calibrate"):
         calibration_for(card, "moments")
+
+
+def test_smoothgrad_symmetrisation_follows_the_card(runtime, tmp_path, monkeypatch):
+    """The bundle card's ``smoothgrad.symmetrise`` reaches SmoothGrad (old cards: off)."""
+    import survey_bars.pipeline as pl
+
+    seen = []
+    real = pl.smoothgrad_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("symmetrise"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "smoothgrad_batch", spy)
+    p = write_fits(tmp_path / "b.fits", galaxy_image(n=96, r50=8, bar_len=24, seed=3), objid="B")
+    opts = RunOptions(smoothgrad_samples=8, p_bar_min=0.0, n_subsets=1)
+
+    class WithCard:
+        def __init__(self, sg):
+            self.bundle = type("B", (), {"smoothgrad": sg, "preprocessing": runtime.bundle.preprocessing})()
+
+        def __getattr__(self, name):
+            return getattr(runtime, name)
+
+    for sg, want in (({**runtime.bundle.smoothgrad, "symmetrise": True}, True), ({"samples": 8}, False)):
+        seen.clear()
+        process_items([p], opts, runtime=WithCard(sg))
+        assert seen == [want]

@@ -145,7 +145,11 @@ class Bundle:
 
     @property
     def smoothgrad(self) -> dict:
-        """Recommended SmoothGrad settings, e.g. ``{"samples": 32, "noise_frac": 0.1}``."""
+        """Recommended SmoothGrad settings, e.g. ``{"samples": 16, "noise_frac": 0.05, "symmetrise": True}``.
+
+        ``symmetrise`` (default False for cards without it) averages the gradients over the
+        eight rotations/flips of the frame (see :func:`survey_bars.saliency.smoothgrad_batch`).
+        """
         return dict(self.card.get("smoothgrad") or {})
 
     @property

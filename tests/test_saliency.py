@@ -1,0 +1,63 @@
+"""SmoothGrad in numpy around a runtime's gradient: orientation symmetrisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from survey_bars.saliency import _dihedral, _dihedral_inverse, smoothgrad_batch
+
+
+class _Runtime:
+    """Stands in for ModelRuntime: the gradient is ``grad_fn(images)``."""
+
+    def __init__(self, grad_fn):
+        self.grad_fn = grad_fn
+
+    def gradient(self, images):
+        return np.asarray(self.grad_fn(np.asarray(images)), dtype=np.float32)
+
+
+def _bar(angle_deg=30.0, n=32):
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2
+    t = np.radians(angle_deg)
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    return (np.exp(-0.5 * ((u / 8) ** 2 + (v / 2) ** 2)) + 0.1 * np.exp(-0.5 * (xx**2 + yy**2) / 25)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_inverse(k):
+    x = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    np.testing.assert_array_equal(_dihedral_inverse(_dihedral(x, k), k), x)
+    assert k == 0 or not np.array_equal(_dihedral(x, k), x)
+
+
+def test_symmetrised_gradients_are_rotated_back():
+    """For f(x) = |x|^2 / 2 the gradient is the (noisy) input itself, in the input's own frame:
+    the symmetrised map must be identical to the plain one. Rotating a gradient the wrong way
+    (or not at all) would turn the 30-degree bar by 90 degrees or mirror it."""
+    rt = _Runtime(lambda x: x)
+    img = _bar(30.0)
+    img[5:8, 20:24] += 0.5  # an off-centre knot: no rotation or flip maps the image onto itself
+    img = img[None]
+    plain = smoothgrad_batch(rt, img, ["g"], n_samples=16, noise_frac=0.05, n_subsets=2)[0]
+    sym = smoothgrad_batch(rt, img, ["g"], n_samples=16, noise_frac=0.05, n_subsets=2, symmetrise=True)[0]
+    np.testing.assert_allclose(sym.map, plain.map, atol=1e-6)
+    np.testing.assert_allclose(sym.subsets, plain.subsets, atol=1e-6)
+
+
+def test_symmetrisation_averages_an_orientation_dependent_footprint():
+    """A network whose gradient is a fixed anisotropic pattern whatever the input: with
+    symmetrisation over the eight rotations/flips the map has the square's symmetry (and so
+    isotropic second moments), without it it keeps the pattern's orientation."""
+    pattern = _bar(20.0)
+    rt = _Runtime(lambda x: np.broadcast_to(pattern, x.shape))
+    img = np.zeros((1, 32, 32), np.float32)
+    plain = smoothgrad_batch(rt, img, ["g"], n_samples=8, n_subsets=1)[0].map
+    sym = smoothgrad_batch(rt, img, ["g"], n_samples=8, n_subsets=1, symmetrise=True)[0].map
+    for k in range(1, 8):
+        np.testing.assert_allclose(_dihedral(sym, k), sym, atol=1e-6)
+    assert not np.allclose(np.rot90(plain), plain, atol=1e-3)
+    yy, xx = np.mgrid[0:32, 0:32] - 15.5
+    cxx, cyy, cxy = ((sym * xx * xx).sum(), (sym * yy * yy).sum(), (sym * xx * yy).sum())
+    assert cxx == pytest.approx(cyy, rel=1e-5) and abs(cxy) < 1e-4 * cxx
