@@ -172,3 +172,31 @@ def test_weights_recoverable_from_forward_graph(tiny):
     morph, length = torch_from_bundle(tiny["bundle"])
     x = np.random.default_rng(9).normal(0.2, 0.5, size=(3, 1, 64, 64)).astype(np.float32)
     _compare({**tiny, "morph": morph, "length": length}, x)
+
+
+def test_flip_averaged_forward_graph(tmp_path):
+    """``forward.flip_average`` bundles average the forward outputs over four flips inside the
+    graph: it matches torch, is invariant under those flips, and differs from one pass."""
+    torch.manual_seed(1)
+    morph, length = MorphologyNet(TINY_EVIDENCE), LengthNet(LENGTH_TINY)
+    with torch.no_grad():
+        morph.evidence_conv.bias.fill_(0.5)
+    morph.eval()
+    length.eval()
+    b = export_bundle(morph, length, tmp_path / "flips", {"name": "flips", "version": "t", "forward": {"flip_average": True}})
+    assert b.card["forward"]["flip_average"] is True and "flip" in b.card["forward"]["about"]
+    sess = ort.InferenceSession(str(b.forward_path), providers=["CPUExecutionProvider"])
+    names = ["probs", "bar_logit", "bar_length_direct"]
+    x = np.random.default_rng(3).normal(0.2, 0.5, size=(3, 1, 64, 64)).astype(np.float32)
+    out = sess.run(names, {"image": x})
+    ref = torch_reference(morph, length, x, flips=True)
+    for o, n in zip(out, names):
+        np.testing.assert_allclose(o, ref[n], atol=FWD_TOL, rtol=FWD_TOL)
+    for xf in (x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]):
+        for o, of in zip(out, sess.run(names, {"image": np.ascontiguousarray(xf)})):
+            np.testing.assert_allclose(of, o, atol=1e-5, rtol=1e-5)
+    plain = torch_reference(morph, length, x)
+    assert np.abs(plain["bar_logit"] - out[1]).max() > 1e-4
+    # the plain bundle of the same networks records no flip averaging
+    b0 = export_bundle(morph, length, tmp_path / "plain", {"name": "plain", "version": "t"})
+    assert b0.card["forward"] == {"flip_average": False}

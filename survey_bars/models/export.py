@@ -45,7 +45,17 @@ from torch import nn
 from .. import __version__
 from ..normalise import NormaliseConfig
 from .bundle import SCHEMA_VERSION, load_bundle, write_card
-from .nets import CLASS_NAMES, DEFAULT_ARCH, LENGTH_ARCH, LengthNet, MorphologyNet, fold_batchnorm, forward_flops
+from .nets import (
+    CLASS_NAMES,
+    DEFAULT_ARCH,
+    FLIP_AVERAGE,
+    LENGTH_ARCH,
+    LengthNet,
+    MorphologyNet,
+    flip_average,
+    fold_batchnorm,
+    forward_flops,
+)
 
 __all__ = [
     "gradient_decompositions",
@@ -160,16 +170,25 @@ class ForwardGraph(nn.Module):
         Morphology network (batch norm folded), its temperatures set.
     length : LengthNet
         Direct bar-length regressor (batch norm folded).
+    flips : bool, optional
+        Average the logits and the log length over four flips of the frame
+        (:func:`~survey_bars.models.nets.flip_average`) before the temperatures.
     """
 
-    def __init__(self, morph, length):
+    def __init__(self, morph, length, flips=False):
         super().__init__()
         self.morph = morph
         self.length = length
+        self.flips = bool(flips)
 
     def forward(self, image):
         """Return ``probs`` (B, 5), ``bar_logit`` (B,) and ``bar_length_direct`` (B,)."""
-        z = self.morph(image)
+        if self.flips:
+            z = flip_average(self.morph, image)
+            length = torch.exp(flip_average(self.length.log_length, image))
+        else:
+            z = self.morph(image)
+            length = self.length(image)
         pm = torch.softmax(z[:, :3] / self.morph.t_morph, dim=1)
         p_smooth = pm[:, 0]
         p_edge = pm[:, 1]
@@ -177,7 +196,7 @@ class ForwardGraph(nn.Module):
         p_bar = torch.sigmoid(z[:, 3] / self.morph.t_bar)
         p_spiral = torch.sigmoid(z[:, 4] / self.morph.t_spiral)
         probs = torch.stack([p_smooth, p_disc, p_edge, p_bar, p_spiral], dim=1)
-        return probs, z[:, 3], self.length(image)
+        return probs, z[:, 3], length
 
 
 class _BarLogit(nn.Module):
@@ -293,7 +312,7 @@ def _strip_doc_strings(path):
     onnx.save(m, str(path))
 
 
-def export_forward(morph, length, path, size=64):
+def export_forward(morph, length, path, size=64, flips=False):
     """Export the forward graph.
 
     Parameters
@@ -306,10 +325,12 @@ def export_forward(morph, length, path, size=64):
         Output ``.onnx`` file.
     size : int, optional
         Frame side.
+    flips : bool, optional
+        Average over four flips inside the graph (see :class:`ForwardGraph`).
     """
     fm = fold_batchnorm(morph) if _has_bn(morph) else morph.eval()
     fl = fold_batchnorm(length) if _has_bn(length) else length.eval()
-    _export(ForwardGraph(fm, fl).eval(), path, size, FORWARD_OUTPUTS)
+    _export(ForwardGraph(fm, fl, flips).eval(), path, size, FORWARD_OUTPUTS)
 
 
 def export_saliency(morph, path, size=64):
@@ -364,7 +385,7 @@ def relative_error(test, ref):
     return float((num / den).max())
 
 
-def torch_reference(morph, length, images):
+def torch_reference(morph, length, images, flips=False):
     """Torch forward outputs and autograd input gradients for a batch.
 
     Parameters
@@ -373,6 +394,8 @@ def torch_reference(morph, length, images):
     length : LengthNet
     images : ndarray
         ``(B, 1, S, S)`` float32.
+    flips : bool, optional
+        Flip-averaged forward outputs (the gradient is always that of the plain bar logit).
 
     Returns
     -------
@@ -382,13 +405,13 @@ def torch_reference(morph, length, images):
     m = morph.eval()
     x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)).clone().requires_grad_(True)
     with torch.no_grad():
-        probs, logit, length_px = ForwardGraph(m, length.eval())(x.detach())
+        probs, logit, length_px = ForwardGraph(m, length.eval(), flips)(x.detach())
     (g,) = torch.autograd.grad(m.bar_logit(x).sum(), x)
     return {"probs": probs.numpy(), "bar_logit": logit.numpy(), "bar_length_direct": length_px.numpy(),
             "grad": g.numpy()}
 
 
-def check_graphs(morph, length, forward_path, saliency_path, images):
+def check_graphs(morph, length, forward_path, saliency_path, images, flips=False):
     """Compare the ONNX graphs with torch on a batch.
 
     Parameters
@@ -399,6 +422,8 @@ def check_graphs(morph, length, forward_path, saliency_path, images):
         The exported graphs.
     images : ndarray
         ``(B, 1, S, S)`` inputs.
+    flips : bool, optional
+        Whether the forward graph averages over flips.
 
     Returns
     -------
@@ -406,7 +431,7 @@ def check_graphs(morph, length, forward_path, saliency_path, images):
         ``forward_max_abs`` (largest absolute difference over the three forward outputs, the
         length taken relative to its value) and ``grad_rel_err`` (see :func:`relative_error`).
     """
-    ref = torch_reference(morph, length, images)
+    ref = torch_reference(morph, length, images, flips)
     x = np.ascontiguousarray(images, dtype=np.float32)
     probs, logit, length_px = _session(forward_path).run(list(FORWARD_OUTPUTS), {"image": x})
     (grad,) = _session(saliency_path).run(["grad"], {"image": x})
@@ -458,7 +483,8 @@ def _default_card(morph, length, size):
         "metrics": {},
         "files": {},
         "calibration": {},
-        "smoothgrad": {"samples": 16, "noise_frac": 0.05},
+        "smoothgrad": {"samples": 16, "noise_frac": 0.05, "symmetrise": True},
+        "forward": {"flip_average": False},
     }
 
 
@@ -493,6 +519,10 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
     seed : int, optional
         Seed of the check inputs.
 
+    The forward graph averages over four flips (:func:`~survey_bars.models.nets.flip_average`)
+    when ``card_extra["forward"]["flip_average"]`` is true, as :func:`survey_bars.models.train.train`
+    writes it; the temperatures must then have been fitted on flip-averaged logits.
+
     Returns
     -------
     Bundle
@@ -511,6 +541,10 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
     if pooling:
         card["architecture"]["bar_pooling"] = pooling
     card.update(card_extra)
+    flips = bool((card.get("forward") or {}).get("flip_average", False))
+    card["forward"] = {**(card.get("forward") or {}), "flip_average": flips}
+    if flips:
+        card["forward"]["about"] = FLIP_AVERAGE
     out = pathlib.Path(os.fspath(out_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -518,12 +552,12 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 directories
-        export_forward(model, regressor, tmp / "forward.onnx", size)
+        export_forward(model, regressor, tmp / "forward.onnx", size, flips)
         export_saliency(model, tmp / "saliency.onnx", size)
         if check:
             rng = np.random.default_rng(seed)
             x = rng.normal(0.2, 0.4, size=(3, 1, size, size)).astype(np.float32)
-            res = check_graphs(model, regressor, tmp / "forward.onnx", tmp / "saliency.onnx", x)
+            res = check_graphs(model, regressor, tmp / "forward.onnx", tmp / "saliency.onnx", x, flips)
             if not (res["forward_max_abs"] <= 1e-4 and res["grad_rel_err"] <= 1e-3):
                 msg = (
                     f"The exported graphs disagree with torch (forward max abs diff "

@@ -617,14 +617,17 @@ def _split(n, seed, val_frac, test_frac):
     return train, val, test
 
 
-def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
-    """Held-out metrics on the test indices (probabilities calibrated with the net's temperatures)."""
+def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, flips=False):
+    """Held-out metrics on the test indices (probabilities calibrated with the net's temperatures;
+    with ``flips``, outputs averaged over four flips as in the exported forward graph)."""
     import torch
+
+    from .nets import flip_average
 
     out = {"n_test": int(len(idx))}
     if len(idx) == 0:
         return out
-    z = _predict(net, images[idx], lambda m, x: m(x))
+    z = _predict(net, images[idx], (lambda m, x: flip_average(m, x)) if flips else (lambda m, x: m(x)))
     t_m, t_b, t_s = float(net.t_morph), float(net.t_bar), float(net.t_spiral)
     zm = z[:, :3] / t_m
     pm = np.exp(zm - zm.max(axis=1, keepdims=True))
@@ -666,7 +669,8 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
         out["ece_spiral"] = expected_calibration_error(p_sp[oks], sp[oks] > 0.5)
         out["ece_spiral_uncalibrated"] = expected_calibration_error(p_sp_raw[oks], sp[oks] > 0.5)
     if len(lidx) >= 3:
-        pred = _predict(length_net, images[lidx], lambda m, x: m(x))
+        pred = _predict(length_net, images[lidx],
+                        (lambda m, x: torch.exp(flip_average(m.log_length, x))) if flips else (lambda m, x: m(x)))
         true = np.exp(logl[lidx])
         rel = np.abs(pred - true) / true
         conv = scale_to_arcsec[lidx]
@@ -684,7 +688,7 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec):
 def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0, threads=1, workers=None,
           val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None, bar_weight=2.0,
           mask_weight=1.0, checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
-          preprocessing=None, log=_log):
+          preprocessing=None, flips=True, log=_log):
     """Train both networks and export a bundle.
 
     Parameters
@@ -732,6 +736,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         Use the preprocessing cache.
     preprocessing : NormaliseConfig, optional
         Preprocessing (default ``NormaliseConfig()``).
+    flips : bool, optional
+        Average the forward outputs over four flips of the frame
+        (:func:`survey_bars.models.nets.flip_average`), in the exported forward graph, in the
+        temperature fit and in the card's metrics alike.
     log : callable, optional
         Progress messages.
 
@@ -743,7 +751,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     import torch
 
     from .export import export_bundle, save_checkpoint
-    from .nets import DEFAULT_ARCH, LENGTH_ARCH, is_evidence_arch
+    from .nets import DEFAULT_ARCH, LENGTH_ARCH, flip_average, is_evidence_arch
 
     t_start = time.time()
     torch.set_num_threads(int(threads))
@@ -791,9 +799,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
                        bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
     t_morph = time.time() - t0
-    # temperatures on the validation split
+    logits = (lambda m, x: flip_average(m, x)) if flips else (lambda m, x: m(x))
+    # temperatures on the validation split, from the logits the forward graph will average
     if len(va):
-        z = _predict(net, images[va], lambda m, x: m(x))
+        z = _predict(net, images[va], logits)
         with torch.no_grad():
             mk = lab["morph"][va] >= 0
             if mk.sum() >= 2:
@@ -808,7 +817,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     length_net = _train_length(images, logl, ltr, lva, epochs=length_epochs or 2 * epochs, batch_size=min(batch_size, 64),
                                lr=lr, seed=seed, arch=length_arch, log=log)
     t_length = time.time() - t0
-    metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec)
+    metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec, flips=flips)
     log("held-out metrics: " + json.dumps(metrics))
     classes = {str(k): int(v) for k, v in zip(*np.unique(lab["class"], return_counts=True))}
     card_extra = {
@@ -843,6 +852,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
             "calibration": "temperature scaling on the validation split, folded into the forward graph",
             "metrics_on": "test split (held out from training and calibration)",
         },
+        "forward": {"flip_average": bool(flips)},
         "metrics": metrics,
     }
     if checkpoint:
@@ -889,6 +899,9 @@ def configure_parser(parser):
     parser.add_argument("--name", default="survey-bars-model", help="bundle name for the card")
     parser.add_argument("--version", dest="bundle_version", default="0", help="bundle version for the card")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the preprocessing cache")
+    parser.add_argument("--no-flip-average", action="store_true",
+                        help="one forward pass per galaxy instead of the average over four flips (faster, "
+                             "slightly less accurate)")
 
 
 def _command_from_args(args):
@@ -912,6 +925,8 @@ def _command_from_args(args):
     if args.checkpoint:
         parts += ["--checkpoint", args.checkpoint]
     parts += ["--name", args.name, "--version", args.bundle_version]
+    if args.no_flip_average:
+        parts += ["--no-flip-average"]
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
@@ -935,7 +950,7 @@ def run_cli(args):
                   test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
                   length_arch=length_arch, bar_weight=args.bar_weight, mask_weight=args.bar_mask_weight,
                   checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
-                  command=_command_from_args(args))
+                  flips=not args.no_flip_average, command=_command_from_args(args))
     except ValueError as exc:
         print(f"survey-bars train: {exc}", file=sys.stderr)
         return 2
