@@ -69,7 +69,7 @@ def tiny(request, tmp_path_factory):
 
 
 def _compare(tiny, x):
-    ref = torch_reference(tiny["morph"], tiny["length"], x)
+    ref = torch_reference(tiny["morph"], tiny["length"], x, flips=tiny.get("flips", False))
     probs, logit, length = tiny["fwd"].run(["probs", "bar_logit", "bar_length_direct"], {"image": x})
     (grad,) = tiny["sal"].run(["grad"], {"image": x})
     assert probs.shape == (len(x), 5) and logit.shape == (len(x),) and length.shape == (len(x),)
@@ -160,7 +160,7 @@ def test_default_bundle_matches_torch(batch, real_dir):
     sessions = {
         "fwd": ort.InferenceSession(str(b.forward_path), so, providers=["CPUExecutionProvider"]),
         "sal": ort.InferenceSession(str(b.saliency_path), so, providers=["CPUExecutionProvider"]),
-        "morph": morph, "length": length,
+        "morph": morph, "length": length, "flips": bool((b.card.get("forward") or {}).get("flip_average")),
     }
     rnd = np.random.default_rng(batch).normal(0.2, 0.5, size=(batch, 1, 64, 64)).astype(np.float32)
     _compare(sessions, rnd)
@@ -179,6 +179,9 @@ def test_flip_averaged_forward_graph(tmp_path):
     graph: it matches torch, is invariant under those flips, and differs from one pass."""
     torch.manual_seed(1)
     morph, length = MorphologyNet(TINY_EVIDENCE), LengthNet(LENGTH_TINY)
+    gen = torch.Generator().manual_seed(1)
+    _randomise_bn(morph, gen)
+    _randomise_bn(length, gen)
     with torch.no_grad():
         morph.evidence_conv.bias.fill_(0.5)
     morph.eval()
@@ -197,6 +200,11 @@ def test_flip_averaged_forward_graph(tmp_path):
             np.testing.assert_allclose(of, o, atol=1e-5, rtol=1e-5)
     plain = torch_reference(morph, length, x)
     assert np.abs(plain["bar_logit"] - out[1]).max() > 1e-4
+    # the weights are still recoverable from the flip-averaging graph
+    m2, l2 = torch_from_bundle(b)
+    ref2 = torch_reference(m2, l2, x, flips=True)
+    for o, n in zip(out, names):
+        np.testing.assert_allclose(o, ref2[n], atol=FWD_TOL, rtol=FWD_TOL)
     # the plain bundle of the same networks records no flip averaging
     b0 = export_bundle(morph, length, tmp_path / "plain", {"name": "plain", "version": "t"})
     assert b0.card["forward"] == {"flip_average": False}
