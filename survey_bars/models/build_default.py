@@ -35,7 +35,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "2.0",
+    "version": "2.1",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
 }
