@@ -259,9 +259,9 @@ def main(argv=None):
         "",
         table(head, rows),
         "",
-        f"Uncertainties of the default method (`bar_length_err_arcsec`, {cov['n']} measured true bars): "
+        (f"Uncertainties of the default method (`bar_length_err_arcsec`, {cov['n']} measured true bars): "
         f"{fmt(cov['within_1sigma'])} lie within 1 sigma of the truth and {fmt(cov['within_2sigma'])} within 2 sigma "
-        f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674).",
+        f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674)."),
         "",
         f"The same {int(sub.sum())} galaxies for all four methods:",
         "",

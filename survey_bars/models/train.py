@@ -680,7 +680,6 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
         out["direct_length_median_rel_err"] = float(np.median(rel))
         out["direct_length_rmse_arcsec"] = float(np.sqrt(np.mean(((pred - true) * conv) ** 2)))
         out["direct_length_median_bias"] = float(np.median((pred - true) / true))
-    del torch
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else round(v, 5) if isinstance(v, float) else v)
             for k, v in out.items()}
 
