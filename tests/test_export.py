@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -208,3 +210,13 @@ def test_flip_averaged_forward_graph(tmp_path):
     # the plain bundle of the same networks records no flip averaging
     b0 = export_bundle(morph, length, tmp_path / "plain", {"name": "plain", "version": "t"})
     assert b0.card["forward"] == {"flip_average": False}
+
+
+def test_exported_graphs_hold_no_machine_details(tiny):
+    """No stack traces, absolute source paths or FX dumps of the exporting machine in the files."""
+    import survey_bars
+
+    src = str(pathlib.Path(survey_bars.__file__).resolve().parent).encode()
+    for f in ("forward.onnx", "saliency.onnx"):
+        raw = (tiny["bundle"].path / f).read_bytes()
+        assert src not in raw and b"stack_trace" not in raw and b"fx_node" not in raw

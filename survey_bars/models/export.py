@@ -302,13 +302,26 @@ def _export(module, path, size, output_names):
 
 
 def _strip_doc_strings(path):
-    """Drop per-node doc strings (stack traces of the export machine) for a small, stable file."""
+    """Drop what describes the export machine rather than the model, for a small, stable file.
+
+    The exporter records, per node, a doc string and metadata (the source stack trace with
+    absolute paths and line numbers, the torch module hierarchy, the FX node). None of it is
+    read back; kept, it would embed local paths in a shipped bundle and change its hashes with
+    every edit of the exporting code.
+    """
     import onnx
 
     m = onnx.load(str(path))
-    for node in m.graph.node:
-        node.doc_string = ""
+    graphs = [m.graph, *(f for f in m.functions)]
+    for g in graphs:
+        for node in g.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+    for vi in (*m.graph.input, *m.graph.output, *m.graph.value_info):
+        vi.doc_string = ""
+        del vi.metadata_props[:]
     m.doc_string = ""
+    m.graph.doc_string = ""
     onnx.save(m, str(path))
 
 
