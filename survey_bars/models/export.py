@@ -298,10 +298,10 @@ def _export(module, path, size, output_names):
             dynamic_shapes={"image": {0: batch}}, dynamo=True, optimize=True, external_data=False,
             verbose=False,
         )
-    _strip_doc_strings(path)
+    _strip_export_details(path)
 
 
-def _strip_doc_strings(path):
+def _strip_export_details(path):
     """Drop what describes the export machine rather than the model, for a small, stable file.
 
     The exporter records, per node, a doc string and metadata (the source stack trace with
@@ -312,8 +312,7 @@ def _strip_doc_strings(path):
     import onnx
 
     m = onnx.load(str(path))
-    graphs = [m.graph, *(f for f in m.functions)]
-    for g in graphs:
+    for g in (m.graph, *m.functions):
         for node in g.node:
             node.doc_string = ""
             del node.metadata_props[:]

@@ -627,7 +627,7 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
     out = {"n_test": int(len(idx))}
     if len(idx) == 0:
         return out
-    z = _predict(net, images[idx], (lambda m, x: flip_average(m, x)) if flips else (lambda m, x: m(x)))
+    z = _predict(net, images[idx], flip_average if flips else (lambda m, x: m(x)))
     t_m, t_b, t_s = float(net.t_morph), float(net.t_bar), float(net.t_spiral)
     zm = z[:, :3] / t_m
     pm = np.exp(zm - zm.max(axis=1, keepdims=True))
@@ -798,10 +798,9 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
                        bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
     t_morph = time.time() - t0
-    logits = (lambda m, x: flip_average(m, x)) if flips else (lambda m, x: m(x))
     # temperatures on the validation split, from the logits the forward graph will average
     if len(va):
-        z = _predict(net, images[va], logits)
+        z = _predict(net, images[va], flip_average if flips else (lambda m, x: m(x)))
         with torch.no_grad():
             mk = lab["morph"][va] >= 0
             if mk.sum() >= 2:
