@@ -220,6 +220,10 @@ def main(argv=None):
         pred = df[col].to_numpy(float)
         res[name] = metrics(pred, true, says_bar, has_bar, pbar, disc)
         figs[name] = (np.where(has_bar & says_bar, pred, np.nan), true, res[name])
+    from survey_bars.models.train import roc_auc_interval
+
+    okd = disc & np.isfinite(pbar)
+    auc_ci = roc_auc_interval(pbar[okd], has_bar[okd])
     cov = coverage(df.bar_length_arcsec.to_numpy(float), df.bar_length_err_arcsec.to_numpy(float), true, has_bar & says_bar)
     t_iso = time.time()
     iso_len, iso_score, iso_status, idx = isophote_lengths(df, args.isophote_n)
@@ -259,6 +263,9 @@ def main(argv=None):
         "",
         table(head, rows),
         "",
+        (f"Bar AUC among discs (p_bar, {int(okd.sum())} discs): {fmt(res['default']['bar_auc_discs'])}, 95 % bootstrap "
+         f"interval {fmt(auc_ci[0])}-{fmt(auc_ci[1])}."),
+        "",
         (f"Uncertainties of the default method (`bar_length_err_arcsec`, {cov['n']} measured true bars): "
         f"{fmt(cov['within_1sigma'])} lie within 1 sigma of the truth and {fmt(cov['within_2sigma'])} within 2 sigma "
         f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674)."),
@@ -274,7 +281,7 @@ def main(argv=None):
     if real:
         md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
     md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
-    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
+    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "bar_auc_discs_ci95": list(auc_ci), "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from survey_bars.models.train import (  # noqa: E402
     load_labels,
     preprocess,
     roc_auc,
+    roc_auc_interval,
 )
 
 from .conftest import galaxy_image, write_fits  # noqa: E402
@@ -133,6 +134,34 @@ def test_roc_auc_and_ece():
     y = rng.uniform(size=p.size) < p
     assert expected_calibration_error(p, y) < 0.01
     assert expected_calibration_error(np.clip(p * 1.5, 0, 1), y) > 0.05
+
+
+def test_roc_auc_interval_covers_the_true_auc():
+    from scipy.stats import norm
+
+    # Gaussian scores, positives shifted by d: the true AUC is Phi(d / sqrt(2))
+    d = 1.5
+    true = norm.cdf(d / np.sqrt(2))
+    hits, widths = 0, []
+    for k in range(40):
+        rng = np.random.default_rng(k)
+        y = rng.uniform(size=600) < 0.4
+        s = rng.normal(size=600) + d * y
+        lo, hi = roc_auc_interval(s, y, n_boot=300, seed=k)
+        assert lo <= roc_auc(s, y) <= hi
+        hits += lo <= true <= hi
+        widths.append(hi - lo)
+    assert hits >= 34  # 95 % intervals: 38 of 40 expected
+    # four times the galaxies halve the width
+    rng = np.random.default_rng(99)
+    y = rng.uniform(size=2400) < 0.4
+    s = rng.normal(size=2400) + d * y
+    lo, hi = roc_auc_interval(s, y, n_boot=300)
+    assert 0.35 < (hi - lo) / np.median(widths) < 0.7
+    assert roc_auc_interval(s, y, n_boot=50, seed=3) == roc_auc_interval(s, y, n_boot=50, seed=3)
+    assert np.isnan(roc_auc_interval([0.1, 0.2], [1, 1])).all()
+    with pytest.raises(ValueError, match="level"):
+        roc_auc_interval(s, y, level=95)
 
 
 @pytest.mark.parametrize("kind", ["binary", "softmax"])

@@ -387,6 +387,9 @@ def _summary(b):
     keys = ("bar_auc_discs", "bar_auc", "ece_bar", "ece_morph", "ece_spiral", "direct_length_pearson_r",
             "direct_length_median_rel_err")
     shown = [f"{k}={m[k]:.3g}" for k in keys if isinstance(m.get(k), (int, float))]
+    ci = m.get("bar_auc_discs_ci95")
+    if shown and isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        shown.insert(1, f"(95% interval {ci[0]:.3f}-{ci[1]:.3f})")
     if shown:
         bits.append("  held-out: " + " ".join(shown))
     tr = b.card.get("training", {})

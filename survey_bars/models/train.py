@@ -49,6 +49,7 @@ __all__ = [
     "load_labels",
     "preprocess",
     "roc_auc",
+    "roc_auc_interval",
     "expected_calibration_error",
     "fit_temperature",
     "train",
@@ -319,6 +320,53 @@ def roc_auc(score, label):
         return float("nan")
     r = rankdata(s)
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def roc_auc_interval(score, label, level=0.95, n_boot=1000, seed=0):
+    """Bootstrap confidence interval of :func:`roc_auc`.
+
+    Positives and negatives are resampled separately (a stratified bootstrap), so every
+    replicate keeps the class counts; the interval is the percentile interval of the
+    replicates. With ~2000 test galaxies the 95 % interval of a bar AUC near 0.97 is about
+    +-0.006 wide, which is the precision a card metric can claim.
+
+    Parameters
+    ----------
+    score : array_like
+        Scores, higher meaning positive.
+    label : array_like of bool
+        True labels.
+    level : float, optional
+        Confidence level (default 0.95).
+    n_boot : int, optional
+        Bootstrap replicates.
+    seed : int, optional
+        Seed of the resampling (the interval is reproducible).
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``; NaNs when one class is absent.
+    """
+    from scipy.stats import rankdata
+
+    if not 0 < level < 1 or n_boot < 1:
+        msg = f"roc_auc_interval() needs 0 < level < 1 and n_boot >= 1; got level={level}, n_boot={n_boot}."
+        raise ValueError(msg)
+    s = np.asarray(score, dtype=float)
+    y = np.asarray(label, dtype=bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for k in range(n_boot):
+        p = pos[rng.integers(0, len(pos), len(pos))]
+        q = neg[rng.integers(0, len(neg), len(neg))]
+        r = rankdata(np.concatenate([p, q]))
+        reps[k] = (r[: len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(q))
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def expected_calibration_error(prob, label, n_bins=15):
@@ -661,6 +709,8 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
         if not np.isin(cls, list(CLASS_MAP)).any():
             discs = okb
         out["bar_auc_discs"] = roc_auc(p_bar[discs], bar[discs] > 0.5)
+        out["bar_auc_discs_ci95"] = [round(v, 5) if np.isfinite(v) else None
+                                      for v in roc_auc_interval(p_bar[discs], bar[discs] > 0.5)]
         out["n_test_discs"] = int(discs.sum())
         out["bar_accuracy"] = float(((p_bar[okb] > 0.5) == (bar[okb] > 0.5)).mean())
     oks = np.isfinite(sp)
