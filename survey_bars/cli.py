@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("survey_bars.models.train", "Train the morphology CNN and the direct bar-length CNN (needs survey-bars[train])."),
     "export": ("survey_bars.models.export", "Export a trained checkpoint to an ONNX model bundle (needs survey-bars[train])."),
     "calibrate": ("survey_bars.calibrate", "Calibrate a bundle's saliency bar lengths on simulations and record it in the bundle."),
+    "evaluate": ("survey_bars.models.evaluate", "Score a bundle's ONNX forward graph on labelled or fresh simulated cutouts."),
     "models": ("survey_bars.models.bundle", "List the installed model bundles and their cards."),
     "inspect": ("survey_bars.inspect", "Write an HTML QA report for a catalogue."),
 }
