@@ -256,11 +256,20 @@ def test_default_bundle_card():
 
 @pytest.mark.skipif(not HAVE_DEFAULT, reason="the default bundle has not been built yet")
 def test_default_bundle_bar_auc_floor():
-    """Regression guard on the held-out bar ROC AUC among discs.
+    """Regression guard on the held-out bar ROC AUC among discs, and issue 3's target.
 
-    Issue 3 targets 0.97; the shipped bundle (1.0) reaches 0.943 among discs and 0.959 overall on
-    held-out simulations. This floor catches a bundle that is worse than the one shipped today.
+    The card's ``metrics`` come from the training run's test split (2085 discs: 0.967 for
+    bundle 2.2, 95 % interval about +-0.006); ``evaluation`` scores the exported forward graph on
+    6000 fresh simulations of the same mix (4257 discs), which is where the >= 0.97 target is
+    checked. ``survey-bars models`` shows both.
     """
-    m = load_bundle().card["metrics"]
-    assert m["bar_auc_discs"] >= 0.93, m["bar_auc_discs"]
-    assert m["bar_auc"] >= 0.95, m["bar_auc"]
+    b = load_bundle()
+    m = b.card["metrics"]
+    assert m["bar_auc_discs"] >= 0.96, m["bar_auc_discs"]
+    assert m["bar_auc"] >= 0.97, m["bar_auc"]
+    ev = b.card["evaluation"]
+    assert ev["data"]["simulated"] and ev["data"]["seed"] != b.card["training"]["seed"] and ev["metrics"]["n_discs"] >= 4000
+    assert ev["metrics"]["bar_auc_discs"] >= 0.97, ev["metrics"]
+    lo, hi = ev["metrics"]["bar_auc_discs_ci95"]
+    assert lo <= ev["metrics"]["bar_auc_discs"] <= hi and hi - lo < 0.015
+    assert f"evaluation ({ev['metrics']['n']} galaxies): bar_auc_discs=" in bundle_mod._summary(b)

@@ -392,6 +392,12 @@ def _summary(b):
         shown.insert(1, f"(95% interval {ci[0]:.3f}-{ci[1]:.3f})")
     if shown:
         bits.append("  held-out: " + " ".join(shown))
+    ev = (b.card.get("evaluation") or {}).get("metrics") or {}
+    ci = ev.get("bar_auc_discs_ci95")
+    if isinstance(ev.get("bar_auc_discs"), (int, float)) and isinstance(ci, list) and len(ci) == 2 \
+            and all(isinstance(v, (int, float)) for v in ci):
+        bits.append(f"  evaluation ({ev.get('n')} galaxies): bar_auc_discs={ev['bar_auc_discs']:.3g} "
+                    f"(95% interval {ci[0]:.3f}-{ci[1]:.3f}, {ev.get('n_discs')} discs)")
     tr = b.card.get("training", {})
     if tr.get("command"):
         bits.append(f"  trained by: {tr['command']}")
