@@ -114,3 +114,15 @@ def test_evaluate_runs_without_torch(sims):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "48"
+
+
+def test_evaluate_with_a_user_label_table(sims, tmp_path):
+    """Labels as a user would have them: a CSV with file names and classes only."""
+    t = pd.read_parquet(sims / "truth.parquet")
+    csv = tmp_path / "labels.csv"
+    t[["file", "class"]].to_csv(csv, index=False)
+    res = evaluate_bundle(None, [str(sims)], labels=str(csv))
+    m = res["metrics"]
+    assert m["n"] == len(t) and m["n_barred_discs"] == int((t["class"] == "barred").sum())
+    assert "bar_auc_discs" in m and "direct_length_n" not in m and "spiral_auc" not in m
+    assert res["data"]["labels"] == str(csv)
