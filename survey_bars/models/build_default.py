@@ -12,9 +12,9 @@ directory), and calibrates its saliency lengths with
 (seed 90210, never used in training). It then scores the exported forward graph on
 ``--evaluate-n`` fresh simulations of the training mix (seed 4242) with
 :func:`survey_bars.models.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
-held-out estimate than the training run's test split. Given the same seed, thread count and software versions
-the weights are identical; the card records the command, the seed, the data, the calibration
-and the wall times.
+held-out estimate than the training run's test split. Given the same seed, thread count and
+software versions the weights are identical; the card records the command, the seed, the
+data, the calibration and the wall times.
 """
 
 from __future__ import annotations

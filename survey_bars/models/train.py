@@ -348,8 +348,6 @@ def roc_auc_interval(score, label, level=0.95, n_boot=1000, seed=0):
     tuple of float
         ``(low, high)``; NaNs when one class is absent.
     """
-    from scipy.stats import rankdata
-
     if not 0 < level < 1 or n_boot < 1:
         msg = f"roc_auc_interval() needs 0 < level < 1 and n_boot >= 1; got level={level}, n_boot={n_boot}."
         raise ValueError(msg)
@@ -359,12 +357,10 @@ def roc_auc_interval(score, label, level=0.95, n_boot=1000, seed=0):
     if len(pos) == 0 or len(neg) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for k in range(n_boot):
-        p = pos[rng.integers(0, len(pos), len(pos))]
-        q = neg[rng.integers(0, len(neg), len(neg))]
-        r = rankdata(np.concatenate([p, q]))
-        reps[k] = (r[: len(p)].sum() - len(p) * (len(p) + 1) / 2) / (len(p) * len(q))
+    is_pos = np.arange(len(pos) + len(neg)) < len(pos)
+    reps = [roc_auc(np.concatenate([pos[rng.integers(0, len(pos), len(pos))],
+                                    neg[rng.integers(0, len(neg), len(neg))]]), is_pos)
+            for _ in range(n_boot)]
     lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
