@@ -546,9 +546,9 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None):
 
         runtime = get_runtime(model or metadata.get("model_path") or run.get("model"))
     prep = runtime.bundle.preprocessing
-    sg = getattr(runtime.bundle, "smoothgrad", None) or {}
-    n_samples = int(run.get("smoothgrad_samples") or sg.get("samples", 32))
-    noise_frac = float(run.get("noise_frac") or sg.get("noise_frac", 0.1))
+    # the run's overrides, else the bundle's settings (symmetrisation included)
+    n_samples = int(run["smoothgrad_samples"]) if run.get("smoothgrad_samples") else None
+    noise_frac = float(run["noise_frac"]) if run.get("noise_frac") else None
     out, frames, ids = {}, [], []
     for row in rows:
         oid = row["object_id"]

@@ -23,7 +23,7 @@ from .catalogue import empty_row, rows_to_table
 from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, read_cutout
 from .flags import Flag
 from .normalise import normalise
-from .saliency import smoothgrad_batch
+from .saliency import bundle_settings, smoothgrad_batch
 
 __all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "calibration_for", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
@@ -368,11 +368,11 @@ def process_items(items, options=None, *, runtime=None):
     rt = runtime or get_runtime(options.model, threads=options.threads)
     card = rt.card
     prep_cfg = rt.bundle.preprocessing
-    sg = rt.bundle.smoothgrad or {}
-    n_samples = int(options.smoothgrad_samples or sg.get("samples", 32))
-    noise_frac = float(options.noise_frac or sg.get("noise_frac", 0.1))
+    sg = bundle_settings(rt)
+    n_samples = int(options.smoothgrad_samples or sg["samples"])
+    noise_frac = float(options.noise_frac or sg["noise_frac"])
     n_subsets = options.n_subsets if n_samples % options.n_subsets == 0 and n_samples >= options.n_subsets else 1
-    symmetrise = bool(sg.get("symmetrise", False))
+    symmetrise = bool(sg["symmetrise"])
     calib = calibration_for(card, options.method)
     names = rt.class_names
     rows = []

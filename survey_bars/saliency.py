@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["object_seed", "SmoothGradResult", "smoothgrad_batch", "normalise_map"]
+__all__ = ["object_seed", "SmoothGradResult", "smoothgrad_batch", "bundle_settings", "normalise_map", "FALLBACK_SETTINGS"]
 
 
 def object_seed(object_id: str) -> int:
@@ -97,8 +97,30 @@ def _dihedral_inverse(x, k):
     return np.rot90(x, -(k % 4), axes=(-2, -1))
 
 
-def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.1, n_subsets=4, max_batch=64,
-                     symmetrise=False):
+#: SmoothGrad settings for a bundle whose card has no ``smoothgrad`` entry (bundles before 2.0).
+FALLBACK_SETTINGS = {"samples": 32, "noise_frac": 0.1, "symmetrise": False}
+
+
+def bundle_settings(runtime):
+    """The SmoothGrad settings a runtime's bundle was calibrated with.
+
+    Parameters
+    ----------
+    runtime : survey_bars.runtime.ModelRuntime
+        The model (anything with ``bundle.smoothgrad`` works; without it the fallback applies).
+
+    Returns
+    -------
+    dict
+        ``samples``, ``noise_frac`` and ``symmetrise``: the card's ``smoothgrad`` entry,
+        completed from :data:`FALLBACK_SETTINGS`.
+    """
+    card = getattr(getattr(runtime, "bundle", None), "smoothgrad", None) or {}
+    return {key: card.get(key, value) for key, value in FALLBACK_SETTINGS.items()}
+
+
+def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=None, n_subsets=4, max_batch=64,
+                     symmetrise=None):
     """SmoothGrad maps for several galaxies.
 
     Parameters
@@ -110,9 +132,11 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.
     object_ids : sequence of str
         One id per frame: seeds the noise.
     n_samples : int, optional
-        Noisy copies per galaxy; must be a multiple of ``n_subsets``.
+        Noisy copies per galaxy; must be a multiple of ``n_subsets``. Default: the bundle's
+        (:func:`bundle_settings`), so that a direct call gives the maps the pipeline measures.
     noise_frac : float, optional
-        Noise standard deviation as a fraction of each frame's (max - min).
+        Noise standard deviation as a fraction of each frame's (max - min). Default: the
+        bundle's.
     n_subsets : int, optional
         Number of disjoint sample subsets for the uncertainty.
     max_batch : int, optional
@@ -122,12 +146,16 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=32, noise_frac=0.
     symmetrise : bool, optional
         Give noisy copy ``j`` the rotation/flip ``j mod 8`` of the square's symmetry group and
         rotate its gradient back before averaging. This averages out the network's
-        orientation-dependent gradient footprint, whose second moments then become isotropic.
+        orientation-dependent gradient footprint, whose second moments then become isotropic. Default: the bundle's.
 
     Returns
     -------
     list of SmoothGradResult
     """
+    settings = bundle_settings(runtime)
+    n_samples = int(settings["samples"] if n_samples is None else n_samples)
+    noise_frac = float(settings["noise_frac"] if noise_frac is None else noise_frac)
+    symmetrise = bool(settings["symmetrise"] if symmetrise is None else symmetrise)
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
         msg = f"smoothgrad_batch() needs frames of shape (B, S, S); got {images.shape}."

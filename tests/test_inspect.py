@@ -232,6 +232,28 @@ def test_recompute_saliency_with_a_runtime(catalogue):
     assert isinstance(got["gone"], str)
 
 
+def test_recomputed_saliency_is_the_pipelines(tmp_path):
+    """The report's recomputed maps (no saved saliency) are the maps the catalogue was
+    measured on: same noise, samples and symmetrisation as the pipeline (the shipped card
+    symmetrises, which the recomputation once left out)."""
+    from astropy.io import fits
+
+    from survey_bars.pipeline import RunOptions, process_items
+    from survey_bars.runtime import get_runtime
+
+    from .conftest import galaxy_image, write_fits
+
+    rt = get_runtime(None)
+    assert rt.bundle.smoothgrad.get("symmetrise")
+    p = write_fits(tmp_path / "b.fits", galaxy_image(n=96, r50=8, bar_len=24, seed=5), objid="B5")
+    sal = tmp_path / "sal"
+    cat = process_items([p], RunOptions(p_bar_min=0.0, save_saliency=str(sal)), runtime=rt).to_pylist()
+    with fits.open(sal / "B5.fits") as h:
+        saved = np.asarray(h[0].data)
+    got = sbi._recompute_saliency(cat, runtime=rt)["B5"]["map"]
+    np.testing.assert_allclose(got, saved, atol=1e-4)
+
+
 # ------------------------------------------------------------------------ the report
 
 

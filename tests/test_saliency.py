@@ -61,3 +61,25 @@ def test_symmetrisation_averages_an_orientation_dependent_footprint():
     yy, xx = np.mgrid[0:32, 0:32] - 15.5
     cxx, cyy, cxy = ((sym * xx * xx).sum(), (sym * yy * yy).sum(), (sym * xx * yy).sum())
     assert cxx == pytest.approx(cyy, rel=1e-5) and abs(cxy) < 1e-4 * cxx
+
+
+def test_defaults_are_the_bundles_settings():
+    """Without explicit settings, smoothgrad_batch() uses the bundle card's (samples, noise,
+    symmetrisation), so a direct call gives the maps the pipeline measures; a runtime without
+    a card gets the fallback."""
+    from survey_bars.saliency import FALLBACK_SETTINGS, bundle_settings
+
+    pattern = _bar(20.0)
+
+    class WithCard(_Runtime):
+        bundle = type("B", (), {"smoothgrad": {"samples": 8, "noise_frac": 0.05, "symmetrise": True}})()
+
+    rt = WithCard(lambda x: np.broadcast_to(pattern, x.shape) * (1 + x.mean()))
+    img = _bar(50.0)[None]
+    got = smoothgrad_batch(rt, img, ["g"], n_subsets=1)[0]
+    want = smoothgrad_batch(rt, img, ["g"], n_samples=8, noise_frac=0.05, n_subsets=1, symmetrise=True)[0]
+    np.testing.assert_array_equal(got.map, want.map)
+    assert not np.allclose(got.map, smoothgrad_batch(rt, img, ["g"], n_samples=8, noise_frac=0.05, n_subsets=1,
+                                                     symmetrise=False)[0].map, atol=1e-3)
+    assert bundle_settings(rt) == {"samples": 8, "noise_frac": 0.05, "symmetrise": True}
+    assert bundle_settings(_Runtime(lambda x: x)) == FALLBACK_SETTINGS
