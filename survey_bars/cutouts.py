@@ -295,14 +295,15 @@ def _celestial_wcs(header, shape):
     # a 2-axis celestial WCS is its own celestial part (sub-setting it would build a second WCS)
     wc = w if (w.naxis == 2 and w.wcs.lng == 0 and w.wcs.lat == 1) else w.celestial
     try:
-        scales = proj_plane_pixel_scales(wc)
-        scale = float(np.sqrt(abs(scales[0] * scales[1]))) * 3600.0
-        ny, nx = shape
-        with warnings.catch_warnings():
+        # absurd CD values overflow here; the results are checked for finiteness below
+        with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
             warnings.simplefilter("ignore")
+            scales = proj_plane_pixel_scales(wc)
+            scale = float(np.sqrt(abs(scales[0] * scales[1]))) * 3600.0
+            ny, nx = shape
             ra, dec = wc.all_pix2world([[(nx - 1) / 2.0, (ny - 1) / 2.0]], 0)[0]
-        ra, dec = float(ra) % 360.0, float(dec)
-        cd = np.asarray(wc.pixel_scale_matrix, dtype=float)
+            ra, dec = float(ra) % 360.0, float(dec)
+            cd = np.asarray(wc.pixel_scale_matrix, dtype=float)
     except Exception:
         return None, None, None, int(Flag.NO_WCS), None
     if not (np.isfinite(scale) and scale > 0 and np.isfinite(ra) and np.isfinite(dec) and np.isfinite(cd).all()):

@@ -32,6 +32,21 @@ def test_no_wcs_needs_pixel_scale(tmp_path):
     assert c.flags & Flag.ASSUMED_PIXEL_SCALE and c.flags & Flag.NO_WCS
 
 
+def test_absurd_wcs_is_no_wcs_without_warnings(tmp_path):
+    """A CD matrix of 1e200 degrees per pixel overflows inside astropy: the file is treated
+    as having no usable WCS, quietly (no RuntimeWarning reaches the user)."""
+    import warnings
+
+    p = write_fits(tmp_path / "huge.fits", galaxy_image(), extra={"CD1_1": -1e200, "CD2_2": 1e200})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CutoutError) as e:
+            read_cutout(p)
+        assert e.value.reason == "no_wcs"
+        assert read_cutout(p, pixel_scale=0.3).flags & Flag.NO_WCS
+    assert [str(w.message) for w in caught] == []
+
+
 @pytest.mark.parametrize(
     "content,reason",
     [(b"", "empty_file"), (b"this is not a FITS file at all" * 200, "not_fits")],
