@@ -35,18 +35,12 @@ MIX = {"sdss": 0.4, "decals": 0.3, "hsc": 0.2, "euclid": 0.1}
 
 
 def auc(score, label):
-    """ROC AUC by the Mann-Whitney statistic (ties count half)."""
-    score = np.asarray(score, float)
-    label = np.asarray(label, bool)
-    ok = np.isfinite(score)
-    score, label = score[ok], label[ok]
-    pos, neg = score[label], score[~label]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    from scipy.stats import rankdata
+    """ROC AUC (:func:`survey_bars.models.train.roc_auc`) over the galaxies with a finite score."""
+    from survey_bars.models.train import roc_auc
 
-    r = rankdata(np.concatenate([pos, neg]))
-    return float((r[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+    score = np.asarray(score, float)
+    ok = np.isfinite(score)
+    return roc_auc(score[ok], np.asarray(label, bool)[ok])
 
 
 def simulate_heldout(workdir, n, seed):

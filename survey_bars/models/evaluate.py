@@ -29,6 +29,10 @@ __all__ = ["evaluate_bundle", "score_forward", "configure_parser", "run_cli"]
 DISC_CLASSES = ("disc", "barred", "disk", "spiral", "featured", "face_on")
 
 
+def _log(msg):
+    print(f"[evaluate {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model_px):
     """Held-out metrics of a forward graph's outputs against labels.
 
@@ -184,7 +188,8 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
     try:
         lab = load_labels(dirs, labels)
         cfg = NormaliseConfig.from_dict(bundle.card["preprocessing"])
-        prep = preprocess(lab["path"].tolist(), lab["pixel_scale_arcsec"].to_numpy(), cfg, workers=workers, cache=False)
+        prep = preprocess(lab["path"].tolist(), lab["pixel_scale_arcsec"].to_numpy(), cfg, workers=workers, cache=False,
+                          log=_log)
     finally:
         if own:
             shutil.rmtree(workdir, ignore_errors=True)

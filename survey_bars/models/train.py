@@ -222,7 +222,7 @@ def _cache_dirs(paths):
     return [first / ".survey-bars-cache", pathlib.Path.home() / ".cache" / "survey-bars"]
 
 
-def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
+def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=_log):
     """Read and normalise every file, with a cache.
 
     Parameters
@@ -238,6 +238,8 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
     cache : bool, optional
         Read and write the ``.npz`` cache (in ``.survey-bars-cache/`` next to the data, or
         ``~/.cache/survey-bars``).
+    log : callable, optional
+        Progress messages (default: the training log on standard error).
 
     Returns
     -------
@@ -258,7 +260,7 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
                 try:
                     with np.load(f, allow_pickle=False) as z:
                         res = {k: z[k] for k in ("images", "scale", "pixel_scale", "cd", "error")}
-                    _log(f"preprocessed frames read from the cache {f}")
+                    log(f"preprocessed frames read from the cache {f}")
                     return res
                 except (OSError, ValueError, KeyError):
                     pass
@@ -277,7 +279,7 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True):
         "cd": np.array([r[3] for r in results], dtype=np.float64).reshape(len(results), 4),
         "error": np.array([r[4] for r in results], dtype=str),
     }
-    _log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
+    log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
     if cache:
         for d in _cache_dirs(paths):
             try:
