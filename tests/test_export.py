@@ -26,6 +26,11 @@ from .test_bundle import _run_no_torch  # noqa: E402
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2], [16, 3, 1]]}
 #: a tiny bar-evidence network (the default design), with a dilated layer to cover that path
 TINY_EVIDENCE = {"body": [[8, 4, 2], [8, 3, 1, 2], [16, 3, 2]], "tail": [[16, 3, 2]]}
+#: the same with the evidence map on the 32 x 32 grid of the second body layer (a skip
+#: connection), fused by a 1 x 1 convolution (the factorised path) or a 3 x 3 one
+TINY_SKIP = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 1]}}
+TINY_SKIP3 = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 3]}}
+ARCHS = {"pooled": TINY, "evidence": TINY_EVIDENCE, "skip": TINY_SKIP, "skip3": TINY_SKIP3}
 LENGTH_TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 FWD_TOL = 1e-4
 GRAD_TOL = 1e-3
@@ -40,13 +45,13 @@ def _randomise_bn(model, gen):
             m.bias.data.uniform_(0.0, 0.2, generator=gen)
 
 
-@pytest.fixture(scope="module", params=["pooled", "evidence"])
+@pytest.fixture(scope="module", params=list(ARCHS))
 def tiny(request, tmp_path_factory):
     """A tiny random-weight morphology net (each design) and regressor, exported once."""
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    arch = TINY if request.param == "pooled" else TINY_EVIDENCE
+    arch = ARCHS[request.param]
     morph, length = MorphologyNet(arch), LengthNet(LENGTH_TINY)
     if morph.evidence_design:
         with torch.no_grad():  # some cells with evidence, so that the gradient is not ~0

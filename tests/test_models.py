@@ -55,6 +55,37 @@ def test_flop_count_matches_torch():
     assert fc.get_total_flops() == pytest.approx(forward_flops(DEFAULT_ARCH), rel=0.02)
 
 
+SKIP_ARCH = {**DEFAULT_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+
+
+def test_skip_architecture_evidence_grid_and_flops():
+    """A skip connection puts the evidence on the second body layer's 32 x 32 grid; the FLOP
+    count includes the fuse convolution and matches torch's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = MorphologyNet(SKIP_ARCH).eval()
+    assert net.bar_evidence(torch.zeros(2, 1, 64, 64)).shape == (2, 32, 32)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, 1, 64, 64))
+    flops = forward_flops(SKIP_ARCH)
+    assert fc.get_total_flops() == pytest.approx(flops, rel=0.03)
+    assert 1.0 < flops / forward_flops(DEFAULT_ARCH) < 1.1  # a 1 x 1 fuse of 16 channels costs ~5 %
+
+
+def test_skip_upsampling_is_nearest():
+    from survey_bars.models.nets import _upsample_nearest
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    torch.testing.assert_close(_upsample_nearest(x, 2), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+@pytest.mark.parametrize("skip", [{"after": 0, "fuse": [8, 1]}, {"after": 5, "fuse": [8, 1]}, {"after": 2, "fuse": [8, 2]},
+                                  {"after": 2, "fuse": [8]}, {"after": 2}])
+def test_bad_skip_is_refused(skip):
+    with pytest.raises(ValueError, match="'skip' needs"):
+        MorphologyNet({**DEFAULT_ARCH, "skip": skip})
+
+
 def test_bar_logit_pools_the_evidence():
     """The bar logit grows with the evidence and ignores cells without it."""
     torch.manual_seed(0)
@@ -280,6 +311,20 @@ def test_train_cli_smoke(built, tmp_path):
     assert card["training"]["command"].startswith("survey-bars train --data")
     assert (tmp_path / "ck.pt").is_file()
     assert not list(out.glob("*.pt"))
+
+
+def test_train_with_a_skip_architecture(built, tmp_path):
+    """Training builds the bar masks on the skip connection's finer grid and exports it."""
+    from survey_bars.models.train import train
+
+    root, _ = built
+    arch = {**TINY_EVIDENCE, "skip": {"after": 1, "fuse": [8, 1]}}
+    msgs = []
+    b = train([str(root / "sims")], tmp_path / "bundle", epochs=1, length_epochs=1, seed=5, arch=arch, batch_size=16,
+              log=msgs.append)
+    assert any("masks on a 32 x 32 grid" in m for m in msgs), msgs
+    assert b.card["architecture"]["morphology"]["skip"] == {"after": 1, "fuse": [8, 1]}
+    assert b.card["export_check"]["grad_rel_err"] <= 1e-3
 
 
 def test_train_without_bar_geometry_skips_the_mask_loss(built, tmp_path):

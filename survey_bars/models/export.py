@@ -85,11 +85,16 @@ FORWARD_OUTPUTS = ("probs", "bar_logit", "bar_length_direct")
 def _conv_input_grad(grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed,
                      output_padding, groups, output_mask):
     """``aten.convolution_backward`` reduced to the input gradient, as a forward convolution."""
-    if transposed:
-        msg = "The gradient export does not support transposed convolutions in the network."
-        raise NotImplementedError(msg)
     if not output_mask[0]:
         return None, None, None
+    if transposed:
+        # the input gradient of a transposed convolution is the forward convolution with the
+        # same weight (supported for the unpadded, undilated case: nearest upsampling)
+        if any(p != 0 for p in padding) or any(d != 1 for d in dilation) or any(p != 0 for p in output_padding):
+            msg = "The gradient export supports only unpadded, undilated transposed convolutions."
+            raise NotImplementedError(msg)
+        gi = aten.convolution(grad_out, weight, None, list(stride), [0, 0], [1, 1], False, [0, 0], groups)
+        return gi, None, None
     H, W = input.shape[-2:]
     kh, kw = weight.shape[-2:]
     oh, ow = grad_out.shape[-2:]
