@@ -174,26 +174,22 @@ def cross_fit_linear(raw, true):
     return out
 
 
-def smoothgrad_variants(rt, frames, ids, noises, n_samples=16):
-    """Raw-length maps of SmoothGrad variants: ``{(noise, aggregate): (B, S, S)}``."""
-    from survey_bars.saliency import _dihedral, _dihedral_inverse, object_seed
+def smoothgrad_variants(rt, frames, ids, noises, n_samples=16, chunk=64):
+    """Maps of SmoothGrad variants, from the pipeline's own noisy gradients
+    (:func:`survey_bars.saliency.smoothgrad_gradients`, symmetrised): ``{(noise, aggregate): (B, S, S)}``."""
+    from survey_bars.saliency import smoothgrad_gradients
 
     out = {}
-    s = frames.shape[-1]
     for noise in noises:
         acc = {"abs (shipped)": [], "square": [], "VarGrad": []}
-        for img, oid in zip(frames.astype(np.float32), ids):
-            rng = np.random.default_rng(object_seed(oid))
-            sigma = noise * float(img.max() - img.min())
-            x = img[None] + (sigma * rng.standard_normal((n_samples, s, s))).astype(np.float32)
-            x = np.stack([_dihedral(x[j], j % 8) for j in range(n_samples)])
-            g = rt.gradient(np.ascontiguousarray(x))
-            g = np.stack([_dihedral_inverse(g[j], j % 8) for j in range(n_samples)]).astype(np.float64)
-            acc["abs (shipped)"].append(np.abs(g).mean(0))
-            acc["square"].append((g**2).mean(0))
-            acc["VarGrad"].append(g.var(0))
+        for i in range(0, len(frames), chunk):
+            g = smoothgrad_gradients(rt, frames[i : i + chunk], ids[i : i + chunk], n_samples=n_samples,
+                                     noise_frac=noise, symmetrise=True).astype(np.float64)
+            acc["abs (shipped)"].append(np.abs(g).mean(1))
+            acc["square"].append((g**2).mean(1))
+            acc["VarGrad"].append(g.var(1))
         for name, maps in acc.items():
-            out[(noise, name)] = np.stack(maps)
+            out[(noise, name)] = np.concatenate(maps)
     return out
 
 

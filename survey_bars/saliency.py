@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["object_seed", "SmoothGradResult", "smoothgrad_batch", "bundle_settings", "normalise_map", "FALLBACK_SETTINGS"]
+__all__ = ["object_seed", "SmoothGradResult", "smoothgrad_batch", "smoothgrad_gradients", "bundle_settings", "normalise_map", "FALLBACK_SETTINGS"]
 
 
 def object_seed(object_id: str) -> int:
@@ -119,9 +119,9 @@ def bundle_settings(runtime):
     return {key: card.get(key, value) for key, value in FALLBACK_SETTINGS.items()}
 
 
-def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=None, n_subsets=4, max_batch=64,
-                     symmetrise=None):
-    """SmoothGrad maps for several galaxies.
+def smoothgrad_gradients(runtime, images, object_ids, *, n_samples=None, noise_frac=None, max_batch=64,
+                         symmetrise=None):
+    """The signed input gradients of the noisy copies SmoothGrad averages.
 
     Parameters
     ----------
@@ -132,25 +132,24 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=
     object_ids : sequence of str
         One id per frame: seeds the noise.
     n_samples : int, optional
-        Noisy copies per galaxy; must be a multiple of ``n_subsets``. Default: the bundle's
-        (:func:`bundle_settings`), so that a direct call gives the maps the pipeline measures.
+        Noisy copies per galaxy. Default: the bundle's (:func:`bundle_settings`), so that a
+        direct call gives the maps the pipeline measures.
     noise_frac : float, optional
         Noise standard deviation as a fraction of each frame's (max - min). Default: the
         bundle's.
-    n_subsets : int, optional
-        Number of disjoint sample subsets for the uncertainty.
     max_batch : int, optional
         Largest number of noisy frames sent to onnxruntime in one call. 64 was the fastest
         on a 2-core CPU box for the 2.0 network (797 gradients/s against 684 at 256) and
         keeps onnxruntime's activation memory small.
     symmetrise : bool, optional
         Give noisy copy ``j`` the rotation/flip ``j mod 8`` of the square's symmetry group and
-        rotate its gradient back before averaging. This averages out the network's
-        orientation-dependent gradient footprint, whose second moments then become isotropic. Default: the bundle's.
+        rotate its gradient back. Averaged, this cancels the network's orientation-dependent
+        gradient footprint, whose second moments then become isotropic. Default: the bundle's.
 
     Returns
     -------
-    list of SmoothGradResult
+    ndarray
+        float32 ``(B, n_samples, S, S)``, each gradient in the frame's own orientation.
     """
     settings = bundle_settings(runtime)
     n_samples = int(settings["samples"] if n_samples is None else n_samples)
@@ -158,10 +157,10 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=
     symmetrise = bool(settings["symmetrise"] if symmetrise is None else symmetrise)
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
-        msg = f"smoothgrad_batch() needs frames of shape (B, S, S); got {images.shape}."
+        msg = f"SmoothGrad needs frames of shape (B, S, S); got {images.shape}."
         raise ValueError(msg)
-    if n_samples < 1 or n_subsets < 1 or n_samples % n_subsets:
-        msg = f"n_samples ({n_samples}) must be a positive multiple of n_subsets ({n_subsets})."
+    if n_samples < 1:
+        msg = f"n_samples must be positive; got {n_samples}."
         raise ValueError(msg)
     b, s, _ = images.shape
     if len(object_ids) != b:
@@ -182,11 +181,49 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=
     for start in range(0, flat.shape[0], max_batch):
         stop = min(start + max_batch, flat.shape[0])
         grads[start:stop] = runtime.gradient(flat[start:stop])
-    np.abs(grads, out=grads)
+    grads = grads.reshape(b, n_samples, s, s)
     if symmetrise:
-        g4 = grads.reshape(b, n_samples, s, s)
         for j in range(n_samples):
-            g4[:, j] = _dihedral_inverse(g4[:, j], j % 8)
+            grads[:, j] = _dihedral_inverse(grads[:, j], j % 8)
+    return grads
+
+
+def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=None, n_subsets=4, max_batch=64,
+                     symmetrise=None):
+    """SmoothGrad maps for several galaxies: the mean absolute gradient of the noisy copies.
+
+    Parameters
+    ----------
+    runtime : survey_bars.runtime.ModelRuntime
+        Provides ``gradient(images)``.
+    images : ndarray
+        (B, S, S) normalised frames.
+    object_ids : sequence of str
+        One id per frame: seeds the noise.
+    n_samples : int, optional
+        Noisy copies per galaxy; must be a multiple of ``n_subsets``. Default: the bundle's.
+    noise_frac : float, optional
+        Noise as a fraction of each frame's range. Default: the bundle's.
+    n_subsets : int, optional
+        Number of disjoint sample subsets for the uncertainty.
+    max_batch : int, optional
+        Noisy frames per onnxruntime call (see :func:`smoothgrad_gradients`).
+    symmetrise : bool, optional
+        Average over the square's rotations/flips (see :func:`smoothgrad_gradients`).
+        Default: the bundle's.
+
+    Returns
+    -------
+    list of SmoothGradResult
+    """
+    n_samples = int(bundle_settings(runtime)["samples"] if n_samples is None else n_samples)
+    if n_samples < 1 or n_subsets < 1 or n_samples % n_subsets:
+        msg = f"n_samples ({n_samples}) must be a positive multiple of n_subsets ({n_subsets})."
+        raise ValueError(msg)
+    grads = smoothgrad_gradients(runtime, images, object_ids, n_samples=n_samples, noise_frac=noise_frac,
+                                 max_batch=max_batch, symmetrise=symmetrise)
+    np.abs(grads, out=grads)
+    b, _, s, _ = grads.shape
     grads = grads.reshape(b, n_subsets, n_samples // n_subsets, s, s)
     sub_means = grads.mean(axis=2)
     results = []

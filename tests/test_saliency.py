@@ -83,3 +83,19 @@ def test_defaults_are_the_bundles_settings():
                                                      symmetrise=False)[0].map, atol=1e-3)
     assert bundle_settings(rt) == {"samples": 8, "noise_frac": 0.05, "symmetrise": True}
     assert bundle_settings(_Runtime(lambda x: x)) == FALLBACK_SETTINGS
+
+
+def test_smoothgrad_map_is_the_mean_absolute_gradient():
+    """smoothgrad_batch() averages |g| of exactly the gradients smoothgrad_gradients() returns
+    (the building block the saliency-limits benchmark uses for its variants)."""
+    from survey_bars.saliency import normalise_map, smoothgrad_gradients
+
+    pattern = _bar(20.0)
+    rt = _Runtime(lambda x: np.broadcast_to(pattern, x.shape) * x)
+    img = np.stack([_bar(50.0), _bar(10.0)])
+    g = smoothgrad_gradients(rt, img, ["a", "b"], n_samples=8, noise_frac=0.05, symmetrise=True)
+    assert g.shape == (2, 8, 32, 32) and (g < 0).any()
+    res = smoothgrad_batch(rt, img, ["a", "b"], n_samples=8, noise_frac=0.05, n_subsets=2, symmetrise=True)
+    for i in range(2):
+        np.testing.assert_allclose(res[i].map, normalise_map(np.abs(g[i]).mean(0)), atol=1e-6)
+        np.testing.assert_allclose(res[i].subsets[1], normalise_map(np.abs(g[i, 4:]).mean(0)), atol=1e-6)
