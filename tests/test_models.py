@@ -72,6 +72,38 @@ def test_skip_architecture_evidence_grid_and_flops():
     assert 1.0 < flops / forward_flops(DEFAULT_ARCH) < 1.1  # a 1 x 1 fuse of 16 channels costs ~5 %
 
 
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_skip_training_path_equals_the_exported_form(batchnorm):
+    """In training mode a 1 x 1 fuse runs factorised (upsample after the convolution); it is
+    the same function, with the same parameter gradients, as the concatenation that is exported."""
+    torch.manual_seed(0)
+    net = MorphologyNet(SKIP_ARCH, batchnorm=batchnorm)
+    with torch.no_grad():  # non-trivial batch-norm statistics and affine parameters
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
+    net.eval()  # fixed statistics, so both forms see the same normalisation
+    x = torch.randn(3, 1, 64, 64)
+    f, low = net._body(x)
+    k = low.shape[-1] // f.shape[-1]
+    cat_form = net.fuse(torch.cat([torch.nn.functional.interpolate(f, scale_factor=k), low], dim=1))
+    fact_form = net._fuse_factorised(f, low, k)
+    torch.testing.assert_close(fact_form, cat_form, rtol=1e-5, atol=1e-5)
+    g_cat = torch.autograd.grad(cat_form.square().sum(), net.fuse[0].weight)[0]
+    g_fact = torch.autograd.grad(fact_form.square().sum(), net.fuse[0].weight)[0]
+    torch.testing.assert_close(g_fact, g_cat, rtol=1e-4, atol=1e-4)
+    e_eval = net.bar_evidence(x)
+    net.train()  # the factorised path, with batch norm kept on the same fixed statistics
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    calls, factorised = [], net._fuse_factorised
+    net._fuse_factorised = lambda *a: calls.append(1) or factorised(*a)
+    torch.testing.assert_close(net.bar_evidence(x), e_eval, rtol=1e-5, atol=1e-5)
+    assert calls == [1]
+
+
 def test_skip_upsampling_is_nearest():
     from survey_bars.models.nets import _upsample_nearest
 

@@ -301,8 +301,28 @@ class MorphologyNet(nn.Module):
             msg = (f"The skip connection needs the body output ({tuple(f.shape[-2:])}) to divide the grid of body "
                    f"layer {self.skip['after']} ({tuple(low.shape[-2:])}); use a frame side divisible by the strides.")
             raise ValueError(msg)
-        up = _upsample_nearest(f, low.shape[-1] // f.shape[-1])
+        k = low.shape[-1] // f.shape[-1]
+        if self.training and self.skip["fuse"][1] == 1:
+            return self.evidence_conv(self._fuse_factorised(f, low, k))[:, 0]
+        up = _upsample_nearest(f, k)
         return self.evidence_conv(self.fuse(torch.cat([up, low], dim=1)))[:, 0]
+
+    def _fuse_factorised(self, f, low, k):
+        """``self.fuse(cat([up(f), low]))`` for a 1 x 1 fuse, computed as ``up(W_f f) + W_low low``.
+
+        A 1 x 1 convolution commutes with nearest upsampling, so this is the same function
+        (to float rounding, ~1e-6) with the same parameters; it upsamples ``c`` fused channels
+        instead of the body's and skips the concatenation, which makes a training step of
+        ``{"after": 2, "fuse": [16, 1]}`` about 1.2x faster on a CPU. Training only: the
+        exported graph keeps the concatenation, from which the weights are recovered.
+        """
+        conv, rest = self.fuse[0], list(self.fuse)[1:]
+        cf = f.shape[1]
+        y = _upsample_nearest(nn.functional.conv2d(f, conv.weight[:, :cf]), k)
+        y = y + nn.functional.conv2d(low, conv.weight[:, cf:], conv.bias)
+        for layer in rest:
+            y = layer(y)
+        return y
 
     def bar_logit(self, x):
         """Return the raw bar logit, shape ``(B,)``: the quantity whose gradient is the saliency."""
