@@ -208,7 +208,9 @@ class _BarLogit(nn.Module):
     """The function whose input gradient is the saliency: the network's bar logit.
 
     For a pooled network only the bar row of the head is kept; a bar-evidence network's bar
-    logit needs only the body and the evidence map, not the morphology tail.
+    logit needs only the body and the evidence map, not the morphology tail. A 1 x 1 skip fuse
+    is traced factorised (upsampling after the convolution): the same gradient, but the
+    upsampling's backward sums the fused channels instead of the body's.
     """
 
     def __init__(self, morph):
@@ -224,7 +226,7 @@ class _BarLogit(nn.Module):
     def forward(self, x):
         if self.pooled:
             return self.bar(self.morph.trunk(x))[:, 0]
-        return self.morph.bar_logit(x)
+        return self.morph.bar_logit(x, factorised=True)
 
 
 class _SaliencyGraph(nn.Module):
