@@ -62,6 +62,20 @@ class NormaliseConfig:
     detect_nsigma: float = 2.0
     min_r50_pix: float = 1.0
 
+    def __post_init__(self):
+        problems = []
+        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 16:
+            problems.append(f"size must be an integer of at least 16 pixels, got {self.size!r}")
+        for name in ("half_width_r50", "asinh_beta", "detect_nsigma"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0 < self.border_frac < 0.5:
+            problems.append(f"border_frac must lie between 0 and 0.5, got {self.border_frac!r}")
+        if not np.isfinite(self.min_r50_pix) or self.min_r50_pix < 0:
+            problems.append(f"min_r50_pix must be a non-negative number, got {self.min_r50_pix!r}")
+        if problems:
+            raise ValueError("Invalid preprocessing configuration: " + "; ".join(problems) + ".")
+
     def to_dict(self) -> dict:
         """Return the configuration as a JSON-serialisable dict."""
         return dataclasses.asdict(self)

@@ -72,6 +72,20 @@ def test_config_roundtrip_rejects_unknown():
         NormaliseConfig.from_dict({**cfg.to_dict(), "new_knob": 1})
 
 
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"size": 8}, "size must be an integer of at least 16"),
+    ({"size": 64.5}, "size must be an integer"),
+    ({"half_width_r50": 0.0}, "half_width_r50 must be a positive"),
+    ({"asinh_beta": float("nan")}, "asinh_beta must be a positive"),
+    ({"border_frac": 0.5}, "border_frac must lie between 0 and 0.5"),
+    ({"min_r50_pix": -1.0}, "min_r50_pix must be a non-negative"),
+])
+def test_config_rejects_bad_values(kw, match):
+    """A bad setting (from a card, ``survey-bars train --size`` or code) is named when it is made."""
+    with pytest.raises(ValueError, match=match):
+        NormaliseConfig(**kw)
+
+
 def test_real_images_normalise(real_dir):
     from survey_bars.cutouts import read_cutout
 
