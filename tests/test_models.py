@@ -313,6 +313,8 @@ def test_build_default_smoke(built):
     assert card["training"]["simulation"]["n"] == 24
     assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
     assert card["training"]["wall_time_s"] > 0
+    # the end-to-end time spans the evaluation too (it ends the build)
+    assert card["training"]["end_to_end_wall_time_s"] >= card["training"]["wall_time_s"] + card["evaluation"]["seconds"] - 0.2
     assert card["export_check"]["grad_rel_err"] <= 1e-3
     assert card["architecture"]["morphology"] == TINY_EVIDENCE and "bar_pooling" in card["architecture"]
     assert card["training"]["bar_mask_loss_weight"] == 1.0
@@ -336,13 +338,26 @@ def test_train_cli_smoke(built, tmp_path):
     out = tmp_path / "bundle"
     rc = main(["train", "--data", str(root / "sims"), "--out", str(out), "--epochs", "1", "--length-epochs", "1",
                "--seed", "3", "--arch", json.dumps(TINY), "--batch-size", "16", "--checkpoint",
-               str(tmp_path / "ck.pt"), "--name", "smoke"])
+               str(tmp_path / "ck.pt"), "--name", "smoke", "--size", "48"])
     assert rc == 0
     card = load_bundle(out).card
     assert card["name"] == "smoke" and card["training"]["seed"] == 3
     assert card["training"]["command"].startswith("survey-bars train --data")
+    assert card["preprocessing"]["size"] == 48 and card["input_shape"][-2:] == [48, 48]
+    assert "--size 48" in card["training"]["command"]
     assert (tmp_path / "ck.pt").is_file()
     assert not list(out.glob("*.pt"))
+
+
+def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
+    """``--size`` below the smallest frame is an error message, not a traceback."""
+    from survey_bars.cli import main
+
+    root, _ = built
+    rc = main(["train", "--data", str(root / "sims"), "--out", str(tmp_path / "b"), "--epochs", "1", "--size", "8"])
+    assert rc == 2
+    assert "size must be an integer of at least 16" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_train_with_a_skip_architecture(built, tmp_path):

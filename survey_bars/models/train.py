@@ -935,6 +935,9 @@ def configure_parser(parser):
     parser.add_argument("--test-frac", type=float, default=0.15, help="held-out test fraction for the card's metrics")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--size", type=int, default=NormaliseConfig.size,
+                        help="side of the model frame in pixels (default %(default)s); the pipeline reads it from "
+                             "the bundle's card")
     parser.add_argument("--arch", help="morphology trunk architecture as JSON (default: nets.DEFAULT_ARCH)")
     parser.add_argument("--length-arch", help="length trunk architecture as JSON (default: nets.LENGTH_ARCH)")
     parser.add_argument("--bar-weight", type=float, default=2.0, help="weight of the bar loss (default 2)")
@@ -963,6 +966,8 @@ def _command_from_args(args):
         parts += ["--workers", str(args.workers)]
     parts += ["--val-frac", str(args.val_frac), "--test-frac", str(args.test_frac),
               "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
+    if args.size != NormaliseConfig.size:
+        parts += ["--size", str(args.size)]
     if args.arch:
         parts += ["--arch", args.arch]
     if args.length_arch:
@@ -991,12 +996,13 @@ def run_cli(args):
     arch = json.loads(args.arch) if args.arch else None
     length_arch = json.loads(args.length_arch) if args.length_arch else None
     try:
+        preprocessing = NormaliseConfig(size=args.size)
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
                   seed=args.seed, threads=args.threads, workers=args.workers, val_frac=args.val_frac,
                   test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
                   length_arch=length_arch, bar_weight=args.bar_weight, mask_weight=args.bar_mask_weight,
                   checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
-                  flips=not args.no_flip_average, command=_command_from_args(args))
+                  flips=not args.no_flip_average, preprocessing=preprocessing, command=_command_from_args(args))
     except ValueError as exc:
         print(f"survey-bars train: {exc}", file=sys.stderr)
         return 2
