@@ -14,7 +14,8 @@ directory), and calibrates its saliency lengths with
 :func:`survey_bars.models.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
 held-out estimate than the training run's test split. Given the same seed, thread count and
 software versions the weights are identical; the card records the command, the seed, the
-data, the calibration and the wall times.
+data, the calibration and the wall times (``end_to_end_wall_time_s`` spans simulation,
+training, calibration and evaluation).
 """
 
 from __future__ import annotations
@@ -126,15 +127,16 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
-        card = dict(load_bundle(b.path).card)
-        card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
-        write_card(b.path, card)
     if evaluate_n:
         from .evaluate import evaluate_bundle
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
                         workdir=os.path.join(workdir, f"evaluation-{DEFAULTS['evaluate_seed']}-{evaluate_n}"),
                         workers=threads, write=True)
+    if calibrate_n or evaluate_n:
+        card = dict(load_bundle(b.path).card)
+        card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
+        write_card(b.path, card)
     return load_bundle(b.path)
 
 
