@@ -13,6 +13,7 @@ from survey_bars.models.bundle import load_bundle  # noqa: E402
 from survey_bars.models.nets import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ARCH,
+    GRID16_ARCH,
     LENGTH_ARCH,
     LengthNet,
     MorphologyNet,
@@ -43,7 +44,8 @@ def test_default_architecture_is_small():
     assert net.evidence_design
     assert sum(p.numel() for p in net.parameters()) < 200_000
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
-    assert net.bar_evidence(torch.zeros(2, 1, 64, 64)).shape == (2, 16, 16)
+    assert net.bar_evidence(torch.zeros(2, 1, 64, 64)).shape == (2, 32, 32)
+    assert MorphologyNet(GRID16_ARCH).bar_evidence(torch.zeros(2, 1, 64, 64)).shape == (2, 16, 16)
 
 
 def test_flop_count_matches_torch():
@@ -55,7 +57,11 @@ def test_flop_count_matches_torch():
     assert fc.get_total_flops() == pytest.approx(forward_flops(DEFAULT_ARCH), rel=0.02)
 
 
-SKIP_ARCH = {**DEFAULT_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+SKIP_ARCH = {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+
+
+def test_default_architecture_is_the_skip_design():
+    assert SKIP_ARCH == DEFAULT_ARCH
 
 
 def test_skip_architecture_evidence_grid_and_flops():
@@ -69,7 +75,7 @@ def test_skip_architecture_evidence_grid_and_flops():
         net(torch.zeros(1, 1, 64, 64))
     flops = forward_flops(SKIP_ARCH)
     assert fc.get_total_flops() == pytest.approx(flops, rel=0.03)
-    assert 1.0 < flops / forward_flops(DEFAULT_ARCH) < 1.1  # a 1 x 1 fuse of 16 channels costs ~5 %
+    assert 1.0 < flops / forward_flops(GRID16_ARCH) < 1.1  # a 1 x 1 fuse of 16 channels costs ~5 %
 
 
 @pytest.mark.parametrize("batchnorm", [True, False])
@@ -115,7 +121,7 @@ def test_skip_upsampling_is_nearest():
                                   {"after": 2, "fuse": [8]}, {"after": 2}])
 def test_bad_skip_is_refused(skip):
     with pytest.raises(ValueError, match="'skip' needs"):
-        MorphologyNet({**DEFAULT_ARCH, "skip": skip})
+        MorphologyNet({**GRID16_ARCH, "skip": skip})
 
 
 def test_bar_logit_pools_the_evidence():

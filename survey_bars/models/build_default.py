@@ -39,7 +39,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "2.2",
+    "version": "3.0",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "evaluate_n": 6000,

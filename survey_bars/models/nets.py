@@ -8,23 +8,27 @@ The default morphology network is a **bar-evidence network** (arch keys ``body``
 
 * a ``body`` of convolutions (a ``4 x 4`` stride-2 stem, then ``3 x 3`` layers, one more
   stride 2) ends in a ``16 x 16`` feature map for a 64-pixel frame;
-* a ``1 x 1`` convolution turns it into a map of per-cell **bar evidence** ``e`` (a logit per
-  cell). Where bar-geometry labels exist, training asks ``sigmoid(e)`` to be the bar's projected
-  ellipse (a segmentation loss), so the evidence lives on the bar and nowhere else;
+* a **skip connection** (arch key ``skip``, ``{"after": k, "fuse": [c, kernel]}``) upsamples
+  it (nearest, a depthwise transposed convolution with a kernel of ones) to the grid of the
+  ``k``-th body layer, concatenates that layer's features and fuses them with a ``c``-channel
+  convolution: the default (``{"after": 2, "fuse": [16, 1]}``) works on a ``32 x 32`` grid;
+* a ``1 x 1`` convolution turns the result into a map of per-cell **bar evidence** ``e`` (a
+  logit per cell). Where bar-geometry labels exist, training asks ``sigmoid(e)`` to be the
+  bar's projected ellipse (a segmentation loss), so the evidence lives on the bar and nowhere
+  else;
 * the **bar logit** pools the evidence, ``a * log(mean(softplus(e)) + eps) + b``: cells
   without evidence (``e << 0``) add nothing, so the input gradient of the bar logit (the
   saliency) is a sum of the gradients of the bar's own cells and traces its extent;
-* a ``tail`` (one stride-2 convolution and more ``3 x 3`` layers), global average pooling and
-  a linear layer give the morphology (smooth / edge-on / disc) and spiral logits.
+* a ``tail`` (one stride-2 convolution and more ``3 x 3`` layers) on the body output, global
+  average pooling and a linear layer give the morphology (smooth / edge-on / disc) and spiral
+  logits.
 
-An optional ``skip`` entry (``{"after": k, "fuse": [c, kernel]}``) computes the evidence map
-on the finer grid of the ``k``-th body layer instead: the body output is upsampled to it
-(nearest, a depthwise transposed convolution with a kernel of ones), concatenated with that
-layer's features and fused by a ``c``-channel convolution. The bar logit's gradient then also
-flows through the shallow layers, whose footprint is small. On 10 000 simulations and 20
-epochs, ``{"after": 2, "fuse": [16, 1]}`` raised the bar AUC among discs from 0.933 to 0.950
-and the saliency length's r from 0.885 to 0.906 (``benchmarks/RESULTS.md``); no shipped bundle
-uses it yet.
+Through the skip connection the bar logit's gradient also flows through the shallow layers,
+whose footprint is small, and the evidence map is twice as fine. Without it
+(:data:`GRID16_ARCH`, bundles 2.x) the evidence is the ``16 x 16`` body output itself. On
+10 000 simulations and 20 epochs the skip raised the bar AUC among discs from 0.933 to 0.950
+and the saliency length's r from 0.885 to 0.906, replicated with a second seed
+(``benchmarks/RESULTS.md``).
 
 The body avoids dilated convolutions and keeps few layers after the last stride: the spatial
 spread of each cell's input gradient grows with the receptive field, and a broad spread blurs
@@ -52,6 +56,7 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_ARCH",
+    "GRID16_ARCH",
     "POOLED_ARCH",
     "LENGTH_ARCH",
     "is_evidence_arch",
@@ -71,13 +76,16 @@ MORPH_CLASSES = ("smooth", "edge_on", "disc")
 #: Output columns of the ``probs`` tensor of the exported forward graph.
 CLASS_NAMES = ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral")
 
-#: Default morphology architecture, a bar-evidence network: ``body`` layers down to the
-#: evidence map and ``tail`` layers for the morphology heads, each ``[channels, kernel,
-#: stride]`` or ``[channels, kernel, stride, dilation]``.
-DEFAULT_ARCH = {
+#: The bar-evidence network of bundles 2.x: ``body`` layers down to a 16 x 16 evidence map
+#: (for a 64-pixel frame) and ``tail`` layers for the morphology heads, each ``[channels,
+#: kernel, stride]`` or ``[channels, kernel, stride, dilation]``.
+GRID16_ARCH = {
     "body": [[16, 4, 2], [24, 3, 1], [48, 3, 2], [64, 3, 1], [64, 3, 1]],
     "tail": [[64, 3, 2], [64, 3, 1]],
 }
+#: Default morphology architecture (bundles 3.x): :data:`GRID16_ARCH` with its evidence on the
+#: 32 x 32 grid of the second body layer, fused by a 1 x 1 convolution of 16 channels.
+DEFAULT_ARCH = {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
 #: The pooled architecture of bundles before 2.0 (``stem`` then ``layers``; 25.8 MFLOP).
 POOLED_ARCH = {
     "stem": [32, 8, 4],
