@@ -67,8 +67,14 @@ class ModelRuntime:
             raise ValueError(msg)
         return x
 
+    #: Frames per forward-graph call. The graph averages four flips, so one call holds four
+    #: copies of every frame; with bundle 3.0's 32 x 32 skip features a call of 64 frames
+    #: took ~590 MB of onnxruntime memory against ~140 MB for 16, at the same speed
+    #: (``benchmarks/RESULTS.md``, perf_memory).
+    forward_max_batch = 16
+
     def forward(self, images):
-        """Run the forward graph.
+        """Run the forward graph, in calls of at most :attr:`forward_max_batch` frames.
 
         Parameters
         ----------
@@ -82,11 +88,13 @@ class ModelRuntime:
             ``bar_length_direct`` (B,) in model-frame pixels.
         """
         x = self._check(images)
-        outs = self._fwd.run(["probs", "bar_logit", "bar_length_direct"], {"image": x})
+        step = max(1, int(self.forward_max_batch))
+        parts = [self._fwd.run(["probs", "bar_logit", "bar_length_direct"], {"image": x[i : i + step]})
+                 for i in range(0, max(len(x), 1), step)]
         return {
-            "probs": outs[0],
-            "bar_logit": outs[1].reshape(-1),
-            "bar_length_direct": outs[2].reshape(-1),
+            "probs": np.concatenate([p[0] for p in parts]),
+            "bar_logit": np.concatenate([p[1].reshape(-1) for p in parts]),
+            "bar_length_direct": np.concatenate([p[2].reshape(-1) for p in parts]),
         }
 
     def gradient(self, images):
