@@ -87,8 +87,10 @@ def test_skip_training_path_equals_the_exported_form(batchnorm):
     with torch.no_grad():  # non-trivial batch-norm statistics and affine parameters
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
     net.eval()  # fixed statistics, so both forms see the same normalisation
     x = torch.randn(3, 1, 64, 64)
     f, low = net._body(x)
