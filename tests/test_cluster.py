@@ -162,7 +162,11 @@ def test_sigkill_worker_mid_job(dask_procs, sim_dir, local_catalogue, tmp_path):
 def test_interrupted_then_resume_equals_clean(sim_dir, local_catalogue, tmp_path):
     out = tmp_path / "resumed.parquet"
     staging = str(out) + ".parts"
-    cmd = [sys.executable, "-m", "survey_bars.cli", "process", "--input", str(sim_dir), "--out", str(out),
+    # Ctrl-C must reach the CLI as KeyboardInterrupt even where this test runs with SIGINT
+    # ignored (a job started with `&` by a non-interactive shell, which children inherit)
+    cmd = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "runpy.run_module('survey_bars.cli', run_name='__main__', alter_sys=True)",
+           "process", "--input", str(sim_dir), "--out", str(out),
            "--workers", "1", "--partition-size", "16", "--smoothgrad-samples", "16", "--quiet"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _wait_for(lambda: os.path.isdir(staging) and sum(f.endswith(".done") for f in os.listdir(staging)) >= 3, timeout=300, what="three partitions")
