@@ -29,6 +29,7 @@ from survey_bars.models.train import (  # noqa: E402
     roc_auc,
     roc_auc_interval,
 )
+from survey_bars.normalise import NormaliseConfig
 
 from .conftest import galaxy_image, write_fits  # noqa: E402
 
@@ -366,6 +367,20 @@ def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
     assert rc == 2
     assert "size must be an integer of at least 16" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_train_refuses_a_frame_the_network_cannot_take(built, tmp_path):
+    """A frame size that breaks the skip connection's grids is refused before any preprocessing,
+    naming the option and the size."""
+    from survey_bars.models.train import train
+
+    root, _ = built
+    msgs = []
+    arch = {**TINY_EVIDENCE, "skip": {"after": 1, "fuse": [8, 1]}}
+    with pytest.raises(ValueError, match=r"--arch cannot take a 62-pixel frame \(--size\): The skip connection needs"):
+        train([str(root / "sims")], tmp_path / "bundle", epochs=1, arch=arch, preprocessing=NormaliseConfig(size=62),
+              log=msgs.append)
+    assert msgs == [] and not (tmp_path / "bundle").exists()
 
 
 def test_train_with_a_skip_architecture(built, tmp_path):

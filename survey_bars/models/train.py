@@ -528,6 +528,22 @@ def _predict(net, images, fn, batch=512):
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
+def _check_frame(arch, length_arch, size):
+    """Refuse an architecture, or a frame size it cannot take, before the (slow) preprocessing."""
+    import torch
+
+    from .nets import LengthNet, MorphologyNet
+
+    for option, make, spec in (("--arch", MorphologyNet, arch), ("--length-arch", LengthNet, length_arch)):
+        net = make(spec).eval()  # a malformed architecture raises its own message here
+        try:
+            with torch.no_grad():
+                net(torch.zeros(1, 1, size, size))
+        except (ValueError, RuntimeError) as exc:
+            msg = f"The network of {option} cannot take a {size}-pixel frame (--size): {exc}"
+            raise ValueError(msg) from None
+
+
 def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
                  mask_weight=1.0):
     import torch
@@ -805,6 +821,9 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     torch.use_deterministic_algorithms(True)
     cfg = preprocessing or NormaliseConfig()
     workers = int(workers or threads)
+    arch = arch or DEFAULT_ARCH
+    length_arch = length_arch or (LENGTH_ARCH if is_evidence_arch(arch) else arch)
+    _check_frame(arch, length_arch, cfg.size)
     lab_df = load_labels(data_dirs, labels)
     log(f"{len(lab_df)} labelled files from {len(data_dirs)} director{'y' if len(data_dirs) == 1 else 'ies'}")
     prep = preprocess(lab_df["path"].tolist(), lab_df["pixel_scale_arcsec"].values, cfg, workers=workers, cache=cache)
@@ -840,8 +859,6 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
     log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
 
-    arch = arch or DEFAULT_ARCH
-    length_arch = length_arch or (LENGTH_ARCH if is_evidence_arch(arch) else arch)
     t0 = time.time()
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
                        bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
