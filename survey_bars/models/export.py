@@ -10,7 +10,9 @@ is therefore traced into an ordinary graph first (the route of ``DESIGN.md``):
 
    * ``convolution_backward`` (input gradient only): a stride-1 convolution's input gradient
      is a plain convolution with the flipped, transposed kernel (onnxruntime runs it in its
-     blocked NCHWc layout); a strided one is a transposed convolution;
+     blocked NCHWc layout); a strided one is a transposed convolution; an unpadded
+     transposed convolution's (the skip connection's nearest upsampling) is the forward
+     convolution with the same weight;
    * ``threshold_backward`` (ReLU): ``grad * float(result > 0)``, which is several times
      faster in onnxruntime than ``Where``;
    * ``avg_pool2d_backward`` (non-overlapping pools): nearest upsampling divided by the area;
