@@ -30,7 +30,9 @@ TINY_EVIDENCE = {"body": [[8, 4, 2], [8, 3, 1, 2], [16, 3, 2]], "tail": [[16, 3,
 #: connection), fused by a 1 x 1 convolution (the factorised path) or a 3 x 3 one
 TINY_SKIP = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 1]}}
 TINY_SKIP3 = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 3]}}
-ARCHS = {"pooled": TINY, "evidence": TINY_EVIDENCE, "skip": TINY_SKIP, "skip3": TINY_SKIP3}
+#: the evidence on the 64 x 64 pixel grid, the input frame fused with the upsampled body
+TINY_SKIP0 = {**TINY_EVIDENCE, "skip": {"after": 0, "fuse": [8, 1]}}
+ARCHS = {"pooled": TINY, "evidence": TINY_EVIDENCE, "skip": TINY_SKIP, "skip3": TINY_SKIP3, "skip0": TINY_SKIP0}
 LENGTH_TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 FWD_TOL = 1e-4
 GRAD_TOL = 1e-3

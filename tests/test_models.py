@@ -79,6 +79,25 @@ def test_skip_architecture_evidence_grid_and_flops():
     assert 1.0 < flops / forward_flops(GRID16_ARCH) < 1.1  # a 1 x 1 fuse of 16 channels costs ~5 %
 
 
+def test_skip_from_the_input_frame_puts_the_evidence_on_the_pixel_grid():
+    """``after: 0`` fuses the (1-channel) input frame: a 64 x 64 evidence map, whose factorised
+    training form equals the concatenation, and whose FLOP count matches torch's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = {**GRID16_ARCH, "skip": {"after": 0, "fuse": [16, 1]}}
+    torch.manual_seed(0)
+    net = MorphologyNet(arch, batchnorm=False).eval()
+    x = torch.randn(2, 1, 64, 64)
+    e = net.bar_evidence(x)
+    assert e.shape == (2, 64, 64)
+    torch.testing.assert_close(net.bar_evidence(x, factorised=True), e, rtol=1e-5, atol=1e-5)
+    f, low = net._body(x)
+    assert low is x and f.shape[-1] == 16
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, 1, 64, 64))
+    assert fc.get_total_flops() == pytest.approx(forward_flops(arch), rel=0.03)
+
+
 @pytest.mark.parametrize("batchnorm", [True, False])
 def test_skip_training_path_equals_the_exported_form(batchnorm):
     """In training mode a 1 x 1 fuse runs factorised (upsample after the convolution); it is
@@ -120,7 +139,7 @@ def test_skip_upsampling_is_nearest():
     torch.testing.assert_close(_upsample_nearest(x, 2), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-@pytest.mark.parametrize("skip", [{"after": 0, "fuse": [8, 1]}, {"after": 5, "fuse": [8, 1]}, {"after": 2, "fuse": [8, 2]},
+@pytest.mark.parametrize("skip", [{"after": -1, "fuse": [8, 1]}, {"after": 5, "fuse": [8, 1]}, {"after": 2, "fuse": [8, 2]},
                                   {"after": 2, "fuse": [8]}, {"after": 2}])
 def test_bad_skip_is_refused(skip):
     with pytest.raises(ValueError, match="'skip' needs"):

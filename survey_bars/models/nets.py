@@ -142,7 +142,8 @@ def _check_skip(arch):
     ``k``-th layer: the body output is upsampled to it (nearest), concatenated with that
     layer's features and fused by a ``c``-channel convolution before the 1 x 1 evidence
     convolution. The bar logit's gradient then has a path through the shallow layers, whose
-    footprint is small.
+    footprint is small. ``k = 0`` fuses the input frame itself: the evidence map is on the
+    pixel grid.
     """
     skip = arch.get("skip")
     if skip is None:
@@ -150,8 +151,9 @@ def _check_skip(arch):
     n = len(arch["body"])
     after = int(skip.get("after", 0))
     fuse = [int(v) for v in skip.get("fuse", ())]
-    if not 1 <= after < n or len(fuse) != 2 or min(fuse) < 1 or fuse[1] % 2 == 0:
-        msg = (f"A 'skip' needs 'after' between 1 and {n - 1} (a body layer) and 'fuse': [channels, odd kernel]; "
+    if not 0 <= after < n or len(fuse) != 2 or min(fuse) < 1 or fuse[1] % 2 == 0:
+        msg = (f"A 'skip' needs 'after' between 0 (the input frame) and {n - 1} (a body layer) and 'fuse': "
+               f"[channels, odd kernel]; "
                f"got {skip!r}.")
         raise ValueError(msg)
     return {"after": after, "fuse": fuse}
@@ -231,7 +233,7 @@ class MorphologyNet(nn.Module):
             self.skip = _check_skip(arch)
             ce = cb
             if self.skip is not None:
-                c_low = _spec(arch["body"][self.skip["after"] - 1])[0]
+                c_low = _spec(arch["body"][self.skip["after"] - 1])[0] if self.skip["after"] else 1
                 self.fuse, ce = _conv_stack([[self.skip["fuse"][0], self.skip["fuse"][1], 1]], cb + c_low, batchnorm)
             self.evidence_conv = nn.Conv2d(ce, 1, 1)
             self.tail, ct = _conv_stack(arch["tail"], cb, batchnorm)
@@ -297,7 +299,7 @@ class MorphologyNet(nn.Module):
         ``skip["after"]`` (counted by ReLUs, so that it also works once batch norm is folded)."""
         if self.skip is None:
             return self.body(x), None
-        low, relus = None, 0
+        low, relus = (x if self.skip["after"] == 0 else None), 0
         for layer in self.body:
             x = layer(x)
             if isinstance(layer, nn.ReLU):
