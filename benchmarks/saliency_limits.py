@@ -29,13 +29,15 @@ Run::
     python -m benchmarks.saliency_limits --n 2400
 
 It writes ``benchmarks/results/saliency_limits.json`` and the ``saliency_limits`` block of
-``benchmarks/RESULTS.md``.
+``benchmarks/RESULTS.md``. To score a candidate bundle without touching either, give
+``--model DIR --out-json FILE``: the result goes to ``FILE`` and the block is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -199,7 +201,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=4243)
     ap.add_argument("--variants-n", type=int, default=600, help="detected bars given to the SmoothGrad variants")
     ap.add_argument("--workdir", default="/tmp/survey-bars-saliency-limits")
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
+    ap.add_argument("--out-json", default=None, metavar="FILE",
+                    help="write the result here and print it, instead of recording it in benchmarks/results and RESULTS.md")
     args = ap.parse_args(argv)
 
     from survey_bars.bars import measure_moments
@@ -295,9 +299,14 @@ def main(argv=None):
                  [[k, fmt(m["pearson_r"]), fmt(m["pearson_r_model"]), fmt(m["rmse_arcsec"]), fmt(m["median_rel_err"])] for k, m in ceil_res.items()])]
     sim_note = "reused from an earlier run" if reused else f"{t_sim:.0f} s"
     md += ["", f"Simulation: {sim_note}; wall time {time.time() - t0:.0f} s."]
-    save("saliency_limits", {"n": args.n, "seed": args.seed, "n_detected": len(df), "model": f"{bundle.name} {bundle.version}",
-                             "by_length": bins, "error_correlations": corr, "variants": var_res, "ceiling": ceil_res},
-         "\n".join(md), "python -m benchmarks.saliency_limits " + " ".join(argv if argv is not None else sys.argv[1:]))
+    result = {"n": args.n, "seed": args.seed, "n_detected": len(df), "model": f"{bundle.name} {bundle.version}",
+              "by_length": bins, "error_correlations": corr, "variants": var_res, "ceiling": ceil_res}
+    command = "python -m benchmarks.saliency_limits " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps({"command": command, **result}, indent=2, default=float) + "\n")
+        print("\n".join(md))
+    else:
+        save("saliency_limits", result, "\n".join(md), command)
 
 
 if __name__ == "__main__":
