@@ -12,6 +12,8 @@ The default morphology network is a **bar-evidence network** (arch keys ``body``
   it (nearest, a depthwise transposed convolution with a kernel of ones) to the grid of the
   ``k``-th body layer, concatenates that layer's features and fuses them with a ``c``-channel
   convolution: the default (``{"after": 2, "fuse": [16, 1]}``) works on a ``32 x 32`` grid;
+  ``"after": 0`` fuses the input frame itself, on the ``64 x 64`` pixel grid (tried after 3.0:
+  its saliency measured worse, ``benchmarks/RESULTS.md``);
 * a ``1 x 1`` convolution turns the result into a map of per-cell **bar evidence** ``e`` (a
   logit per cell). Where bar-geometry labels exist, training asks ``sigmoid(e)`` to be the
   bar's projected ellipse (a segmentation loss), so the evidence lives on the bar and nowhere
