@@ -140,7 +140,7 @@ def test_skip_upsampling_is_nearest():
 
 
 @pytest.mark.parametrize("skip", [{"after": -1, "fuse": [8, 1]}, {"after": 5, "fuse": [8, 1]}, {"after": 2, "fuse": [8, 2]},
-                                  {"after": 2, "fuse": [8]}, {"after": 2}])
+                                  {"after": 2, "fuse": [8]}, {"after": 2}, {"fuse": [8, 1]}])
 def test_bad_skip_is_refused(skip):
     with pytest.raises(ValueError, match="'skip' needs"):
         MorphologyNet({**GRID16_ARCH, "skip": skip})

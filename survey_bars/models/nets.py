@@ -151,12 +151,11 @@ def _check_skip(arch):
     if skip is None:
         return None
     n = len(arch["body"])
-    after = int(skip.get("after", 0))
+    after = int(skip.get("after", -1))  # no default: 0 is a real choice (the input frame)
     fuse = [int(v) for v in skip.get("fuse", ())]
     if not 0 <= after < n or len(fuse) != 2 or min(fuse) < 1 or fuse[1] % 2 == 0:
         msg = (f"A 'skip' needs 'after' between 0 (the input frame) and {n - 1} (a body layer) and 'fuse': "
-               f"[channels, odd kernel]; "
-               f"got {skip!r}.")
+               f"[channels, odd kernel]; got {skip!r}.")
         raise ValueError(msg)
     return {"after": after, "fuse": fuse}
 
