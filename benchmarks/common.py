@@ -52,11 +52,20 @@ def _git():
         return ""
 
 
-def save(name, data, markdown, command):
-    """Write the JSON result and update the RESULTS.md block ``name``."""
-    RESULTS_DIR.mkdir(exist_ok=True)
+def save(name, data, markdown, command, json_path=None):
+    """Write the JSON result and update the RESULTS.md block ``name``.
+
+    With ``json_path`` the JSON goes there instead, and RESULTS.md and ``benchmarks/results``
+    are left alone (for scoring a candidate); the block is printed either way.
+    """
     data = {"command": command, "machine": machine(), **data}
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2, default=float) + "\n")
+    text = json.dumps(data, indent=2, default=float) + "\n"
+    if json_path is not None:
+        Path(json_path).write_text(text)
+        print(markdown)
+        return
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(text)
     block = f"<!-- BEGIN {name} -->\nCommand: `{command}` ({data['machine']['date']}, git {data['machine']['git']}, {data['machine']['cpu']}, {data['machine']['cores']} cores)\n\n{markdown.strip()}\n<!-- END {name} -->"
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -302,11 +301,7 @@ def main(argv=None):
     result = {"n": args.n, "seed": args.seed, "n_detected": len(df), "model": f"{bundle.name} {bundle.version}",
               "by_length": bins, "error_correlations": corr, "variants": var_res, "ceiling": ceil_res}
     command = "python -m benchmarks.saliency_limits " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps({"command": command, **result}, indent=2, default=float) + "\n")
-        print("\n".join(md))
-    else:
-        save("saliency_limits", result, "\n".join(md), command)
+    save("saliency_limits", result, "\n".join(md), command, json_path=args.out_json)
 
 
 if __name__ == "__main__":
