@@ -138,11 +138,12 @@ def bench_saliency(args):
     export_saliency(net, tmp, size)
     sess = _session(tmp, 1)
     # torch and captum compute the same function as the exported graph: a 1 x 1 skip fuse
-    # factorised (upsampling after the convolution), which is also the faster form in torch
-    factorised = net.evidence_design and net.skip is not None
+    # factorised (upsampling after the convolution), which is also the faster form in torch;
+    # other networks ignore the flag
+    factorised = net.evidence_design and net.skip is not None and net.skip["fuse"][1] == 1
 
     def bar_logit(model, x):
-        return model.bar_logit(x, factorised=True) if factorised else model.bar_logit(x)
+        return model.bar_logit(x, factorised=True)
 
     rng = np.random.default_rng(0)
     imgs = rng.normal(0.2, 0.3, size=(galaxies, 1, size, size)).astype(np.float32)
