@@ -66,12 +66,15 @@ class NormaliseConfig:
         problems = []
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or self.size < 16:
             problems.append(f"size must be an integer of at least 16 pixels, got {self.size!r}")
+        def number(v):
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
         for name in ("half_width_r50", "asinh_beta", "detect_nsigma"):
-            if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+            if not number(getattr(self, name)) or getattr(self, name) <= 0:
                 problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        if not 0 < self.border_frac < 0.5:
+        if not number(self.border_frac) or not 0 < self.border_frac < 0.5:
             problems.append(f"border_frac must lie between 0 and 0.5, got {self.border_frac!r}")
-        if not np.isfinite(self.min_r50_pix) or self.min_r50_pix < 0:
+        if not number(self.min_r50_pix) or self.min_r50_pix < 0:
             problems.append(f"min_r50_pix must be a non-negative number, got {self.min_r50_pix!r}")
         if problems:
             raise ValueError("Invalid preprocessing configuration: " + "; ".join(problems) + ".")

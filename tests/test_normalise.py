@@ -77,6 +77,8 @@ def test_config_roundtrip_rejects_unknown():
     ({"size": 64.5}, "size must be an integer"),
     ({"half_width_r50": 0.0}, "half_width_r50 must be a positive"),
     ({"asinh_beta": float("nan")}, "asinh_beta must be a positive"),
+    ({"asinh_beta": "1"}, "asinh_beta must be a positive"),  # e.g. a hand-edited card
+    ({"border_frac": None}, "border_frac must lie between 0 and 0.5"),
     ({"border_frac": 0.5}, "border_frac must lie between 0 and 0.5"),
     ({"min_r50_pix": -1.0}, "min_r50_pix must be a non-negative"),
 ])
