@@ -126,3 +126,16 @@ def test_evaluate_with_a_user_label_table(sims, tmp_path):
     assert m["n"] == len(t) and m["n_barred_discs"] == int((t["class"] == "barred").sum())
     assert "bar_auc_discs" in m and "direct_length_n" not in m and "spiral_auc" not in m
     assert res["data"]["labels"] == str(csv)
+
+
+def test_score_forward_without_classes_counts_every_bar_label_as_a_disc():
+    rng = np.random.default_rng(2)
+    bar = rng.integers(0, 2, 50).astype(float)
+    p = np.zeros((50, 5))
+    p[:, 1] = 1.0
+    p[:, 3] = bar * 0.6 + rng.uniform(0, 0.5, 50)
+    labels = pd.DataFrame({"class": [""] * 50, "morph": -np.ones(50, int), "has_bar": bar, "has_spiral": np.nan,
+                           "bar_length_arcsec": np.nan})
+    s = score_forward(p, NAMES, np.ones(50), labels, np.ones(50))
+    assert s["n_discs"] == 50 and s["bar_auc_discs"] == s["bar_auc"]
+    assert "morph_accuracy" not in s and "direct_length_pearson_r" not in s

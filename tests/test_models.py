@@ -431,3 +431,49 @@ def test_train_without_bar_geometry_skips_the_mask_loss(built, tmp_path):
               arch=TINY_EVIDENCE, batch_size=16, log=msgs.append)
     assert any("without the bar-evidence mask loss" in m for m in msgs), msgs
     assert b.card["architecture"]["length"] == LENGTH_ARCH  # an evidence arch never serves the length CNN
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_card_metrics_are_the_evaluate_scores_of_the_forward_graph(flips):
+    """The training run's held-out metrics (the card's ``metrics``) are what ``survey-bars
+    evaluate`` computes from the forward graph's outputs on the same galaxies, plus the
+    torch-only extras (ECEs before temperature scaling, median bias, r in model pixels)."""
+    import pandas as pd
+
+    from survey_bars.models.evaluate import score_forward
+    from survey_bars.models.export import ForwardGraph
+    from survey_bars.models.train import _metrics
+
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    net, reg = MorphologyNet(TINY_EVIDENCE).eval(), LengthNet(TINY).eval()
+    with torch.no_grad():
+        net.t_morph.fill_(1.3)
+        net.t_bar.fill_(0.8)
+        net.t_spiral.fill_(1.1)
+    n = 60
+    images = rng.normal(size=(n, 64, 64)).astype(np.float32)
+    cls = rng.choice(["smooth", "edge_on", "disc", "barred"], size=n)
+    lab = {"morph": np.array([{"smooth": 0, "edge_on": 1}.get(c, 2) for c in cls]),
+           "has_bar": (cls == "barred").astype(float), "has_spiral": rng.integers(0, 2, n).astype(float),
+           "class": cls}
+    logl = np.where(cls == "barred", rng.uniform(1.5, 3.5, n), np.nan)
+    scale = rng.uniform(0.1, 0.5, n)
+    idx = np.arange(10, n)
+    lidx = idx[np.isfinite(logl[idx])]
+    m = _metrics(net, reg, images, lab, idx, lidx, logl, scale, flips=flips)
+
+    with torch.no_grad():
+        probs, _, length = (t.numpy() for t in ForwardGraph(net, reg, flips)(torch.as_tensor(images[idx][:, None])))
+    labels = pd.DataFrame({"class": cls[idx], "morph": lab["morph"][idx], "has_bar": lab["has_bar"][idx],
+                           "has_spiral": lab["has_spiral"][idx], "bar_length_arcsec": np.exp(logl[idx]) * scale[idx]})
+    s = score_forward(probs, list(CLASS_NAMES), length, labels, scale[idx])
+    assert m["n_test"] == s["n"] == len(idx) and m["n_test_discs"] == s["n_discs"]
+    shared = sorted(set(m) & set(s))
+    assert {"bar_auc", "bar_auc_discs", "bar_auc_discs_ci95", "morph_accuracy", "ece_bar",
+            "direct_length_pearson_r", "direct_length_median_rel_err", "direct_length_rmse_arcsec"} <= set(shared)
+    for k in shared:
+        assert m[k] == pytest.approx(s[k], abs=2e-5), k
+    for k in ("ece_morph_uncalibrated", "ece_bar_uncalibrated", "ece_spiral_uncalibrated", "ece_smooth",
+              "ece_edge_on", "direct_length_pearson_r_model_px", "direct_length_median_bias"):
+        assert k in m

@@ -56,8 +56,10 @@ def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model
         Counts, morphology accuracy and ECE, bar AUC (all and among discs, the latter with a
         95 % bootstrap interval), bar and spiral ECE, and the direct length's Pearson r,
         median relative error and RMSE (arcsec). Metrics whose labels are absent are left out.
+        Discs are the galaxies whose ``class`` is one of :data:`DISC_CLASSES`; where no galaxy
+        has a known class, every galaxy with a bar label counts.
     """
-    from .train import expected_calibration_error, roc_auc, roc_auc_interval
+    from .train import CLASS_MAP, expected_calibration_error, roc_auc, roc_auc_interval
 
     col = {c: i for i, c in enumerate(class_names)}
     missing = [c for c in ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral") if c not in col]
@@ -84,6 +86,8 @@ def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model
         out["bar_auc"] = roc_auc(p_bar[okb], bar[okb] > 0.5)
         out["ece_bar"] = expected_calibration_error(p_bar[okb], bar[okb] > 0.5)
         discs = okb & labels["class"].isin(DISC_CLASSES).to_numpy()
+        if not labels["class"].isin(list(CLASS_MAP)).any():
+            discs = okb  # no morphology classes given: every galaxy with a bar label counts
         out["n_discs"] = int(discs.sum())
         out["n_barred_discs"] = int((bar[discs] > 0.5).sum())
         out["bar_auc_discs"] = roc_auc(p_bar[discs], bar[discs] > 0.5)

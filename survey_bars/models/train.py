@@ -680,69 +680,59 @@ def _split(n, seed, val_frac, test_frac):
 
 
 def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, flips=False):
-    """Held-out metrics on the test indices (probabilities calibrated with the net's temperatures;
-    with ``flips``, outputs averaged over four flips as in the exported forward graph)."""
+    """Held-out metrics on the test indices (the card's ``metrics``).
+
+    The networks' outputs are turned into the forward graph's (probabilities calibrated with
+    the net's temperatures; with ``flips``, averaged over four flips) and scored by
+    :func:`~survey_bars.models.evaluate.score_forward`, as ``survey-bars evaluate`` scores the
+    exported graph. Added here, since only the torch networks give them: the ECEs before
+    temperature scaling, the smooth and edge-on ECEs, and the direct length's Pearson r in
+    model pixels and median bias.
+    """
+    import pandas as pd
     import torch
 
-    from .nets import flip_average
+    from .evaluate import score_forward
+    from .export import ForwardGraph
+    from .nets import CLASS_NAMES, flip_average
 
     out = {"n_test": int(len(idx))}
     if len(idx) == 0:
         return out
+
+    def graph_outputs(m, x):
+        probs, _, length = m(x)
+        return torch.cat([probs, length[:, None]], dim=1)
+
+    out_g = _predict(ForwardGraph(net, length_net, flips).eval(), images[idx], graph_outputs)
+    probs, length = out_g[:, :-1], out_g[:, -1]
     z = _predict(net, images[idx], flip_average if flips else (lambda m, x: m(x)))
-    t_m, t_b, t_s = float(net.t_morph), float(net.t_bar), float(net.t_spiral)
-    zm = z[:, :3] / t_m
-    pm = np.exp(zm - zm.max(axis=1, keepdims=True))
-    pm /= pm.sum(axis=1, keepdims=True)
-    p_bar = 1 / (1 + np.exp(-z[:, 3] / t_b))
-    p_bar_raw = 1 / (1 + np.exp(-z[:, 3]))
-    p_sp = 1 / (1 + np.exp(-z[:, 4] / t_s))
-    p_sp_raw = 1 / (1 + np.exp(-z[:, 4]))
-    morph = lab["morph"][idx]
-    bar = lab["has_bar"][idx]
-    sp = lab["has_spiral"][idx]
-    cls = lab["class"][idx]
+    labels = pd.DataFrame({"class": lab["class"][idx], "morph": lab["morph"][idx], "has_bar": lab["has_bar"][idx],
+                           "has_spiral": lab["has_spiral"][idx],
+                           "bar_length_arcsec": np.exp(logl[idx]) * scale_to_arcsec[idx]})
+    scores = score_forward(probs, list(CLASS_NAMES), length, labels, scale_to_arcsec[idx])
+    scores.pop("n")
+    if "n_discs" in scores:
+        scores["n_test_discs"] = scores.pop("n_discs")
+    out.update(scores)
+    # what only the torch networks give
+    col = {c: i for i, c in enumerate(CLASS_NAMES)}
+    morph, bar, sp = lab["morph"][idx], lab["has_bar"][idx], lab["has_spiral"][idx]
     ok = morph >= 0
     if ok.any():
-        pred = pm.argmax(axis=1)
-        out["morph_accuracy"] = float((pred[ok] == morph[ok]).mean())
-        out["ece_morph"] = expected_calibration_error(pm[ok].max(axis=1), pred[ok] == morph[ok])
-        out["ece_smooth"] = expected_calibration_error(pm[ok, 0], morph[ok] == 0)
-        out["ece_edge_on"] = expected_calibration_error(pm[ok, 1], morph[ok] == 1)
+        out["ece_smooth"] = expected_calibration_error(probs[ok, col["p_smooth"]], morph[ok] == 0)
+        out["ece_edge_on"] = expected_calibration_error(probs[ok, col["p_edge_on"]], morph[ok] == 1)
         zr = z[ok, :3] - z[ok, :3].max(axis=1, keepdims=True)
         pr = np.exp(zr) / np.exp(zr).sum(axis=1, keepdims=True)
         out["ece_morph_uncalibrated"] = expected_calibration_error(pr.max(axis=1), pr.argmax(axis=1) == morph[ok])
-        out["smooth_auc"] = roc_auc(pm[ok, 0], morph[ok] == 0)
-        out["edge_on_auc"] = roc_auc(pm[ok, 1], morph[ok] == 1)
-    okb = np.isfinite(bar)
-    if okb.any():
-        out["bar_auc"] = roc_auc(p_bar[okb], bar[okb] > 0.5)
-        out["ece_bar"] = expected_calibration_error(p_bar[okb], bar[okb] > 0.5)
-        out["ece_bar_uncalibrated"] = expected_calibration_error(p_bar_raw[okb], bar[okb] > 0.5)
-        discs = okb & np.isin(cls, ["disc", "barred", "disk", "spiral", "featured", "face_on"])
-        if not np.isin(cls, list(CLASS_MAP)).any():
-            discs = okb
-        out["bar_auc_discs"] = roc_auc(p_bar[discs], bar[discs] > 0.5)
-        out["bar_auc_discs_ci95"] = [round(v, 5) if np.isfinite(v) else None
-                                      for v in roc_auc_interval(p_bar[discs], bar[discs] > 0.5)]
-        out["n_test_discs"] = int(discs.sum())
-        out["bar_accuracy"] = float(((p_bar[okb] > 0.5) == (bar[okb] > 0.5)).mean())
-    oks = np.isfinite(sp)
-    if oks.any():
-        out["spiral_auc"] = roc_auc(p_sp[oks], sp[oks] > 0.5)
-        out["ece_spiral"] = expected_calibration_error(p_sp[oks], sp[oks] > 0.5)
-        out["ece_spiral_uncalibrated"] = expected_calibration_error(p_sp_raw[oks], sp[oks] > 0.5)
+    for key, y, zc in (("ece_bar_uncalibrated", bar, z[:, 3]), ("ece_spiral_uncalibrated", sp, z[:, 4])):
+        okk = np.isfinite(y)
+        if okk.any():
+            out[key] = expected_calibration_error(1 / (1 + np.exp(-zc[okk])), y[okk] > 0.5)
+    with_len = np.isin(idx, lidx)
     if len(lidx) >= 3:
-        pred = _predict(length_net, images[lidx],
-                        (lambda m, x: torch.exp(flip_average(m.log_length, x))) if flips else (lambda m, x: m(x)))
-        true = np.exp(logl[lidx])
-        rel = np.abs(pred - true) / true
-        conv = scale_to_arcsec[lidx]
-        out["direct_length_n"] = int(len(lidx))
-        out["direct_length_pearson_r"] = float(np.corrcoef(pred * conv, true * conv)[0, 1])
+        pred, true = length[with_len], np.exp(logl[idx[with_len]])
         out["direct_length_pearson_r_model_px"] = float(np.corrcoef(pred, true)[0, 1])
-        out["direct_length_median_rel_err"] = float(np.median(rel))
-        out["direct_length_rmse_arcsec"] = float(np.sqrt(np.mean(((pred - true) * conv) ** 2)))
         out["direct_length_median_bias"] = float(np.median((pred - true) / true))
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else round(v, 5) if isinstance(v, float) else v)
             for k, v in out.items()}
