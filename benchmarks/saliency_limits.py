@@ -23,6 +23,9 @@ pipeline with the shipped model, keeps every galaxy's SmoothGrad map and model f
    profile along the saliency axis, (c) both; beside the shipped calibration and the direct
    CNN. (a) contains any calibration of the shipped length and any measuring step built on
    those features: if it cannot reach the targets, a better calibration will not either.
+   With ``--cnn``, a small CNN reads (d) the whole map and, as a control with the same network
+   and training galaxies, (e) the model frame: whether a learned measuring step could read
+   more from the map than the 40 features give.
 
 Run::
 
@@ -162,6 +165,64 @@ def knn_cv(x, y, k=20, folds=5, seed=0):
     return pred
 
 
+def cnn_cv(x, y, epochs=30, folds=5, seed=0, threads=2):
+    """Cross-validated CNN regression of ``y`` (log length) from whole images ``x`` (N, C, S, S).
+
+    A small network (four pairs of 3 x 3 convolutions with batch norm, 16-64 channels, max
+    pooling, global average pooling and two dense layers), trained from scratch in each fold on
+    the other folds (AdamW, one-cycle, smooth-L1 loss, batch 64, random rotations by 90 degrees
+    and flips) and applied with the mean over the eight rotations and flips. The same network
+    is given the saliency maps or the model frames, so the two rows compare what the inputs
+    hold at equal training data.
+    """
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float32))
+
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
+                nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
+
+    def dihedral(t, k, flip):
+        t = torch.rot90(t, k, (2, 3))
+        return torch.flip(t, (3,)) if flip else t
+
+    idx = rng.permutation(len(yt))
+    pred = np.empty(len(yt))
+    for f in range(folds):
+        te = idx[f::folds]
+        tr = np.setdiff1d(idx, te)
+        net = nn.Sequential(*block(xt.shape[1], 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2),
+                            *block(32, 64), nn.MaxPool2d(2), *block(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+        opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * int(np.ceil(len(tr) / 64)))
+        mu = float(yt[tr].mean())
+        for _ in range(epochs):
+            net.train()
+            order = rng.permutation(tr)
+            for i in range(0, len(order), 64):
+                b = order[i : i + 64]
+                if len(b) < 2:  # batch norm needs two
+                    continue
+                xb = dihedral(xt[b], int(rng.integers(4)), bool(rng.random() < 0.5))
+                loss = nn.functional.smooth_l1_loss(net(xb)[:, 0] + mu, yt[b], beta=0.1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        net.eval()
+        with torch.no_grad():
+            pred[te] = np.mean([net(dihedral(xt[te], k, fl))[:, 0].numpy() + mu for k in range(4) for fl in (False, True)],
+                               axis=0)
+    return pred
+
+
 def cross_fit_linear(raw, true):
     """Linear calibration fitted on alternate halves and applied to the other half."""
     from survey_bars.calibrate import fit_calibration
@@ -200,6 +261,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=4243)
     ap.add_argument("--variants-n", type=int, default=600, help="detected bars given to the SmoothGrad variants")
     ap.add_argument("--workdir", default="/tmp/survey-bars-saliency-limits")
+    ap.add_argument("--cnn", action="store_true",
+                    help="also train a small CNN (5-fold) on the whole maps and, for comparison, on the model frames (~35 min on 2 cores)")
     ap.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
     ap.add_argument("--out-json", default=None, metavar="FILE",
                     help="write the result here and print it, instead of recording it in benchmarks/results and RESULTS.md")
@@ -290,16 +353,26 @@ def main(argv=None):
         "kNN on 40 saliency-map features": np.exp(knn_cv(fm, logt)),
         "kNN on the frame's profile along the saliency axis": np.exp(knn_cv(fi, logt)),
         "kNN on both": np.exp(knn_cv(np.c_[fm, fi], logt)),
-        "direct CNN": direct,
     }
+    t_cnn = time.time()
+    if args.cnn:
+        peak = np.maximum(maps.max(axis=(1, 2)), 1e-12)[:, None, None]
+        ceiling["CNN on the whole saliency map"] = np.exp(cnn_cv((maps / peak)[:, None], logt))
+        ceiling["the same CNN on the model frame"] = np.exp(cnn_cv(frames[:, None], logt))
+    t_cnn = time.time() - t_cnn
+    ceiling["direct CNN"] = direct
     ceil_res = {k: length_metrics(v, true, scale) for k, v in ceiling.items()}
-    md += ["", "**4. How much length information the map holds** (k-nearest-neighbour regression, k = 20, 5-fold cross validated):", "",
+    head = "**4. How much length information the map holds** (k-nearest-neighbour regression, k = 20, 5-fold cross validated"
+    if args.cnn:
+        head += (f"; the two CNN rows: `cnn_cv`, the same small network trained from scratch in each of 5 folds on the other "
+                 f"four (about {len(df) * 4 // 5} bars), 30 epochs, given the maps or the frames; {t_cnn:.0f} s")
+    md += ["", head + "):", "",
            table(["length from", "r", "r (model px)", "RMSE [\"]", "median rel. err"],
                  [[k, fmt(m["pearson_r"]), fmt(m["pearson_r_model"]), fmt(m["rmse_arcsec"]), fmt(m["median_rel_err"])] for k, m in ceil_res.items()])]
     sim_note = "reused from an earlier run" if reused else f"{t_sim:.0f} s"
     md += ["", f"Simulation: {sim_note}; wall time {time.time() - t0:.0f} s."]
     result = {"n": args.n, "seed": args.seed, "n_detected": len(df), "model": f"{bundle.name} {bundle.version}",
-              "by_length": bins, "error_correlations": corr, "variants": var_res, "ceiling": ceil_res}
+              "cnn": bool(args.cnn), "by_length": bins, "error_correlations": corr, "variants": var_res, "ceiling": ceil_res}
     command = "python -m benchmarks.saliency_limits " + " ".join(argv if argv is not None else sys.argv[1:])
     save("saliency_limits", result, "\n".join(md), command, json_path=args.out_json)
 
