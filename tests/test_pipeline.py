@@ -178,3 +178,64 @@ def test_smoothgrad_symmetrisation_follows_the_card(runtime, tmp_path, monkeypat
         seen.clear()
         process_items([p], opts, runtime=WithCard(sg))
         assert seen == [want]
+
+
+def _pedestal():
+    img = galaxy_image(n=96, r50=5.0, noise=0.001)
+    img[6:90, 6:90] += 0.05  # unsubtracted background merged with the galaxy
+    return img
+
+
+#: Inputs that trigger each image-level flag (issue #4: every flag is tested by an input that
+#: triggers it; NO_WCS, ASSUMED_PIXEL_SCALE, NAN_NEAR_CENTRE, NON_CELESTIAL_WCS,
+#: FIRST_PLANE_OF_CUBE and DUPLICATE_OBJECT_ID are in the bad-input corpus of
+#: tests/test_reliability.py, the saliency flags in tests/test_bars.py).
+FLAG_INPUTS = {
+    "off_centre": (lambda: np.roll(galaxy_image(n=96, r50=6, seed=1), 16, axis=1), Flag.OFF_CENTRE),
+    "truncated": (lambda: galaxy_image(n=96, r50=22, seed=1, flux=5000), Flag.TRUNCATED),
+    "large_resampling_big": (lambda: galaxy_image(n=320, r50=48, seed=1, flux=20000), Flag.LARGE_RESAMPLING),
+    "large_resampling_tiny": (lambda: galaxy_image(n=96, r50=2, seed=1), Flag.LARGE_RESAMPLING),
+    "low_snr": (lambda: galaxy_image(n=96, r50=8, seed=1, flux=3.0, noise=0.05), Flag.LOW_SNR),
+    "size_from_fallback": (_pedestal, Flag.SIZE_FROM_FALLBACK),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_INPUTS))
+def test_image_flags_are_set_by_inputs_that_trigger_them(runtime, tmp_path, case):
+    make, flag = FLAG_INPUTS[case]
+    p = write_fits(tmp_path / f"{case}.fits", make(), objid=case)
+    row = process_items([p], RunOptions(smoothgrad_samples=8, n_subsets=1), runtime=runtime).to_pandas().iloc[0]
+    assert row.status == "ok", row.error
+    assert row.quality_flags & flag, f"{case}: flags {row.quality_flags:#x} lack {flag.name}"
+
+
+def test_a_clean_galaxy_has_none_of_the_image_flags(runtime, tmp_path):
+    p = write_fits(tmp_path / "clean.fits", galaxy_image(n=96, r50=8, seed=1), objid="clean")
+    row = process_items([p], RunOptions(smoothgrad_samples=8, n_subsets=1), runtime=runtime).to_pandas().iloc[0]
+    image_flags = 0
+    for _, flag in FLAG_INPUTS.values():
+        image_flags |= int(flag)
+    assert row.status == "ok" and row.quality_flags & image_flags == 0
+    assert not row.quality_flags & (Flag.NO_WCS | Flag.ASSUMED_PIXEL_SCALE | Flag.NAN_NEAR_CENTRE)
+
+
+@pytest.mark.parametrize(("p_bar", "ambiguous"), [(0.2, False), (0.36, True), (0.5, True), (0.64, True), (0.9, False)])
+def test_p_bar_near_the_decision_boundary_is_flagged(runtime, tmp_path, p_bar, ambiguous):
+    """P_BAR_AMBIGUOUS marks 0.35 <= p_bar <= 0.65 (the model's output is set by a wrapper)."""
+    p = write_fits(tmp_path / "g.fits", galaxy_image(n=96, r50=8, bar_len=24, seed=2), objid="G")
+    j = runtime.class_names.index("p_bar")
+
+    class FixedPBar:
+        def __getattr__(self, name):
+            return getattr(runtime, name)
+
+        def forward(self, images):
+            out = runtime.forward(images)
+            out["probs"] = out["probs"].copy()
+            out["probs"][:, j] = p_bar
+            return out
+
+    row = process_items([p], RunOptions(smoothgrad_samples=8, n_subsets=1), runtime=FixedPBar()).to_pandas().iloc[0]
+    assert row.p_bar == pytest.approx(p_bar)
+    assert bool(row.quality_flags & Flag.P_BAR_AMBIGUOUS) is ambiguous
+    assert bool(row.quality_flags & Flag.BAR_NOT_MEASURED) is (p_bar < 0.5)
