@@ -55,7 +55,7 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "FIRST_PLANE_OF_CUBE": "The input held a data cube; only its first plane was used.",
     "DUPLICATE_OBJECT_ID": "Another input file carries the same object_id.",
     "NON_CELESTIAL_WCS": "The WCS is not celestial (e.g. a spectral or pixel-only WCS); it was ignored.",
-    "SIZE_FROM_FALLBACK": "The galaxy size could not be measured from the image; a fallback size was used.",
+    "SIZE_FROM_FALLBACK": "The galaxy size could not be measured from the image, or came out implausibly large (over a quarter of the stamp, e.g. merged with residual background) and was clamped; the frame scale, and so every length, is uncertain.",
     "BAR_NOT_MEASURED": "No bar length was measured (p_bar too low, or the measurement failed).",
 }
 
