@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -239,3 +241,24 @@ def test_p_bar_near_the_decision_boundary_is_flagged(runtime, tmp_path, p_bar, a
     assert row.p_bar == pytest.approx(p_bar)
     assert bool(row.quality_flags & Flag.P_BAR_AMBIGUOUS) is ambiguous
     assert bool(row.quality_flags & Flag.BAR_NOT_MEASURED) is (p_bar < 0.5)
+
+
+def test_kpc_follows_the_catalogue_redshift_the_header_and_the_cosmology(runtime, tmp_path):
+    """bar_length_kpc: the input catalogue's redshift wins over the header's (REDSHIFT or Z);
+    the cosmology is the run's choice; no redshift, no kpc."""
+    img = galaxy_image(n=96, r50=8, bar_len=24, seed=4)
+    z_hdr = write_fits(tmp_path / "z.fits", img, objid="Z", extra={"Z": 0.08})
+    none = write_fits(tmp_path / "none.fits", img, objid="N")
+    opts = RunOptions(smoothgrad_samples=8, n_subsets=1, p_bar_min=0.0)
+    t = process_items([z_hdr, InputItem(file=z_hdr, object_id="CAT", redshift=0.02), none], opts,
+                      runtime=runtime).to_pandas()
+    assert t.redshift.iloc[0] == pytest.approx(0.08) and t.redshift.iloc[1] == pytest.approx(0.02)
+    for i, z in ((0, 0.08), (1, 0.02)):
+        want = t.bar_length_arcsec.iloc[i] * kpc_per_arcsec(np.array([z]))[0]
+        assert t.bar_length_kpc.iloc[i] == pytest.approx(want, rel=1e-9)
+    assert np.isfinite(t.bar_length_arcsec.iloc[2]) and t.bar_length_kpc.isna().iloc[2]
+    w = process_items([z_hdr], dataclasses.replace(opts, cosmology="WMAP9"), runtime=runtime).to_pandas()
+    assert w.bar_length_arcsec.iloc[0] == pytest.approx(t.bar_length_arcsec.iloc[0], rel=1e-12)
+    ratio = kpc_per_arcsec(np.array([0.08]), "WMAP9")[0] / kpc_per_arcsec(np.array([0.08]), "Planck18")[0]
+    assert abs(ratio - 1) > 1e-3  # the two cosmologies differ, so the test can tell them apart
+    assert w.bar_length_kpc.iloc[0] == pytest.approx(t.bar_length_kpc.iloc[0] * ratio, rel=1e-9)
