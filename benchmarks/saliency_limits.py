@@ -315,7 +315,10 @@ def main(argv=None):
     rt = ModelRuntime(bundle)
     sim, reused = simulate_barred(args.workdir, args.n, args.seed)
     t_sim = time.time() - t0
-    df, maps, frames = run_pipeline(sim, rt, Path(args.workdir) / f"maps-{args.seed}-{args.n}")
+    # maps are the bundle's: one directory per saliency graph, so a --model run never leaves its
+    # maps where a later look at the shipped bundle's would find them
+    graph = str(bundle.card["files"]["saliency.onnx"])[:10]
+    df, maps, frames = run_pipeline(sim, rt, Path(args.workdir) / f"maps-{args.seed}-{args.n}-{graph}")
     det = df.p_bar.to_numpy(float) >= 0.5
     df, maps, frames = df[det].reset_index(drop=True), maps[det], frames[det]
     true = df.true_length_model.to_numpy(float)
@@ -401,7 +404,7 @@ def main(argv=None):
     if args.head:
         t_head = time.time()
         hsim, hreused = simulate_barred(args.workdir, args.head, args.head_seed)
-        hdf, hmaps, _ = run_pipeline(hsim, rt, Path(args.workdir) / f"maps-{args.head_seed}-{args.head}")
+        hdf, hmaps, _ = run_pipeline(hsim, rt, Path(args.workdir) / f"maps-{args.head_seed}-{args.head}-{graph}")
         hdet = hdf.p_bar.to_numpy(float) >= 0.5
         t_fit = time.time()
         pred = cnn_fit_predict(peak_normalised(hmaps[hdet]), np.log(hdf.true_length_model.to_numpy(float)[hdet]),
