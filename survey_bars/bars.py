@@ -22,6 +22,11 @@ the frame centre):
     ratio is ``sqrt(l2 / l1)``. A calibration measured on simulations (stored in the model
     bundle under ``calibration["moments"]``) maps the raw length to the true one.
 
+A third method, ``"head"``, needs the model: the bundle's learned length head (an ONNX graph
+trained on the maps of simulated bars, :mod:`survey_bars.models.head`) reads the length off the
+map, and ``moments`` still gives its position angle, axis ratio and flags. The pipeline runs
+it (``RunOptions(method="head")``, :meth:`survey_bars.runtime.ModelRuntime.length_head`).
+
 The ``moments`` measurement of survey-bars < 0.2 (a threshold sweep keeping the component
 nearest the centre, length = its extent) is :data:`MOMENTS_VERSION` 1; calibrations record the
 version they were fitted for.

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-__all__ = ["measure_simulation", "fit_calibration", "calibrate_bundle"]
+__all__ = ["measure_simulation", "fit_calibration", "calibrate_bundle", "calibrate_head"]
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -179,23 +179,176 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     return cal
 
 
+def _reuse_simulation(workdir, n, seed):
+    import pandas as pd
+
+    truth = os.path.join(workdir, "truth.parquet")
+    if not os.path.exists(truth):
+        return False
+    t = pd.read_parquet(truth)
+    return len(t) == n and bool(t["object_id"].str.startswith(f"sim{seed}-").all()) and bool((t["class"] == "barred").all())
+
+
+def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
+                   holdout_frac=0.1, p_bar_min=0.5, log=None):
+    """Train the learned length head on fresh simulations and add it to a bundle.
+
+    Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
+    maps with the bundle, keeps the bars the model detects (p_bar >= 0.5), trains a
+    :class:`~survey_bars.models.head.LengthHead` on the maps of all but ``holdout_frac`` of
+    them, and measures the fractional scatter of its lengths on the rest (it enters
+    ``bar_length_err_arcsec`` as the calibration's ``scatter_frac`` does). The head is written
+    to the bundle as ``length_head.onnx`` (checked against torch) and the card records it under
+    ``calibration["head"]``. Needs torch.
+
+    Parameters
+    ----------
+    bundle_path : str
+        Bundle directory (a graph is added and its card rewritten).
+    n : int
+        Simulated barred galaxies.
+    seed : int
+        Simulation seed; must differ from the training seed.
+    survey : str
+        Survey preset or ``"mixed"``.
+    workdir : str, optional
+        Where the simulations go (default: a temporary directory, removed after). A simulation
+        of the same ``n`` and ``seed`` found there is reused.
+    workers : int
+        Simulation processes.
+    epochs, threads : int
+        Training epochs and torch threads.
+    holdout_frac : float
+        Fraction of the detected bars kept out of training to measure the scatter.
+    p_bar_min : float
+        Bars count as detected from this p_bar (the pipeline's default threshold).
+    log : callable, optional
+        Progress lines (default: standard error).
+
+    Returns
+    -------
+    dict
+        The record written to the card's ``calibration["head"]``.
+    """
+    import shutil
+
+    import numpy as np
+
+    from .models.bundle import load_bundle, write_card
+    from .models.head import HEAD_ARCH, export_head, train_head
+    from .pipeline import RunOptions
+    from .runtime import ModelRuntime, clear_cache
+    from .simulate import simulate
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    bundle = load_bundle(bundle_path)
+    if int(bundle.card.get("training", {}).get("seed", -1)) == int(seed):
+        msg = f"The length head's simulation seed {seed} equals the training seed; choose another (--seed)."
+        raise ValueError(msg)
+    own = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-head-")
+    maps_dir = tempfile.mkdtemp(prefix="survey-bars-head-maps-")
+    try:
+        t0 = time.time()
+        if not _reuse_simulation(workdir, n, seed):
+            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
+        t_sim = time.time() - t0
+        rt = ModelRuntime(bundle, threads=threads)
+        df = measure_simulation(workdir, rt, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
+        t_maps = time.time() - t0 - t_sim
+        keep = (df["status"] == "ok") & df["true_has_bar"] & (df["p_bar"] >= p_bar_min) & np.isfinite(df["true_length_model"]) \
+            & (df["true_length_model"] > 0)
+        df = df[keep].reset_index(drop=True)
+        if len(df) < 20:
+            msg = (f"Only {len(df)} of {n} simulated barred galaxies were detected (p_bar >= {p_bar_min}): too few "
+                   "to train a length head. Simulate more (-n), or check the bundle's bar detection.")
+            raise ValueError(msg)
+        maps = _read_maps(maps_dir, df["object_id"])
+        true = df["true_length_model"].to_numpy(float)
+        order = np.random.default_rng(seed).permutation(len(df))
+        n_out = round(holdout_frac * len(df))
+        out, fit = order[:n_out], order[n_out:]
+        log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
+        t1 = time.time()
+        head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
+        t_train = time.time() - t1
+        path = os.path.join(bundle.path, "length_head.onnx")
+        export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
+        write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
+        clear_cache()
+        rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
+        rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "n_train": len(fit),
+               "n_holdout": len(out), "epochs": int(epochs), "arch": HEAD_ARCH, "orientations": 8,
+               "export_max_rel_err": float(export_err), "units": "model-frame pixels",
+               "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
+               "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
+        if len(out) >= 10:
+            pred = rt.length_head(maps[out], orientations=8)
+            frac = (pred - true[out]) / true[out]
+            rec.update(scatter_frac=float(1.4826 * np.median(np.abs(frac - np.median(frac)))),
+                       holdout_median_rel_err=float(np.median(np.abs(frac))),
+                       holdout_pearson_r=float(np.corrcoef(pred, true[out])[0, 1]))
+        rec.update(seconds={"simulation": round(t_sim, 1), "maps": round(t_maps, 1), "training": round(t_train, 1),
+                            "total": round(time.time() - t0, 1)})
+    finally:
+        shutil.rmtree(maps_dir, ignore_errors=True)
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+    bundle = load_bundle(bundle.path)
+    card = dict(bundle.card)
+    card["calibration"] = {**(card.get("calibration") or {}), "head": rec}
+    write_card(bundle.path, card)
+    return rec
+
+
+def _read_maps(directory, object_ids):
+    """The saliency maps saved by the pipeline for ``object_ids``, shape (N, S, S)."""
+    import numpy as np
+    from astropy.io import fits
+
+    from .pipeline import _SAFE
+
+    out = []
+    for oid in object_ids:
+        with fits.open(os.path.join(directory, (_SAFE.sub("_", str(oid)) or "object") + ".fits")) as h:
+            out.append(np.asarray(h[0].data, dtype=np.float32))
+    return np.stack(out)
+
+
 def configure_parser(parser):
     """Add the ``calibrate`` options to an argparse parser."""
     parser.add_argument("--model", required=True, help="Bundle directory to calibrate (its card is updated).")
-    parser.add_argument("-n", type=int, default=800, help="Simulated barred galaxies.")
-    parser.add_argument("--seed", type=int, default=90210, help="Simulation seed (not the training seed).")
+    parser.add_argument("-n", type=int, default=None,
+                        help="Simulated barred galaxies (default: 800 for moments, 8000 for head).")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="Simulation seed, not the training seed (default: 90210 for moments, 5150 for head).")
     parser.add_argument("--survey", default="mixed")
-    parser.add_argument("--method", default="moments", choices=["moments"])
+    parser.add_argument("--method", default="moments", choices=["moments", "head"],
+                        help="moments: fit the linear calibration of the moments length; head: train the learned "
+                             "length head on the simulations' saliency maps and add it to the bundle (needs torch).")
+    parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
 
 
 def run_cli(args):
     """Run ``survey-bars calibrate``; returns the exit code."""
+    head = args.method == "head"
+    n = args.n if args.n is not None else (8000 if head else 800)
+    seed = args.seed if args.seed is not None else (5150 if head else 90210)
     try:
-        cal = calibrate_bundle(args.model, n=args.n, seed=args.seed, survey=args.survey, workdir=args.workdir, method=args.method, workers=args.workers)
+        if head:
+            rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
+                                 workers=args.workers, epochs=args.epochs)
+        else:
+            cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
+                                   method=args.method, workers=args.workers)
     except ValueError as exc:
         print(f"survey-bars calibrate: {exc}", file=sys.stderr)
         return 2
+    if head:
+        print(f"length head: trained on {rec['n_train']} maps; held-out median rel. err "
+              f"{100 * rec.get('holdout_median_rel_err', float('nan')):.1f} %, scatter {100 * rec.get('scatter_frac', float('nan')):.1f} %")
+        return 0
     print(f"calibration ({args.method}): slope {cal['slope']:.3f}, intercept {cal['intercept']:.2f} px, scatter {100 * cal['scatter_frac']:.1f} %, n={cal['n']}")
     return 0

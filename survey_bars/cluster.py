@@ -621,7 +621,7 @@ def configure_parser(parser):
     parser.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples per galaxy (default: the bundle's).")
     parser.add_argument("--smoothgrad-noise", type=float, default=None,
                         help="SmoothGrad noise as a fraction of each frame's range (default: the bundle's).")
-    parser.add_argument("--method", default="moments", choices=["moments", "bhambra2022"], help="Bar measuring method for bar_length_arcsec.")
+    parser.add_argument("--method", default="moments", choices=["moments", "bhambra2022", "head"], help="Bar measuring method for bar_length_arcsec (head: the bundle's learned length head, if it has one).")
     parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Refuse larger images without reading them.")
     parser.add_argument("--save-saliency", default=None, metavar="DIR", help="Write FITS saliency maps here for QA.")

@@ -76,7 +76,9 @@ class RunOptions:
     n_subsets : int
         Disjoint SmoothGrad subsets for the length uncertainty.
     method : str
-        Bar measuring method for ``bar_length_arcsec``.
+        Bar measuring method for ``bar_length_arcsec``: ``"moments"`` (default),
+        ``"bhambra2022"``, or ``"head"`` (the bundle's learned length head reads the length off
+        the map; position angle, axis ratio and the map flags come from ``moments``).
     pixel_scale : float or None
         Pixel scale (arcsec) to assume for files without a WCS.
     max_pixels : int
@@ -143,7 +145,7 @@ def calibration_for(card, method):
     card : dict
         The bundle card.
     method : str
-        The measuring method (``"moments"`` or ``"bhambra2022"``).
+        The measuring method (``"moments"``, ``"bhambra2022"`` or ``"head"``).
 
     Returns
     -------
@@ -158,6 +160,10 @@ def calibration_for(card, method):
     """
     from .bars import MOMENTS_VERSION
 
+    if method == "head" and "length_head.onnx" not in (card.get("files") or {}):
+        msg = ("The 'head' measuring method needs a bundle with a learned length head (length_head.onnx), and this "
+               "bundle has none. Use --method moments, or train one with `survey-bars calibrate --model DIR --method head`.")
+        raise ValueError(msg)
     calib = dict((card.get("calibration") or {}).get(method) or {})
     if calib and method == "moments" and int(calib.get("measurement_version", 1)) != MOMENTS_VERSION:
         msg = (
@@ -398,6 +404,19 @@ def process_items(items, options=None, *, runtime=None):
     return rows_to_table(rows)
 
 
+def _head_lengths(rt, sal, n_subsets):
+    """``{k: (length, subset lengths)}`` from the learned head, for the SmoothGrad maps in ``sal``."""
+    keys = sorted(sal)
+    main = rt.length_head(np.stack([sal[k].map for k in keys]), orientations=8)
+    subs = {k: [] for k in keys}
+    if n_subsets > 1:
+        stack = [(k, m) for k in keys for m in sal[k].subsets]
+        lengths = rt.length_head(np.stack([m for _, m in stack]), orientations=1)
+        for (k, _), v in zip(stack, lengths):
+            subs[k].append(float(v))
+    return {k: (float(v), subs[k]) for k, v in zip(keys, main)}
+
+
 def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False):
     imgs = np.stack([prepared[i][1].image for i in ok])
     fwd = rt.forward(imgs)
@@ -414,6 +433,10 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
                                 symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
     scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
+    # the learned head reads every selected map (and its subsets) in two batched calls; the
+    # map's geometry (position angle, axis ratio, flags) still comes from the moments
+    geometry = "moments" if options.method == "head" else options.method
+    head = _head_lengths(rt, sal, n_subsets) if options.method == "head" and sal else None
     slope = float(calib.get("slope", 1.0)) if calib else 1.0
     for k, i in enumerate(ok):
         row, norm, cd = prepared[i]
@@ -427,13 +450,17 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         to_arcsec = norm.scale * row["pixel_scale_arcsec"]
         direct = float(fwd["bar_length_direct"][k])
         sg = sal.get(k)
-        meas = measure_bar(sg.map, options.method) if sg is not None else None
+        meas = measure_bar(sg.map, geometry) if sg is not None else None
         measured = p_bar is not None and p_bar >= options.p_bar_min and meas is not None and np.isfinite(meas.length)
         if measured:
             paper = measure_bar(sg.map, "bhambra2022")
-            subs = [measure_bar(m, options.method).length for m in sg.subsets] if n_subsets > 1 else []
+            if head is not None:
+                raw, subs = head[k]
+            else:
+                raw = meas.length
+                subs = [measure_bar(m, options.method).length for m in sg.subsets] if n_subsets > 1 else []
             subs = np.asarray([s for s in subs if np.isfinite(s)], dtype=float)
-            length = float(apply_calibration(meas.length, calib))
+            length = float(apply_calibration(raw, calib))
             err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
             err = float(np.hypot(err_stat, scatter_frac * length))
             row.update(

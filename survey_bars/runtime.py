@@ -1,4 +1,5 @@
-"""onnxruntime sessions for a model bundle: the forward pass and the input gradient.
+"""onnxruntime sessions for a model bundle: the forward pass, the input gradient and, when the
+bundle has one, the learned length head.
 
 Workers need only numpy and onnxruntime here (no torch). :func:`get_runtime` caches one
 :class:`ModelRuntime` per process and bundle, so a Dask worker loads the model once however
@@ -47,6 +48,8 @@ class ModelRuntime:
         self.threads = int(threads)
         self._fwd = _session(bundle.forward_path, threads)
         self._sal = _session(bundle.saliency_path, threads)
+        head_path = getattr(bundle, "head_path", None)
+        self._head = _session(head_path, threads) if head_path is not None else None
         self.class_names = list(bundle.class_names)
         self.size = int(bundle.preprocessing.size)
         self._fwd_outputs = [o.name for o in self._fwd.get_outputs()]
@@ -113,6 +116,59 @@ class ModelRuntime:
         x = self._check(images)
         (g,) = self._sal.run(["grad"], {"image": x})
         return g.reshape(x.shape[0], self.size, self.size)
+
+    #: Maps per length-head call (each orientation of a map counts); bounds onnxruntime's
+    #: activation memory (64 maps: about 17 MB in the first stage).
+    head_max_batch = 64
+
+    @property
+    def has_length_head(self):
+        """Whether the bundle has a learned length head (``length_head.onnx``)."""
+        return self._head is not None
+
+    def length_head(self, maps, orientations=8):
+        """Bar lengths read off SmoothGrad maps by the bundle's learned length head.
+
+        Parameters
+        ----------
+        maps : ndarray
+            Saliency maps, shape ``(B, S, S)``, any positive scale.
+        orientations : {1, 4, 8}, optional
+            Average the head's log length over this many rotations/flips of each map (the
+            length does not depend on orientation; 8 is the most accurate, 1 the fastest).
+
+        Returns
+        -------
+        ndarray
+            Full bar lengths in model-frame pixels, shape ``(B,)``.
+
+        Raises
+        ------
+        ValueError
+            When the bundle has no length head, or the maps have the wrong shape.
+        """
+        if self._head is None:
+            msg = (f"The bundle {self.bundle.path} has no learned length head (length_head.onnx), so the 'head' "
+                   "measuring method cannot run. Use --method moments, or add a head with "
+                   "`survey-bars calibrate --model DIR --method head`.")
+            raise ValueError(msg)
+        m = np.asarray(maps, dtype=np.float32)
+        if m.ndim != 3 or m.shape[1:] != (self.size, self.size):
+            msg = f"Saliency maps must have shape (B, {self.size}, {self.size}); got {m.shape}."
+            raise ValueError(msg)
+        if orientations not in (1, 4, 8):
+            msg = f"orientations must be 1, 4 or 8, not {orientations!r}."
+            raise ValueError(msg)
+        if len(m) == 0:
+            return np.zeros(0)
+        views = [np.rot90(m, k, axes=(1, 2)) for k in range(4 if orientations > 1 else 1)]
+        if orientations == 8:
+            views += [v[:, :, ::-1] for v in views]
+        x = np.ascontiguousarray(np.concatenate(views)[:, None])
+        step = max(1, int(self.head_max_batch))
+        length = np.concatenate([self._head.run(["length"], {"saliency": x[i : i + step]})[0].reshape(-1)
+                                 for i in range(0, len(x), step)])
+        return np.exp(np.log(np.maximum(length.reshape(len(views), len(m)), 1e-12)).mean(axis=0))
 
 
 def get_runtime(bundle_path=None, threads=1):

@@ -328,7 +328,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
-                      length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16)
+                      length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0)
     return root, b
 
 
@@ -348,7 +348,8 @@ def test_build_default_smoke(built):
     assert card["training"]["bar_mask_loss_weight"] == 1.0
     cal = card["calibration"]["moments"]
     assert cal["measurement_version"] == 2 and cal["seed"] == 90210 and cal["n_simulated"] == 12
-    assert "--calibrate-n 12 --evaluate-n 16" in card["training"]["command"]
+    assert "--calibrate-n 12 --head-n 0 --evaluate-n 16" in card["training"]["command"]
+    assert "head" not in card["calibration"] and load_bundle(b.path).head_path is None  # --head-n 0 skips the head
     ev = card["evaluation"]
     assert ev["data"] == {"simulated": True, "n": 16, "seed": 4242, "survey": "mixed"} and ev["metrics"]["n"] == 16
     assert (root / "sims" / "evaluation-4242-16" / "truth.parquet").is_file()

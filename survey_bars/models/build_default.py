@@ -9,7 +9,9 @@ trains both networks with :func:`survey_bars.models.train.train` (the same seed,
 architecture and epochs below), writes the bundle (default: the package's ``default``
 directory), and calibrates its saliency lengths with
 :func:`survey_bars.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
-(seed 90210, never used in training). It then scores the exported forward graph on
+(seed 90210, never used in training), and trains the learned length head with
+:func:`survey_bars.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n`` fresh barred
+simulations (seed 5150, never used in training). It then scores the exported forward graph on
 ``--evaluate-n`` fresh simulations of the training mix (seed 4242) with
 :func:`survey_bars.models.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
 held-out estimate than the training run's test split. Given the same seed, thread count and
@@ -42,6 +44,9 @@ DEFAULTS = {
     "version": "3.0",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
+    "head_n": 8000,
+    "head_seed": 5150,
+    "head_epochs": 30,
     "evaluate_n": 6000,
     "evaluate_seed": 4242,
 }
@@ -49,7 +54,8 @@ DEFAULTS = {
 
 def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
-                  length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"]):
+                  length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
+                  head_n=DEFAULTS["head_n"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -75,6 +81,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         :data:`~survey_bars.models.nets.LENGTH_ARCH`; for tests).
     calibrate_n : int, optional
         Barred simulations for the saliency-length calibration (0 skips it).
+    head_n : int, optional
+        Barred simulations (seed 5150) whose saliency maps train the learned length head (0
+        skips it).
     evaluate_n : int, optional
         Fresh simulations (seed 4242) on which :func:`survey_bars.models.evaluate.evaluate_bundle`
         scores the exported forward graph, recorded as the card's ``evaluation`` (0 skips it).
@@ -110,7 +119,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     t_sim = time.time() - t0
     command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
-                          f"--calibrate-n {calibrate_n} --evaluate-n {evaluate_n}")
+                          f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}")
     b = train([workdir], out, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
@@ -127,13 +136,19 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
+    if head_n:
+        from ..calibrate import calibrate_head
+
+        calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
+                       workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
+                       threads=threads)
     if evaluate_n:
         from .evaluate import evaluate_bundle
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
                         workdir=os.path.join(workdir, f"evaluation-{DEFAULTS['evaluate_seed']}-{evaluate_n}"),
                         workers=threads, write=True)
-    if calibrate_n or evaluate_n:
+    if calibrate_n or head_n or evaluate_n:
         card = dict(load_bundle(b.path).card)
         card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
         write_card(b.path, card)
@@ -161,11 +176,13 @@ def main(argv=None):
     p.add_argument("--length-epochs", type=int, default=DEFAULTS["length_epochs"])
     p.add_argument("--calibrate-n", type=int, default=DEFAULTS["calibrate_n"],
                    help="barred simulations for the length calibration (default %(default)s; 0 skips it)")
+    p.add_argument("--head-n", type=int, default=DEFAULTS["head_n"],
+                   help="barred simulations whose maps train the learned length head (default %(default)s; 0 skips it)")
     p.add_argument("--evaluate-n", type=int, default=DEFAULTS["evaluate_n"],
                    help="fresh simulations for the card's independent evaluation (default %(default)s; 0 skips it)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
-                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n)
+                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n)
     print(f"wrote {b.path}")
     return 0
 

@@ -7,6 +7,9 @@ A bundle holds
   length in model-frame pixels from the direct-regression baseline);
 * ``saliency.onnx``: ``image`` ``[B, 1, S, S]`` -> ``grad`` ``[B, 1, S, S]``, the gradient of
   each item's ``bar_logit`` with respect to its input frame;
+* ``length_head.onnx`` (optional): ``saliency`` ``[B, 1, S, S]`` -> ``length`` ``[B]``, the
+  learned length head of :mod:`survey_bars.models.head`, which reads a bar length (model-frame
+  pixels) off a SmoothGrad map; the ``head`` measuring method needs it;
 * ``card.json``: the model card (schema version, name, version, input shape, preprocessing
   parameters, output and class names, training command, seed and data, held-out metrics, the
   saliency length calibration, SmoothGrad defaults and the sha256 of each ONNX file).
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_BUNDLE",
     "REQUIRED_KEYS",
     "BUNDLE_FILES",
+    "OPTIONAL_FILES",
     "BundleError",
     "Bundle",
     "load_bundle",
@@ -46,8 +50,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 #: The bundle shipped with the package.
 DEFAULT_BUNDLE = pathlib.Path(__file__).resolve().parent / "default"
-#: Graph files of a bundle, by role.
+#: Graph files every bundle has.
 BUNDLE_FILES = ("forward.onnx", "saliency.onnx")
+#: Graph files a bundle may have; when present they are listed in the card and verified.
+OPTIONAL_FILES = ("length_head.onnx",)
 #: Environment variable with extra bundle directories (``os.pathsep``-separated).
 BUNDLE_PATH_ENV = "SURVEY_BARS_BUNDLE_PATH"
 #: Keys every card must have.
@@ -111,12 +117,15 @@ class Bundle:
         The forward graph.
     saliency_path : pathlib.Path
         The input-gradient graph.
+    head_path : pathlib.Path or None
+        The learned length head (None when the bundle has none).
     """
 
     path: pathlib.Path
     card: dict
     forward_path: pathlib.Path
     saliency_path: pathlib.Path
+    head_path: pathlib.Path | None = None
 
     @property
     def name(self) -> str:
@@ -254,7 +263,7 @@ def load_bundle(path=None, *, verify=True):
     card = _read_card(p)
     _check_card(p, card)
     paths = {}
-    for fname in BUNDLE_FILES:
+    for fname in BUNDLE_FILES + tuple(f for f in OPTIONAL_FILES if f in card["files"]):
         fpath = p / fname
         if not fpath.is_file():
             _fail(p, f"the graph {fname} is missing.", "The bundle is incomplete; copy it again or re-export it.")
@@ -266,7 +275,8 @@ def load_bundle(path=None, *, verify=True):
                       f"{expected[:12]}....", "Copy the bundle again, or re-export it; if you changed the graph "
                       "on purpose, record it with survey_bars.models.bundle.write_card().")
         paths[fname] = fpath
-    return Bundle(path=p, card=card, forward_path=paths["forward.onnx"], saliency_path=paths["saliency.onnx"])
+    return Bundle(path=p, card=card, forward_path=paths["forward.onnx"], saliency_path=paths["saliency.onnx"],
+                  head_path=paths.get("length_head.onnx"))
 
 
 def write_card(bundle_dir, card):
@@ -277,8 +287,9 @@ def write_card(bundle_dir, card):
     bundle_dir : str or os.PathLike
         The bundle directory, holding ``forward.onnx`` and ``saliency.onnx``.
     card : dict
-        The card. Its ``files`` entry is replaced by the sha256 of the graphs on disk, and
-        ``schema_version`` is set to :data:`SCHEMA_VERSION`.
+        The card. Its ``files`` entry is replaced by the sha256 of the graphs on disk (the
+        optional ones of :data:`OPTIONAL_FILES` when present), and ``schema_version`` is set
+        to :data:`SCHEMA_VERSION`.
 
     Raises
     ------
@@ -293,6 +304,9 @@ def write_card(bundle_dir, card):
         if not fpath.is_file():
             _fail(d, f"has no {fname}, so its card cannot be written.", "Export the graphs first.")
         files[fname] = sha256_file(fpath)
+    for fname in OPTIONAL_FILES:
+        if (d / fname).is_file():
+            files[fname] = sha256_file(d / fname)
     card["files"] = files
     card["schema_version"] = SCHEMA_VERSION
     text = json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n"
@@ -402,6 +416,7 @@ def _summary(b):
     if tr.get("command"):
         bits.append(f"  trained by: {tr['command']}")
     bits.append(f"  saliency calibration: {', '.join(b.calibration) or 'none'}")
+    bits.append(f"  length head: {'yes (measuring method head)' if b.head_path else 'no'}")
     return "\n".join(bits)
 
 

@@ -298,13 +298,13 @@ def _quiet_export():
             lg.setLevel(lv)
 
 
-def _export(module, path, size, output_names):
+def _export(module, path, size, output_names, input_name="image"):
     example = torch.zeros(4, 1, size, size)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with _quiet_export(), contextlib.redirect_stdout(open(os.devnull, "w")):
         torch.onnx.export(
-            module, (example,), str(path), input_names=["image"], output_names=list(output_names),
-            dynamic_shapes={"image": {0: batch}}, dynamo=True, optimize=True, external_data=False,
+            module, (example,), str(path), input_names=[input_name], output_names=list(output_names),
+            dynamic_shapes={input_name: {0: batch}}, dynamo=True, optimize=True, external_data=False,
             verbose=False,
         )
     _strip_export_details(path)

@@ -1,0 +1,145 @@
+"""The learned length head: training, ONNX export, the bundle's third graph and the 'head' method."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from survey_bars.calibrate import calibrate_head
+from survey_bars.models.bundle import BundleError, load_bundle
+from survey_bars.models.head import export_head, train_head
+from survey_bars.pipeline import RunOptions, calibration_for, process_items
+from survey_bars.runtime import ModelRuntime
+from survey_bars.testing import tiny_bundle
+
+
+def rods(n, size=64, seed=0):
+    """Blurred rods of known full length at random angles: maps whose length a head can learn."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] - (size - 1) / 2.0
+    lengths = rng.uniform(8, 40, n)
+    maps = np.empty((n, size, size), np.float32)
+    for i, (length, t) in enumerate(zip(lengths, rng.uniform(0, np.pi, n))):
+        u = x * np.cos(t) + y * np.sin(t)
+        v = -x * np.sin(t) + y * np.cos(t)
+        along = np.clip(np.abs(u) - length / 2, 0, None)
+        maps[i] = np.exp(-(along**2 + v**2) / (2 * 3.0**2)) * rng.uniform(0.5, 2.0)
+    return maps, lengths
+
+
+@pytest.fixture(scope="module")
+def head_bundle(tmp_path_factory):
+    """A copy of the tiny random bundle with a length head trained on its own maps (1 epoch)."""
+    d = tmp_path_factory.mktemp("head")
+    shutil.copytree(tiny_bundle(), d / "bundle")
+    rec = calibrate_head(str(d / "bundle"), n=40, seed=77, workdir=str(d / "sims"), epochs=1, threads=1,
+                         holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None)
+    return d / "bundle", d / "sims", rec
+
+
+def test_head_learns_lengths_and_exports_identically(tmp_path):
+    maps, lengths = rods(240)
+    head = train_head(maps[:200], lengths[:200], epochs=12, seed=0, threads=1)
+    err = export_head(head, tmp_path / "length_head.onnx", size=64, check_maps=maps[200:])
+    assert err < 1e-4
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "length_head.onnx"), providers=["CPUExecutionProvider"])
+    (pred,) = sess.run(["length"], {"saliency": maps[200:, None]})
+    # the brightness of a map does not matter (it is peak-normalised), its length does
+    (scaled,) = sess.run(["length"], {"saliency": 7.0 * maps[200:, None]})
+    np.testing.assert_allclose(scaled, pred, rtol=1e-5)
+    assert np.corrcoef(pred, lengths[200:])[0, 1] > 0.9
+
+
+def test_train_head_rejects_bad_training_data():
+    maps, lengths = rods(12)
+    with pytest.raises(ValueError, match="positive and finite"):
+        train_head(maps, np.where(np.arange(12) == 3, np.nan, lengths), epochs=1)
+    with pytest.raises(ValueError, match="one length each"):
+        train_head(maps, lengths[:5], epochs=1)
+    with pytest.raises(ValueError, match="too few"):
+        train_head(maps[:4], lengths[:4], epochs=1)
+
+
+def test_calibrate_head_adds_a_verified_graph_and_its_record(head_bundle):
+    path, _, rec = head_bundle
+    b = load_bundle(path)
+    assert b.head_path is not None and b.head_path.name == "length_head.onnx"
+    assert set(b.card["files"]) == {"forward.onnx", "saliency.onnx", "length_head.onnx"}
+    card_rec = b.card["calibration"]["head"]
+    assert card_rec == json.loads(json.dumps(rec))
+    assert rec["seed"] == 77 and rec["n_train"] + rec["n_holdout"] == 40 and rec["scatter_frac"] >= 0
+    assert rec["export_max_rel_err"] < 1e-4
+
+
+def test_length_head_is_orientation_invariant(head_bundle):
+    path, _, _ = head_bundle
+    rt = ModelRuntime(load_bundle(path))
+    maps, _ = rods(3, seed=1)
+    views = np.stack([maps[0], np.rot90(maps[0]), maps[0][:, ::-1], np.rot90(maps[0], 3)[::-1]])
+    out = rt.length_head(views, orientations=8)
+    np.testing.assert_allclose(out, out[0], rtol=1e-5)
+    rt.head_max_batch = 3  # calls of a few maps give the same lengths
+    np.testing.assert_allclose(rt.length_head(views, orientations=8), out, rtol=1e-6)
+    assert np.all(np.isfinite(rt.length_head(maps, orientations=1)))
+    with pytest.raises(ValueError, match="orientations"):
+        rt.length_head(maps, orientations=3)
+    with pytest.raises(ValueError, match="shape"):
+        rt.length_head(maps[:, :32, :32])
+
+
+def test_head_method_measures_with_the_head(head_bundle):
+    path, sims, rec = head_bundle
+    files = sorted(str(p) for p in sims.glob("*.fits"))[:4]
+    rt = ModelRuntime(load_bundle(path))
+    seen = []
+    real = rt.length_head
+
+    def spy(maps, orientations=8):
+        out = real(maps, orientations)
+        seen.append((orientations, out))
+        return out
+
+    rt.length_head = spy
+    opts = RunOptions(method="head", p_bar_min=0.0, smoothgrad_samples=8, n_subsets=4)
+    t = process_items(files, opts, runtime=rt).to_pandas()
+    assert (t.status == "ok").all() and t.bar_length_arcsec.notna().all()
+    (o_main, main), (o_sub, subs) = seen
+    assert o_main == 8 and o_sub == 1 and len(main) == 4 and len(subs) == 16
+    to_arcsec = t.pixel_scale_arcsec * t.resample_scale
+    np.testing.assert_allclose(t.bar_length_arcsec / to_arcsec, main, rtol=1e-6)
+    # uncertainty: the spread of the subsets' head lengths with the held-out scatter
+    stat = subs.reshape(4, 4).std(axis=1, ddof=1) / 2.0
+    want = np.hypot(stat, rec["scatter_frac"] * main) * to_arcsec
+    np.testing.assert_allclose(t.bar_length_err_arcsec, want, rtol=1e-5)
+    # position angle and axis ratio come from the moments measurement of the same map
+    m = process_items(files, RunOptions(method="moments", p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+    np.testing.assert_allclose(t.bar_pa_deg, m.bar_pa_deg)
+    np.testing.assert_allclose(t.bar_axis_ratio, m.bar_axis_ratio)
+
+
+def test_head_method_needs_a_head():
+    b = load_bundle(tiny_bundle())
+    assert b.head_path is None
+    with pytest.raises(ValueError, match="length head"):
+        calibration_for(b.card, "head")
+    with pytest.raises(ValueError, match="calibrate --model DIR --method head"):
+        ModelRuntime(b).length_head(np.zeros((1, 64, 64), np.float32))
+
+
+def test_a_listed_head_must_be_present_and_intact(head_bundle, tmp_path):
+    path, _, _ = head_bundle
+    shutil.copytree(path, tmp_path / "b")
+    data = (tmp_path / "b" / "length_head.onnx").read_bytes()
+    (tmp_path / "b" / "length_head.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(BundleError, match="length_head.onnx is corrupt"):
+        load_bundle(tmp_path / "b")
+    (tmp_path / "b" / "length_head.onnx").unlink()
+    with pytest.raises(BundleError, match="length_head.onnx is missing"):
+        load_bundle(tmp_path / "b")
