@@ -1,8 +1,10 @@
 """Accuracy benchmark: the paper's table on a held-out simulated set, plus the real galaxies.
 
-Four bar-length methods on the same galaxies:
+Four bar-length methods on the same galaxies, five when the bundle has a learned length head:
 
 * ``default`` -- SmoothGrad + the rotation-invariant moments measurement, calibrated;
+* ``head`` -- SmoothGrad + the bundle's learned length head (``--method head``; only when the
+  bundle has ``length_head.onnx``);
 * ``bhambra2022`` -- SmoothGrad + the published threshold sweep, as published (uncalibrated);
 * ``direct`` -- the CNN that regresses the length directly (the paper's baseline);
 * ``isophote`` -- photutils isophote fitting (ellipticity peak confirmed by a drop/turn).
@@ -64,13 +66,21 @@ def simulate_heldout(workdir, n, seed):
     return frames
 
 
-def measure(frames, rt, samples):
+def method_columns(df):
+    """(name, column) of the length methods the catalogue ``df`` has, the learned head when measured."""
+    cols = [("default", "bar_length_arcsec"), ("bhambra2022", "bar_length_bhambra2022_arcsec"), ("direct", "bar_length_direct_arcsec")]
+    if "bar_length_head_arcsec" in df:
+        cols.insert(1, ("head", "bar_length_head_arcsec"))
+    return cols
+
+
+def measure(frames, rt, samples, method="moments"):
     from survey_bars.calibrate import measure_simulation
     from survey_bars.pipeline import RunOptions
 
     out = []
     for t in frames:
-        df = measure_simulation(t["dir"].iloc[0], rt, RunOptions(smoothgrad_samples=samples), calibrated=True)
+        df = measure_simulation(t["dir"].iloc[0], rt, RunOptions(smoothgrad_samples=samples, method=method), calibrated=True)
         out.append(df)
     return pd.concat(out, ignore_index=True)
 
@@ -202,6 +212,10 @@ def main(argv=None):
     samples = args.samples or int((bundle.smoothgrad or {}).get("samples", 32))
     frames = simulate_heldout(args.workdir, args.n, args.seed)
     df = measure(frames, rt, samples)
+    if rt.has_length_head:  # the learned length head, on the same maps (SmoothGrad is seeded by object id)
+        dh = measure(frames, rt, samples, method="head")
+        df["bar_length_head_arcsec"] = dh["bar_length_arcsec"].to_numpy(float)
+        df["bar_length_head_err_arcsec"] = dh["bar_length_err_arcsec"].to_numpy(float)
     ok = (df.status == "ok").to_numpy()
     df = df[ok].reset_index(drop=True)
     has_bar = df.true_has_bar.to_numpy(bool)
@@ -210,7 +224,7 @@ def main(argv=None):
     pbar = df.p_bar.to_numpy(float)
     says_bar = pbar >= 0.5
     res, figs = {}, {}
-    for name, col in [("default", "bar_length_arcsec"), ("bhambra2022", "bar_length_bhambra2022_arcsec"), ("direct", "bar_length_direct_arcsec")]:
+    for name, col in method_columns(df):
         pred = df[col].to_numpy(float)
         res[name] = metrics(pred, true, says_bar, has_bar, pbar, disc)
         figs[name] = (np.where(has_bar & says_bar, pred, np.nan), true, res[name])
@@ -224,6 +238,8 @@ def main(argv=None):
     okd = disc & np.isfinite(pbar)
     auc_ci = roc_auc_interval(pbar[okd], has_bar[okd])
     cov = coverage(df.bar_length_arcsec.to_numpy(float), df.bar_length_err_arcsec.to_numpy(float), true, has_bar & says_bar)
+    cov_head = (coverage(df.bar_length_head_arcsec.to_numpy(float), df.bar_length_head_err_arcsec.to_numpy(float), true,
+                         has_bar & says_bar) if "bar_length_head_arcsec" in df else None)
     t_iso = time.time()
     iso_len, iso_score, iso_status, idx = isophote_lengths(df, args.isophote_n)
     sub = np.zeros(len(df), bool)
@@ -234,9 +250,9 @@ def main(argv=None):
     m["seconds"] = round(time.time() - t_iso, 1)
     res["isophote"] = m
     figs["isophote"] = (np.where(has_bar & (iso_status == "bar"), iso_len, np.nan), true, m)
-    # the same galaxies for all four methods (the isophote subset)
+    # the same galaxies for every method (the isophote subset)
     same = {}
-    for name, col in [("default", "bar_length_arcsec"), ("bhambra2022", "bar_length_bhambra2022_arcsec"), ("direct", "bar_length_direct_arcsec")]:
+    for name, col in method_columns(df):
         same[name] = metrics(df[col].to_numpy(float)[sub], true[sub], says_bar[sub], has_bar[sub], pbar[sub], disc[sub])
     same["isophote"] = m
 
@@ -267,9 +283,11 @@ def main(argv=None):
         "",
         (f"Uncertainties of the default method (`bar_length_err_arcsec`, {cov['n']} measured true bars): "
         f"{fmt(cov['within_1sigma'])} lie within 1 sigma of the truth and {fmt(cov['within_2sigma'])} within 2 sigma "
-        f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674)."),
+        f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674)."
+        + (f" The learned head's (`--method head`): {fmt(cov_head['within_1sigma'])} and {fmt(cov_head['within_2sigma'])}, "
+           f"median |pull| {fmt(cov_head['median_abs_pull'])}." if cov_head else "")),
         "",
-        f"The same {int(sub.sum())} galaxies for all four methods:",
+        f"The same {int(sub.sum())} galaxies for all {len(same)} methods:",
         "",
         table(head, rows_same),
         "",
@@ -285,7 +303,7 @@ def main(argv=None):
     if real:
         md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
     md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
-    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
+    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "uncertainty_coverage_head": cov_head, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == "__main__":
