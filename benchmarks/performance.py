@@ -268,7 +268,7 @@ def bench_io(args):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False):
+def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False, method="moments"):
     from distributed import Client
 
     from survey_bars.cluster import local_cluster, process
@@ -300,7 +300,7 @@ def _run_process(inputs, workers, samples, partition_size, memory=False, salienc
         sampler = threading.Thread(target=sample, daemon=True) if memory else None
         if sampler:
             sampler.start()
-        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples, saliency_all=saliency_all), progress=False)
+        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples, saliency_all=saliency_all, method=method), progress=False)
         dt = time.perf_counter() - t
         stop.set()
         if sampler:
@@ -326,17 +326,26 @@ def bench_e2e(args):
     cand = _frac_bar_candidates(WORK / "e2e-1.parquet")
     s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
     every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
+    from survey_bars.models.bundle import load_bundle
+
+    head = None
+    if load_bundle(None).head_path is not None:  # the learned length head's cost, same run, 1 worker
+        s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, method="head")
+        head = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt,
+                "ratio_to_moments": (s["rows"] / dt) / res[1]["per_s"]}
     from survey_bars.cluster import default_partition_size
 
     psize = args.partition_size or default_partition_size(args.n_e2e)
-    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
+    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "head_1_worker": head, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
     md = "\n".join([
         f"`survey-bars process` on {args.n_e2e} simulated cutouts, {psize} per partition, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
         "",
         table(
             ["workers", "SmoothGrad for", "seconds", "galaxies / s", "galaxies / s / core"],
             [[w, "bar candidates (default)", f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]
-            + [[1, "every galaxy (`--saliency-all`)", f"{every['seconds']:.1f}", f"{every['per_s']:.1f}", f"{every['per_s_per_core']:.1f}"]],
+            + [[1, "every galaxy (`--saliency-all`)", f"{every['seconds']:.1f}", f"{every['per_s']:.1f}", f"{every['per_s_per_core']:.1f}"]]
+            + ([[1, "bar candidates, `--method head`", f"{head['seconds']:.1f}", f"{head['per_s']:.1f}",
+                 f"{head['per_s_per_core']:.1f} ({100 * head['ratio_to_moments']:.0f} % of moments)"]] if head else []),
         ),
         "",
         f"Bar candidates (p_bar >= 0.5, SmoothGrad computed and bar measured): {100 * cand:.0f} % of these galaxies (simulated class mix: 40 % barred).",
