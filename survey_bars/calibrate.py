@@ -7,6 +7,10 @@ used in training), measures them without calibration, fits ``true = slope * raw 
 in model-frame pixels with iterative 3-sigma clipping, and writes the fit with its fractional
 scatter into the bundle card under ``calibration[method]``. The scatter enters
 ``bar_length_err_arcsec``.
+
+:func:`calibrate_head` goes further for the ``head`` measuring method: it trains the learned
+length head (:mod:`survey_bars.models.head`) on the SmoothGrad maps of fresh simulated bars
+and adds it to the bundle as ``length_head.onnx``.
 """
 
 from __future__ import annotations
@@ -149,14 +153,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-calib-")
     try:
         t0 = time.time()
-        truth = os.path.join(workdir, "truth.parquet")
-        reuse = False
-        if os.path.exists(truth):
-            import pandas as pd
-
-            t = pd.read_parquet(truth)
-            reuse = len(t) == n and bool(t["object_id"].str.startswith(f"sim{seed}-").all()) and bool((t["class"] == "barred").all())
-        if not reuse:
+        if not _reuse_simulation(workdir, n, seed):
             simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
         rt = ModelRuntime(bundle)
         df = measure_simulation(workdir, rt, RunOptions(method=method, smoothgrad_samples=samples))
@@ -180,6 +177,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
 
 
 def _reuse_simulation(workdir, n, seed):
+    """Whether ``workdir`` already holds the ``n`` barred simulations of ``seed``."""
     import pandas as pd
 
     truth = os.path.join(workdir, "truth.parquet")
