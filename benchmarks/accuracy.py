@@ -172,9 +172,11 @@ def real_galaxies(rt, samples):
     if not files:
         return []
     t = process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0), runtime=rt).to_pandas()
+    th = (process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0, method="head"),
+                        runtime=rt).to_pandas() if rt.has_length_head else None)
     ref = {"ngc4643_irac1": "bar semi-major axis 49.9\" (full ~99.8\")", "ngc4608_irac1": "eps peak at ~44\" sma (full >= ~88\")"}
     rows = []
-    for _, r in t.iterrows():
+    for i, r in t.iterrows():
         rows.append({
             "object_id": r.object_id,
             "file": os.path.basename(r.file),
@@ -182,6 +184,8 @@ def real_galaxies(rt, samples):
             "p_bar": r.p_bar,
             "bar_length_arcsec": r.bar_length_arcsec,
             "bar_length_err_arcsec": r.bar_length_err_arcsec,
+            "bar_length_head_arcsec": th.bar_length_arcsec.iloc[i] if th is not None else None,
+            "bar_length_head_err_arcsec": th.bar_length_err_arcsec.iloc[i] if th is not None else None,
             "bar_length_bhambra2022_arcsec": r.bar_length_bhambra2022_arcsec,
             "bar_length_direct_arcsec": r.bar_length_direct_arcsec,
             "bar_pa_deg": r.bar_pa_deg,
@@ -301,7 +305,7 @@ def main(argv=None):
     if sweep:
         md += ["", "SmoothGrad samples against accuracy (default method, true bars):", "", table(["samples", "Pearson r", "median rel. err", "RMSE [arcsec]"], [[s["samples"], fmt(s["pearson_r"]), fmt(s["median_rel_err"]), fmt(s["rmse_arcsec"])] for s in sweep])]
     if real:
-        md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
+        md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "head [\"]", "head err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_head_arcsec"]), fmt(r["bar_length_head_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
     md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
     save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "uncertainty_coverage_head": cov_head, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
 
