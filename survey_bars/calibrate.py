@@ -146,9 +146,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     from .simulate import simulate
 
     bundle = load_bundle(bundle_path)
-    if int(bundle.card.get("training", {}).get("seed", -1)) == int(seed):
-        msg = f"The calibration seed {seed} equals the training seed; choose another (--seed)."
-        raise ValueError(msg)
+    _check_seed(bundle, seed, "calibration seed")
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-calib-")
     try:
@@ -174,6 +172,13 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     card["calibration"] = calib
     write_card(bundle.path, card)
     return cal
+
+
+def _check_seed(bundle, seed, what):
+    """Refuse a simulation seed equal to the bundle's training seed (those galaxies were trained on)."""
+    if int(bundle.card.get("training", {}).get("seed", -1)) == int(seed):
+        msg = f"The {what} {seed} equals the training seed; choose another (--seed)."
+        raise ValueError(msg)
 
 
 def _reuse_simulation(workdir, n, seed):
@@ -240,9 +245,7 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bundle = load_bundle(bundle_path)
-    if int(bundle.card.get("training", {}).get("seed", -1)) == int(seed):
-        msg = f"The length head's simulation seed {seed} equals the training seed; choose another (--seed)."
-        raise ValueError(msg)
+    _check_seed(bundle, seed, "length head's simulation seed")
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-head-")
     maps_dir = tempfile.mkdtemp(prefix="survey-bars-head-maps-")
@@ -304,11 +307,11 @@ def _read_maps(directory, object_ids):
     import numpy as np
     from astropy.io import fits
 
-    from .pipeline import _SAFE
+    from .pipeline import saliency_file
 
     out = []
     for oid in object_ids:
-        with fits.open(os.path.join(directory, (_SAFE.sub("_", str(oid)) or "object") + ".fits")) as h:
+        with fits.open(saliency_file(directory, oid)) as h:
             out.append(np.asarray(h[0].data, dtype=np.float32))
     return np.stack(out)
 
@@ -343,6 +346,10 @@ def run_cli(args):
                                    method=args.method, workers=args.workers)
     except ValueError as exc:
         print(f"survey-bars calibrate: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # --method head trains with torch
+        print(f"survey-bars calibrate: --method head trains a network and needs {exc.name}: "
+              'pip install "survey-bars[train]" (or pip install -e ".[train]" in a checkout).', file=sys.stderr)
         return 2
     if head:
         print(f"length head: trained on {rec['n_train']} maps; held-out median rel. err "

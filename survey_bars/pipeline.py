@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "apply_calibration", "calibration_for", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibration_for", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -278,6 +278,23 @@ def check_cosmology(name):
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
+def saliency_file(directory, object_id):
+    """Path of the FITS file that ``--save-saliency DIR`` writes for ``object_id``.
+
+    Parameters
+    ----------
+    directory : str
+        The ``--save-saliency`` directory.
+    object_id : str
+        The catalogue's object id (characters unsafe in file names become ``_``).
+
+    Returns
+    -------
+    str
+    """
+    return os.path.join(directory, (_SAFE.sub("_", str(object_id)) or "object") + ".fits")
+
+
 def _save_saliency(directory, object_id, sal, norm, meas):
     from astropy.io import fits
 
@@ -293,7 +310,7 @@ def _save_saliency(directory, object_id, sal, norm, meas):
     hdul = fits.HDUList([fits.PrimaryHDU(sal.astype(np.float32), header=hdr), fits.ImageHDU(norm.image, name="IMAGE")])
     tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}.fits")
     hdul.writeto(tmp, overwrite=True)
-    os.replace(tmp, os.path.join(directory, f"{name}.fits"))
+    os.replace(tmp, saliency_file(directory, object_id))
 
 
 def _prepare(item, options, prep_cfg):

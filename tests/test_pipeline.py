@@ -262,3 +262,18 @@ def test_kpc_follows_the_catalogue_redshift_the_header_and_the_cosmology(runtime
     ratio = kpc_per_arcsec(np.array([0.08]), "WMAP9")[0] / kpc_per_arcsec(np.array([0.08]), "Planck18")[0]
     assert abs(ratio - 1) > 1e-3  # the two cosmologies differ, so the test can tell them apart
     assert w.bar_length_kpc.iloc[0] == pytest.approx(t.bar_length_kpc.iloc[0] * ratio, rel=1e-9)
+
+
+def test_calibrate_head_without_torch_says_what_to_install(monkeypatch, capsys):
+    import argparse
+    import sys
+
+    from survey_bars import calibrate
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as on a worker-only install
+    monkeypatch.delitem(sys.modules, "survey_bars.models.head", raising=False)
+    parser = argparse.ArgumentParser()
+    calibrate.configure_parser(parser)
+    assert calibrate.run_cli(parser.parse_args(["--model", "unused", "--method", "head"])) == 2
+    err = capsys.readouterr().err
+    assert "needs torch" in err and "survey-bars[train]" in err

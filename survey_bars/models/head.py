@@ -145,7 +145,7 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
     net = LengthHead(arch)
     with torch.no_grad():
         net.offset.fill_(float(y.mean()))
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)  # OneCycleLR sets the rate
     steps = epochs * int(np.ceil(len(y) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
     for ep in range(epochs):
