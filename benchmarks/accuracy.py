@@ -2,9 +2,11 @@
 
 Four bar-length methods on the same galaxies, five when the bundle has a learned length head:
 
-* ``default`` -- SmoothGrad + the rotation-invariant moments measurement, calibrated;
-* ``head`` -- SmoothGrad + the bundle's learned length head (``--method head``; only when the
-  bundle has ``length_head.onnx``);
+* ``default`` -- what ``survey-bars process`` measures by default (``--method auto``): the
+  learned length head reading the SmoothGrad map when the bundle has one (``length_head.onnx``;
+  the shipped bundle has), else the moments measurement;
+* ``moments`` -- SmoothGrad + the rotation-invariant moments measurement, calibrated
+  (``--method moments``; its own row only when the default is the head);
 * ``bhambra2022`` -- SmoothGrad + the published threshold sweep, as published (uncalibrated);
 * ``direct`` -- the CNN that regresses the length directly (the paper's baseline);
 * ``isophote`` -- photutils isophote fitting (ellipticity peak confirmed by a drop/turn).
@@ -67,14 +69,14 @@ def simulate_heldout(workdir, n, seed):
 
 
 def method_columns(df):
-    """(name, column) of the length methods the catalogue ``df`` has, the learned head when measured."""
+    """(name, column) of the length methods the catalogue ``df`` has, the moments method when measured apart."""
     cols = [("default", "bar_length_arcsec"), ("bhambra2022", "bar_length_bhambra2022_arcsec"), ("direct", "bar_length_direct_arcsec")]
-    if "bar_length_head_arcsec" in df:
-        cols.insert(1, ("head", "bar_length_head_arcsec"))
+    if "bar_length_moments_arcsec" in df:
+        cols.insert(1, ("moments", "bar_length_moments_arcsec"))
     return cols
 
 
-def measure(frames, rt, samples, method="moments"):
+def measure(frames, rt, samples, method="auto"):
     from survey_bars.calibrate import measure_simulation
     from survey_bars.pipeline import RunOptions
 
@@ -172,7 +174,7 @@ def real_galaxies(rt, samples):
     if not files:
         return []
     t = process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0), runtime=rt).to_pandas()
-    th = (process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0, method="head"),
+    tm = (process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0, method="moments"),
                         runtime=rt).to_pandas() if rt.has_length_head else None)
     ref = {"ngc4643_irac1": "bar semi-major axis 49.9\" (full ~99.8\")", "ngc4608_irac1": "eps peak at ~44\" sma (full >= ~88\")"}
     rows = []
@@ -184,8 +186,8 @@ def real_galaxies(rt, samples):
             "p_bar": r.p_bar,
             "bar_length_arcsec": r.bar_length_arcsec,
             "bar_length_err_arcsec": r.bar_length_err_arcsec,
-            "bar_length_head_arcsec": th.bar_length_arcsec.iloc[i] if th is not None else None,
-            "bar_length_head_err_arcsec": th.bar_length_err_arcsec.iloc[i] if th is not None else None,
+            "bar_length_moments_arcsec": tm.bar_length_arcsec.iloc[i] if tm is not None else None,
+            "bar_length_moments_err_arcsec": tm.bar_length_err_arcsec.iloc[i] if tm is not None else None,
             "bar_length_bhambra2022_arcsec": r.bar_length_bhambra2022_arcsec,
             "bar_length_direct_arcsec": r.bar_length_direct_arcsec,
             "bar_pa_deg": r.bar_pa_deg,
@@ -208,6 +210,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from survey_bars.models.bundle import load_bundle
+    from survey_bars.pipeline import resolve_method
     from survey_bars.runtime import ModelRuntime
 
     t0 = time.time()
@@ -215,11 +218,12 @@ def main(argv=None):
     rt = ModelRuntime(bundle)
     samples = args.samples or int((bundle.smoothgrad or {}).get("samples", 32))
     frames = simulate_heldout(args.workdir, args.n, args.seed)
+    default = resolve_method(bundle.card, "auto")
     df = measure(frames, rt, samples)
-    if rt.has_length_head:  # the learned length head, on the same maps (SmoothGrad is seeded by object id)
-        dh = measure(frames, rt, samples, method="head")
-        df["bar_length_head_arcsec"] = dh["bar_length_arcsec"].to_numpy(float)
-        df["bar_length_head_err_arcsec"] = dh["bar_length_err_arcsec"].to_numpy(float)
+    if default != "moments":  # the moments measurement too, on the same maps (SmoothGrad is seeded by object id)
+        dm = measure(frames, rt, samples, method="moments")
+        df["bar_length_moments_arcsec"] = dm["bar_length_arcsec"].to_numpy(float)
+        df["bar_length_moments_err_arcsec"] = dm["bar_length_err_arcsec"].to_numpy(float)
     ok = (df.status == "ok").to_numpy()
     df = df[ok].reset_index(drop=True)
     has_bar = df.true_has_bar.to_numpy(bool)
@@ -242,8 +246,8 @@ def main(argv=None):
     okd = disc & np.isfinite(pbar)
     auc_ci = roc_auc_interval(pbar[okd], has_bar[okd])
     cov = coverage(df.bar_length_arcsec.to_numpy(float), df.bar_length_err_arcsec.to_numpy(float), true, has_bar & says_bar)
-    cov_head = (coverage(df.bar_length_head_arcsec.to_numpy(float), df.bar_length_head_err_arcsec.to_numpy(float), true,
-                         has_bar & says_bar) if "bar_length_head_arcsec" in df else None)
+    cov_moments = (coverage(df.bar_length_moments_arcsec.to_numpy(float), df.bar_length_moments_err_arcsec.to_numpy(float), true,
+                            has_bar & says_bar) if "bar_length_moments_arcsec" in df else None)
     t_iso = time.time()
     iso_len, iso_score, iso_status, idx = isophote_lengths(df, args.isophote_n)
     sub = np.zeros(len(df), bool)
@@ -276,7 +280,7 @@ def main(argv=None):
     rows = [[k, fmt(v["pearson_r"]), fmt(v["rmse_arcsec"]), fmt(v["median_rel_err"]), fmt(v["frac_bars_measured"]), fmt(v["false_bar_rate"]), fmt(v["bar_auc"]), fmt(v["bar_auc_discs"]), v["n_measured"]] for k, v in res.items()]
     rows_same = [[k, fmt(v["pearson_r"]), fmt(v["rmse_arcsec"]), fmt(v["median_rel_err"]), fmt(v["frac_bars_measured"]), fmt(v["false_bar_rate"]), fmt(v["bar_auc"]), fmt(v["bar_auc_discs"]), v["n_measured"]] for k, v in same.items()]
     md = [
-        f"Held-out simulations: {len(df)} usable galaxies ({int(has_bar.sum())} barred), seed {args.seed}, survey mix {MIX}; SmoothGrad {samples} samples; model `{bundle.name}` {bundle.version}.",
+        f"Held-out simulations: {len(df)} usable galaxies ({int(has_bar.sum())} barred), seed {args.seed}, survey mix {MIX}; SmoothGrad {samples} samples; model `{bundle.name}` {bundle.version}; the default method (`--method auto`) is `{default}`.",
         "",
         "All galaxies (isophote: a random subset of %d, see below):" % int(sub.sum()),
         "",
@@ -288,8 +292,8 @@ def main(argv=None):
         (f"Uncertainties of the default method (`bar_length_err_arcsec`, {cov['n']} measured true bars): "
         f"{fmt(cov['within_1sigma'])} lie within 1 sigma of the truth and {fmt(cov['within_2sigma'])} within 2 sigma "
         f"(0.683 and 0.954 if the errors are Gaussian and of the stated size); median |pull| {fmt(cov['median_abs_pull'])} (0.674)."
-        + (f" The learned head's (`--method head`): {fmt(cov_head['within_1sigma'])} and {fmt(cov_head['within_2sigma'])}, "
-           f"median |pull| {fmt(cov_head['median_abs_pull'])}." if cov_head else "")),
+        + (f" The moments method's (`--method moments`): {fmt(cov_moments['within_1sigma'])} and {fmt(cov_moments['within_2sigma'])}, "
+           f"median |pull| {fmt(cov_moments['median_abs_pull'])}." if cov_moments else "")),
         "",
         f"The same {int(sub.sum())} galaxies for all {len(same)} methods:",
         "",
@@ -305,9 +309,9 @@ def main(argv=None):
     if sweep:
         md += ["", "SmoothGrad samples against accuracy (default method, true bars):", "", table(["samples", "Pearson r", "median rel. err", "RMSE [arcsec]"], [[s["samples"], fmt(s["pearson_r"]), fmt(s["median_rel_err"]), fmt(s["rmse_arcsec"])] for s in sweep])]
     if real:
-        md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "head [\"]", "head err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_head_arcsec"]), fmt(r["bar_length_head_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
+        md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "moments [\"]", "moments err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_moments_arcsec"]), fmt(r["bar_length_moments_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
     md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
-    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "uncertainty_coverage": cov, "uncertainty_coverage_head": cov_head, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
+    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "default_method": default, "uncertainty_coverage": cov, "uncertainty_coverage_moments": cov_moments, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == "__main__":

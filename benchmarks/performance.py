@@ -268,7 +268,7 @@ def bench_io(args):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False, method="moments"):
+def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False, method="auto"):
     from distributed import Client
 
     from survey_bars.cluster import local_cluster, process
@@ -327,25 +327,27 @@ def bench_e2e(args):
     s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
     every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
     from survey_bars.models.bundle import load_bundle
+    from survey_bars.pipeline import resolve_method
 
-    head = None
-    if load_bundle(None).head_path is not None:  # the learned length head's cost, same run, 1 worker
-        s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, method="head")
-        head = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt,
-                "ratio_to_moments": (s["rows"] / dt) / res[1]["per_s"]}
+    default = resolve_method(load_bundle(None).card, "auto")
+    moments = None
+    if default != "moments":  # the moments measurement's cost, same run, 1 worker
+        s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, method="moments")
+        moments = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt,
+                   "ratio_to_default": (s["rows"] / dt) / res[1]["per_s"]}
     from survey_bars.cluster import default_partition_size
 
     psize = args.partition_size or default_partition_size(args.n_e2e)
-    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "head_1_worker": head, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
+    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "default_method": default, "moments_1_worker": moments, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
     md = "\n".join([
         f"`survey-bars process` on {args.n_e2e} simulated cutouts, {psize} per partition, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
         "",
         table(
             ["workers", "SmoothGrad for", "seconds", "galaxies / s", "galaxies / s / core"],
-            [[w, "bar candidates (default)", f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]
+            [[w, f"bar candidates (default, `{default}`)", f"{r['seconds']:.1f}", f"{r['per_s']:.1f}", f"{r['per_s_per_core']:.1f}"] for w, r in res.items()]
             + [[1, "every galaxy (`--saliency-all`)", f"{every['seconds']:.1f}", f"{every['per_s']:.1f}", f"{every['per_s_per_core']:.1f}"]]
-            + ([[1, "bar candidates, `--method head`", f"{head['seconds']:.1f}", f"{head['per_s']:.1f}",
-                 f"{head['per_s_per_core']:.1f} ({100 * head['ratio_to_moments']:.0f} % of moments)"]] if head else []),
+            + ([[1, "bar candidates, `--method moments`", f"{moments['seconds']:.1f}", f"{moments['per_s']:.1f}",
+                 f"{moments['per_s_per_core']:.1f} ({100 * moments['ratio_to_default']:.0f} % of the default)"]] if moments else []),
         ),
         "",
         f"Bar candidates (p_bar >= 0.5, SmoothGrad computed and bar measured): {100 * cand:.0f} % of these galaxies (simulated class mix: 40 % barred).",

@@ -87,7 +87,7 @@ def run_pipeline(sim_dir, rt, map_dir):
     from survey_bars.calibrate import measure_simulation
     from survey_bars.pipeline import RunOptions
 
-    df = measure_simulation(str(sim_dir), rt, RunOptions(save_saliency=str(map_dir)), calibrated=True)
+    df = measure_simulation(str(sim_dir), rt, RunOptions(save_saliency=str(map_dir), method="moments"), calibrated=True)
     df = df[df.status == "ok"].reset_index(drop=True)
     maps, frames = [], []
     for oid in df.object_id:

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-__all__ = ["measure_simulation", "fit_calibration", "calibrate_bundle", "calibrate_head"]
+__all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors"]
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -174,6 +174,75 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     return cal
 
 
+def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
+    """Fit the systematic part of a length uncertainty so that it covers the truth as stated.
+
+    The uncertainty of a length ``L`` (model-frame pixels) is modelled as
+    ``sqrt(stat**2 + (a * L)**2 + c**2 + (b / scale)**2)``: the measured statistical spread
+    ``stat``, a fractional scatter ``a``, a floor of ``c`` model-frame pixels (the blur of the
+    saliency map), and a floor of ``b`` pixels of the input image (``scale`` input pixels per
+    model pixel), which makes poorly resolved bars -- few input pixels long -- less certain.
+    ``a``, ``b`` and ``c`` are fitted by maximum likelihood on the residuals with a Student-t
+    distribution of ``dof`` degrees of freedom (robust to outliers, which a sigma-clipped
+    Gaussian fit can drift into admitting), then scaled together so that a fraction ``coverage``
+    of all the residuals, outliers included, lies within one sigma.
+
+    Parameters
+    ----------
+    length, true : array_like
+        Measured and true lengths, model-frame pixels.
+    stat : array_like
+        Statistical uncertainty of each measured length (e.g. the SmoothGrad subsets' spread),
+        model-frame pixels.
+    scale : array_like
+        Input-image pixels per model-frame pixel of each galaxy (``resample_scale``).
+    coverage : float
+        Fraction of residuals to be within one sigma (0.683 for Gaussian errors).
+    dof : float
+        Degrees of freedom of the Student-t likelihood.
+
+    Returns
+    -------
+    dict
+        ``scatter_frac`` (a), ``floor_model_px`` (c), ``floor_native_px`` (b), ``n``, the
+        scaling applied (``coverage_scale``) and the achieved fractions
+        within 1 and 2 sigma (``within_1sigma``, ``within_2sigma``).
+
+    Raises
+    ------
+    ValueError
+        With fewer than 10 usable lengths.
+    """
+    from scipy.optimize import brentq, minimize
+
+    length, true, stat, scale = (np.asarray(v, float) for v in (length, true, stat, scale))
+    ok = np.isfinite(length) & np.isfinite(true) & np.isfinite(stat) & np.isfinite(scale) & (scale > 0) & (length > 0)
+    if ok.sum() < 10:
+        msg = f"Only {int(ok.sum())} usable lengths: too few to fit an error model. Simulate more galaxies (-n)."
+        raise ValueError(msg)
+    L, r, st, sc = length[ok], (length - true)[ok], stat[ok], scale[ok]
+
+    def sigma(a, b, c):
+        return np.sqrt(st**2 + (a * L) ** 2 + c**2 + (b / sc) ** 2)
+
+    def nll(q):
+        s = sigma(*np.exp(q))
+        return float(np.sum(np.log(s) + 0.5 * (dof + 1.0) * np.log1p((r / s) ** 2 / dof)))
+
+    f = r / L
+    mad = max(1.4826 * np.median(np.abs(f - np.median(f))), 1e-3)
+    p = minimize(nll, np.log([mad / 2, 0.5, 0.5]), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000}).x
+    a, b, c = np.exp(p)
+
+    def within(k, n_sigma=1.0):
+        return float(np.mean(np.abs(r) <= n_sigma * sigma(k * a, k * b, k * c)))
+
+    lo, hi = 1e-3, 1e3
+    k = 1.0 if within(lo) >= coverage else (hi if within(hi) < coverage else brentq(lambda x: within(x) - coverage, lo, hi, xtol=1e-4))
+    return {"scatter_frac": float(k * a), "floor_model_px": float(k * c), "floor_native_px": float(k * b), "n": int(L.size),
+            "coverage_scale": float(k), "within_1sigma": within(k), "within_2sigma": within(k, 2.0)}
+
+
 def _check_seed(bundle, seed, what):
     """Refuse a simulation seed equal to the bundle's training seed (those galaxies were trained on)."""
     if int(bundle.card.get("training", {}).get("seed", -1)) == int(seed):
@@ -199,8 +268,10 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
     maps with the bundle, keeps the bars the model detects (p_bar >= 0.5), trains a
     :class:`~survey_bars.models.head.LengthHead` on the maps of all but ``holdout_frac`` of
-    them, and measures the fractional scatter of its lengths on the rest (it enters
-    ``bar_length_err_arcsec`` as the calibration's ``scatter_frac`` does). The head is written
+    them, and fits the systematic part of its uncertainty on the rest with
+    :func:`fit_error_model` (a fractional scatter and floors in model and input pixels, scaled so that
+    68.3 % of the held-out lengths lie within one sigma; they enter ``bar_length_err_arcsec``
+    with the SmoothGrad subsets' spread). The head is written
     to the bundle as ``length_head.onnx`` (checked against torch) and the card records it under
     ``calibration["head"]``. Needs torch.
 
@@ -239,7 +310,7 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
 
     from .models.bundle import load_bundle, write_card
     from .models.head import HEAD_ARCH, export_head, train_head
-    from .pipeline import RunOptions
+    from .pipeline import RunOptions, process_items
     from .runtime import ModelRuntime, clear_cache
     from .simulate import simulate
 
@@ -272,7 +343,7 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
         log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
         t1 = time.time()
         head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
-        t_train = time.time() - t1
+        t_train, t_err = time.time() - t1, 0.0
         path = os.path.join(bundle.path, "length_head.onnx")
         export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
         write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
@@ -284,13 +355,17 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
                "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
                "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
         if len(out) >= 10:
-            pred = rt.length_head(maps[out], orientations=8)
-            frac = (pred - true[out]) / true[out]
-            rec.update(scatter_frac=float(1.4826 * np.median(np.abs(frac - np.median(frac)))),
-                       holdout_median_rel_err=float(np.median(np.abs(frac))),
-                       holdout_pearson_r=float(np.corrcoef(pred, true[out])[0, 1]))
+            # the held-out bars through the pipeline's own 'head' measurement (the card has no
+            # head calibration yet, so the uncertainty is the SmoothGrad subsets' spread alone)
+            t2 = time.time()
+            ho = process_items(list(df["file"].iloc[out]), RunOptions(method="head", p_bar_min=0.0), runtime=rt).to_pandas()
+            errs = _head_errors(ho, true[out])
+            rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
+                       floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
+                       errors={"source": "the held-out bars", **errs})
+            t_err = time.time() - t2
         rec.update(seconds={"simulation": round(t_sim, 1), "maps": round(t_maps, 1), "training": round(t_train, 1),
-                            "total": round(time.time() - t0, 1)})
+                            "errors": round(t_err, 1), "total": round(time.time() - t0, 1)})
     finally:
         shutil.rmtree(maps_dir, ignore_errors=True)
         if own:
@@ -300,6 +375,108 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
     card["calibration"] = {**(card.get("calibration") or {}), "head": rec}
     write_card(bundle.path, card)
     return rec
+
+
+def _head_errors(cat, true_model):
+    """Fit the head's error model on a catalogue measured with ``method="head"`` and no head calibration.
+
+    ``cat`` holds the pipeline's rows of true bars (its ``bar_length_err_arcsec`` is then the
+    SmoothGrad subsets' spread alone); ``true_model`` their true lengths in model pixels.
+    Returns :func:`fit_error_model`'s record plus the accuracy on these bars.
+    """
+    import numpy as np
+
+    to_model = (cat["pixel_scale_arcsec"] * cat["resample_scale"]).to_numpy(float)
+    pred = cat["bar_length_arcsec"].to_numpy(float) / to_model
+    stat = cat["bar_length_err_arcsec"].to_numpy(float) / to_model
+    true = np.asarray(true_model, float)
+    rec = fit_error_model(pred, true, stat, cat["resample_scale"].to_numpy(float))
+    ok = np.isfinite(pred) & np.isfinite(true) & (true > 0)
+    frac = (pred[ok] - true[ok]) / true[ok]
+    rec.update(median_rel_err=float(np.median(np.abs(frac))), robust_scatter=float(1.4826 * np.median(np.abs(frac - np.median(frac)))),
+               pearson_r=float(np.corrcoef(pred[ok], true[ok])[0, 1]))
+    return rec
+
+
+def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", workdir=None, workers=1, threads=2, p_bar_min=0.5):
+    """Refit a bundle's learned-head uncertainty on fresh simulations, without retraining the head.
+
+    Simulates ``n`` barred galaxies of ``survey`` (a seed used neither for training nor for the
+    head), measures them with ``method="head"``, and fits :func:`fit_error_model` to the
+    detected bars (p_bar >= ``p_bar_min``). The fit replaces ``scatter_frac``,
+    ``floor_model_px`` and ``floor_native_px`` in the card's ``calibration["head"]``, which also records the
+    simulations under ``errors``. Use it to fit the uncertainties to your own survey
+    (``survey="sdss"``, ...). Needs no torch.
+
+    Parameters
+    ----------
+    bundle_path : str
+        Bundle directory with a learned length head (its card is rewritten).
+    n : int
+        Simulated barred galaxies.
+    seed : int
+        Simulation seed; must differ from the training seed and from the head's.
+    survey : str
+        Survey preset or ``"mixed"``.
+    workdir : str, optional
+        Where the simulations go (default: a temporary directory, removed after); reused when
+        it holds the same ``n`` and ``seed``.
+    workers, threads : int
+        Simulation processes and onnxruntime threads.
+    p_bar_min : float
+        Bars count as detected from this p_bar.
+
+    Returns
+    -------
+    dict
+        The new ``calibration["head"]`` record.
+
+    Raises
+    ------
+    ValueError
+        A bundle without a head, a reused seed, or too few detected bars.
+    """
+    import shutil
+
+    import numpy as np
+
+    from .models.bundle import load_bundle, write_card
+    from .pipeline import RunOptions
+    from .runtime import ModelRuntime
+    from .simulate import simulate
+
+    bundle = load_bundle(bundle_path)
+    head = dict((bundle.card.get("calibration") or {}).get("head") or {})
+    if bundle.head_path is None or not head:
+        msg = "This bundle has no learned length head to calibrate; train one with `survey-bars calibrate --model DIR --method head`."
+        raise ValueError(msg)
+    _check_seed(bundle, seed, "error calibration seed")
+    if int(head.get("seed", -1)) == int(seed):
+        msg = f"The error calibration seed {seed} is the one the head was trained on; choose another (--seed)."
+        raise ValueError(msg)
+    own = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-head-errors-")
+    try:
+        t0 = time.time()
+        if not _reuse_simulation(workdir, n, seed):
+            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
+        df = measure_simulation(workdir, ModelRuntime(bundle, threads=threads), RunOptions(method="head"), calibrated=False)
+        keep = (df["status"] == "ok") & df["true_has_bar"] & (df["p_bar"] >= p_bar_min) & np.isfinite(df["true_length_model"]) \
+            & (df["true_length_model"] > 0)
+        if keep.sum() < 10:
+            msg = f"Only {int(keep.sum())} of {n} simulated bars were detected: too few to fit the errors. Simulate more (-n)."
+            raise ValueError(msg)
+        errs = _head_errors(df[keep], df.loc[keep, "true_length_model"])
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+    head.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"), floor_native_px=errs.pop("floor_native_px"),
+                errors={"source": "fresh simulations", "seed": int(seed), "n_simulated": int(n), "survey": survey, **errs,
+                        "seconds": round(time.time() - t0, 1)})
+    card = dict(bundle.card)
+    card["calibration"] = {**(card.get("calibration") or {}), "head": head}
+    write_card(bundle.path, card)
+    return head
 
 
 def _read_maps(directory, object_ids):
@@ -316,17 +493,23 @@ def _read_maps(directory, object_ids):
     return np.stack(out)
 
 
+#: ``survey-bars calibrate`` defaults per method: simulated barred galaxies and their seed.
+CLI_DEFAULTS = {"moments": {"n": 800, "seed": 90210}, "head": {"n": 8000, "seed": 5150}, "head-errors": {"n": 1500, "seed": 6160}}
+
+
 def configure_parser(parser):
     """Add the ``calibrate`` options to an argparse parser."""
     parser.add_argument("--model", required=True, help="Bundle directory to calibrate (its card is updated).")
     parser.add_argument("-n", type=int, default=None,
-                        help="Simulated barred galaxies (default: 800 for moments, 8000 for head).")
+                        help="Simulated barred galaxies (default: 800 for moments, 8000 for head, 1500 for head-errors).")
     parser.add_argument("--seed", type=int, default=None,
-                        help="Simulation seed, not the training seed (default: 90210 for moments, 5150 for head).")
-    parser.add_argument("--survey", default="mixed")
-    parser.add_argument("--method", default="moments", choices=["moments", "head"],
+                        help="Simulation seed, not the training seed (default: 90210 for moments, 5150 for head, "
+                             "6160 for head-errors).")
+    parser.add_argument("--survey", default="mixed", help="Survey preset of the simulations, or mixed.")
+    parser.add_argument("--method", default="moments", choices=list(CLI_DEFAULTS),
                         help="moments: fit the linear calibration of the moments length; head: train the learned "
-                             "length head on the simulations' saliency maps and add it to the bundle (needs torch).")
+                             "length head on the simulations' saliency maps and add it to the bundle (needs torch); "
+                             "head-errors: refit only the head's uncertainty, e.g. on your survey (--survey sdss).")
     parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
@@ -335,9 +518,16 @@ def configure_parser(parser):
 def run_cli(args):
     """Run ``survey-bars calibrate``; returns the exit code."""
     head = args.method == "head"
-    n = args.n if args.n is not None else (8000 if head else 800)
-    seed = args.seed if args.seed is not None else (5150 if head else 90210)
+    n = args.n if args.n is not None else CLI_DEFAULTS[args.method]["n"]
+    seed = args.seed if args.seed is not None else CLI_DEFAULTS[args.method]["seed"]
     try:
+        if args.method == "head-errors":
+            rec = calibrate_head_errors(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir, workers=args.workers)
+            e = rec["errors"]
+            print(f"length head errors: scatter {100 * rec['scatter_frac']:.1f} % + floors {rec['floor_model_px']:.2f} model px "
+                  f"and {rec['floor_native_px']:.2f} input px "
+                  f"({e['n']} bars); within 1 sigma {100 * e['within_1sigma']:.1f} %, 2 sigma {100 * e['within_2sigma']:.1f} %")
+            return 0
         if head:
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                  workers=args.workers, epochs=args.epochs)

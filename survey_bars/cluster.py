@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -31,7 +32,15 @@ from . import __version__
 from .catalogue import assemble, is_done, part_paths, write_part
 from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
 from .flags import Flag
-from .pipeline import InputItem, RunOptions, calibration_for, check_cosmology, process_items
+from .pipeline import (
+    METHODS,
+    InputItem,
+    RunOptions,
+    calibration_for,
+    check_cosmology,
+    process_items,
+    resolve_method,
+)
 
 __all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "default_partition_size", "make_security", "local_cluster", "WORKER_CONFIG", "process", "JobError", "JobSummary"]
 
@@ -467,6 +476,8 @@ def process(
         raise JobError(msg)
     try:
         bundle = load_bundle(options.model)
+        requested = options.method
+        options = dataclasses.replace(options, method=resolve_method(bundle.card, options.method))
         calibration_for(bundle.card, options.method)
         check_cosmology(options.cosmology)
     except (BundleError, ValueError) as exc:
@@ -540,6 +551,7 @@ def process(
         "model_path": str(bundle.path),
         "run_config": {
             **options.to_dict(),
+            "method_requested": requested,
             "partition_size": partition_size,
             "inputs": [os.fspath(p) for p in ([inputs] if isinstance(inputs, str) else (inputs or []))],
             "catalogue": os.fspath(catalogue) if catalogue else None,
@@ -621,7 +633,11 @@ def configure_parser(parser):
     parser.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples per galaxy (default: the bundle's).")
     parser.add_argument("--smoothgrad-noise", type=float, default=None,
                         help="SmoothGrad noise as a fraction of each frame's range (default: the bundle's).")
-    parser.add_argument("--method", default="moments", choices=["moments", "bhambra2022", "head"], help="Bar measuring method for bar_length_arcsec (head: the bundle's learned length head, if it has one).")
+    parser.add_argument("--method", default="auto", choices=list(METHODS),
+                        help="Bar measuring method for bar_length_arcsec. auto (default): head when the bundle has a learned "
+                             "length head (the shipped one has), else moments. head: the learned head reads the length off the "
+                             "saliency map. moments: calibrated second moments of the central saliency. bhambra2022: the "
+                             "paper's published algorithm. The catalogue metadata records the method used.")
     parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Refuse larger images without reading them.")
     parser.add_argument("--save-saliency", default=None, metavar="DIR", help="Write FITS saliency maps here for QA.")

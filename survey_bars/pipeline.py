@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibration_for", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibration_for", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -34,6 +34,8 @@ OFF_CENTRE_FRAC = 0.10
 TRUNCATED_FRAC = 0.05
 LARGE_RESAMPLING = 4.0
 P_BAR_AMBIGUOUS = (0.35, 0.65)
+#: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle: :func:`resolve_method`).
+METHODS = ("auto", "head", "moments", "bhambra2022")
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,11 @@ class RunOptions:
     n_subsets : int
         Disjoint SmoothGrad subsets for the length uncertainty.
     method : str
-        Bar measuring method for ``bar_length_arcsec``: ``"moments"`` (default),
-        ``"bhambra2022"``, or ``"head"`` (the bundle's learned length head reads the length off
-        the map; position angle, axis ratio and the map flags come from ``moments``).
+        Bar measuring method for ``bar_length_arcsec``: ``"auto"`` (default: ``"head"`` when
+        the bundle has a learned length head, else ``"moments"``), ``"head"`` (the bundle's
+        learned length head reads the length off the map; position angle, axis ratio and the
+        map flags come from ``moments``), ``"moments"`` (calibrated second moments of the
+        central saliency) or ``"bhambra2022"`` (the paper's published algorithm).
     pixel_scale : float or None
         Pixel scale (arcsec) to assume for files without a WCS.
     max_pixels : int
@@ -103,7 +107,7 @@ class RunOptions:
     smoothgrad_samples: int | None = None
     noise_frac: float | None = None
     n_subsets: int = 4
-    method: str = "moments"
+    method: str = "auto"
     pixel_scale: float | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     save_saliency: str | None = None
@@ -137,6 +141,36 @@ def apply_calibration(length_raw, calibration):
     return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
 
 
+def resolve_method(card, method):
+    """Return the measuring method a run with ``method`` uses on a bundle.
+
+    Parameters
+    ----------
+    card : dict
+        The bundle card.
+    method : str
+        One of :data:`METHODS`. ``"auto"`` becomes ``"head"`` when the bundle has a learned
+        length head (``length_head.onnx``) and ``"moments"`` otherwise; the others are returned
+        as they are.
+
+    Returns
+    -------
+    str
+        ``"head"``, ``"moments"`` or ``"bhambra2022"``.
+
+    Raises
+    ------
+    ValueError
+        For a method that is not one of :data:`METHODS`.
+    """
+    if method not in METHODS:
+        msg = f"Unknown bar measuring method {method!r}; choose one of {', '.join(METHODS)}."
+        raise ValueError(msg)
+    if method == "auto":
+        return "head" if "length_head.onnx" in (card.get("files") or {}) else "moments"
+    return method
+
+
 def calibration_for(card, method):
     """Return a bundle's length calibration for a measuring method, checking its version.
 
@@ -145,7 +179,8 @@ def calibration_for(card, method):
     card : dict
         The bundle card.
     method : str
-        The measuring method (``"moments"``, ``"bhambra2022"`` or ``"head"``).
+        The measuring method (``"moments"``, ``"bhambra2022"`` or ``"head"``; ``"auto"`` is
+        resolved first with :func:`resolve_method`).
 
     Returns
     -------
@@ -160,6 +195,7 @@ def calibration_for(card, method):
     """
     from .bars import MOMENTS_VERSION
 
+    method = resolve_method(card, method)
     if method == "head" and "length_head.onnx" not in (card.get("files") or {}):
         msg = ("The 'head' measuring method needs a bundle with a learned length head (length_head.onnx), and this "
                "bundle has none. Use --method moments, or train one with `survey-bars calibrate --model DIR --method head`.")
@@ -396,6 +432,7 @@ def process_items(items, options=None, *, runtime=None):
     noise_frac = float(options.noise_frac or sg["noise_frac"])
     n_subsets = options.n_subsets if n_samples % options.n_subsets == 0 and n_samples >= options.n_subsets else 1
     symmetrise = bool(sg["symmetrise"])
+    options = dataclasses.replace(options, method=resolve_method(card, options.method))
     calib = calibration_for(card, options.method)
     names = rt.class_names
     rows = []
@@ -450,6 +487,8 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
                                 symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
     scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
+    floor_model = float(calib.get("floor_model_px", 0.0)) if calib else 0.0  # model-frame pixels
+    floor_native = float(calib.get("floor_native_px", 0.0)) if calib else 0.0  # input-image pixels
     # the learned head reads every selected map (and its subsets) in two batched calls; the
     # map's geometry (position angle, axis ratio, flags) still comes from the moments
     geometry = "moments" if options.method == "head" else options.method
@@ -479,7 +518,7 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             subs = np.asarray([s for s in subs if np.isfinite(s)], dtype=float)
             length = float(apply_calibration(raw, calib))
             err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
-            err = float(np.hypot(err_stat, scatter_frac * length))
+            err = float(np.sqrt(err_stat**2 + (scatter_frac * length) ** 2 + floor_model**2 + (floor_native / norm.scale) ** 2))
             row.update(
                 bar_length_arcsec=_finite_or_none(length * to_arcsec),
                 bar_length_err_arcsec=_finite_or_none(err * to_arcsec),

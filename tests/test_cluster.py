@@ -124,6 +124,8 @@ def test_every_input_exactly_once_and_reads_back(local_catalogue, sim_dir):
     assert isinstance(t, Table) and str(t["ra"].unit) == "deg" and str(t["bar_length_kpc"].unit) == "kpc"
     meta = read_metadata(local_catalogue)
     assert meta["model_card"]["name"] and meta["run_config"]["partition_size"] == 16
+    # the metadata records the measuring method used: 'auto' is the learned head of the shipped bundle
+    assert meta["run_config"]["method_requested"] == "auto" and meta["run_config"]["method"] == "head"
     assert {f["name"] for f in meta["flags"]} >= {"LOW_SNR", "DUPLICATE_OBJECT_ID"}
 
 

@@ -6,14 +6,20 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
 
-from survey_bars.calibrate import calibrate_head
+from survey_bars.calibrate import calibrate_head, calibrate_head_errors
 from survey_bars.models.bundle import BundleError, load_bundle
 from survey_bars.models.head import export_head, train_head
-from survey_bars.pipeline import RunOptions, calibration_for, process_items
+from survey_bars.pipeline import (
+    RunOptions,
+    calibration_for,
+    process_items,
+    resolve_method,
+)
 from survey_bars.runtime import ModelRuntime
 from survey_bars.testing import tiny_bundle
 
@@ -75,7 +81,29 @@ def test_calibrate_head_adds_a_verified_graph_and_its_record(head_bundle):
     card_rec = b.card["calibration"]["head"]
     assert card_rec == json.loads(json.dumps(rec))
     assert rec["seed"] == 77 and rec["n_train"] + rec["n_holdout"] == 40 and rec["scatter_frac"] >= 0
+    # the error model is fitted on the held-out bars so that 68.3 % lie within one sigma
+    assert rec["floor_native_px"] >= 0 and rec["floor_model_px"] >= 0 and rec["errors"]["source"] == "the held-out bars"
+    assert rec["errors"]["n"] == rec["n_holdout"] and rec["errors"]["within_1sigma"] == pytest.approx(0.7, abs=0.11)
     assert rec["export_max_rel_err"] < 1e-4
+
+
+def test_calibrate_head_errors_refits_only_the_uncertainty(head_bundle, tmp_path):
+    path, _, rec = head_bundle
+    shutil.copytree(path, tmp_path / "b")
+    head_graph = (tmp_path / "b" / "length_head.onnx").read_bytes()
+    with pytest.raises(ValueError, match="the head was trained on"):
+        calibrate_head_errors(str(tmp_path / "b"), n=30, seed=77)
+    new = calibrate_head_errors(str(tmp_path / "b"), n=30, seed=78, survey="sdss", workdir=str(tmp_path / "sims"), threads=1,
+                                p_bar_min=0.0)
+    card = load_bundle(tmp_path / "b").card
+    assert card["calibration"]["head"] == json.loads(json.dumps(new))
+    assert (tmp_path / "b" / "length_head.onnx").read_bytes() == head_graph  # the head itself is kept
+    e = new["errors"]
+    assert e["source"] == "fresh simulations" and e["seed"] == 78 and e["survey"] == "sdss" and e["n"] >= 10
+    assert e["within_1sigma"] == pytest.approx(0.683, abs=0.06)
+    assert new["n_train"] == rec["n_train"] and new["scatter_frac"] != rec["scatter_frac"]
+    with pytest.raises(ValueError, match="no learned length head"):
+        calibrate_head_errors(tiny_bundle(), n=30, seed=78)
 
 
 def test_length_head_is_orientation_invariant(head_bundle):
@@ -114,14 +142,37 @@ def test_head_method_measures_with_the_head(head_bundle):
     assert o_main == 8 and o_sub == 1 and len(main) == 4 and len(subs) == 16
     to_arcsec = t.pixel_scale_arcsec * t.resample_scale
     np.testing.assert_allclose(t.bar_length_arcsec / to_arcsec, main, rtol=1e-6)
-    # uncertainty: the spread of the subsets' head lengths with the held-out scatter
+    # uncertainty: the spread of the subsets' head lengths, the fitted scatter and the floor in input pixels
     stat = subs.reshape(4, 4).std(axis=1, ddof=1) / 2.0
-    want = np.hypot(stat, rec["scatter_frac"] * main) * to_arcsec
+    want = np.sqrt(stat**2 + (rec["scatter_frac"] * main) ** 2 + rec["floor_model_px"] ** 2
+                   + (rec["floor_native_px"] / t.resample_scale) ** 2) * to_arcsec
     np.testing.assert_allclose(t.bar_length_err_arcsec, want, rtol=1e-5)
     # position angle and axis ratio come from the moments measurement of the same map
     m = process_items(files, RunOptions(method="moments", p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
     np.testing.assert_allclose(t.bar_pa_deg, m.bar_pa_deg)
     np.testing.assert_allclose(t.bar_axis_ratio, m.bar_axis_ratio)
+
+
+def test_auto_is_the_head_when_the_bundle_has_one(head_bundle):
+    path, sims, _ = head_bundle
+    files = sorted(str(p) for p in sims.glob("*.fits"))[:3]
+    with_head, without = load_bundle(path), load_bundle(tiny_bundle())
+    assert resolve_method(with_head.card, "auto") == "head" and resolve_method(without.card, "auto") == "moments"
+    assert resolve_method(with_head.card, "bhambra2022") == "bhambra2022"
+    with pytest.raises(ValueError, match="Unknown bar measuring method 'median'; choose one of auto"):
+        resolve_method(with_head.card, "median")
+    assert RunOptions().method == "auto"
+    for bundle, method in ((with_head, "head"), (without, "moments")):
+        rt = ModelRuntime(bundle)
+        auto = process_items(files, RunOptions(p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+        named = process_items(files, RunOptions(method=method, p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+        assert auto.bar_length_arcsec.notna().all()
+        pd.testing.assert_frame_equal(auto, named)
+    # on the bundle with a head the two methods differ, so the equality above says which one ran
+    rt = ModelRuntime(with_head)
+    head, moments = (process_items(files, RunOptions(method=m, p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+                     for m in ("head", "moments"))
+    assert not np.allclose(head.bar_length_arcsec, moments.bar_length_arcsec)
 
 
 def test_head_method_needs_a_head():
