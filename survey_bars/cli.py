@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "EXTRAS", "missing_extra_message"]
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -26,6 +26,35 @@ COMMANDS = {
     "models": ("survey_bars.models.bundle", "List the installed model bundles and their cards."),
     "inspect": ("survey_bars.inspect", "Write an HTML QA report for a catalogue."),
 }
+
+
+#: top-level module -> the survey-bars extra that installs it
+EXTRAS = {"torch": "train", "onnx": "train", "onnxscript": "train", "matplotlib": "qa", "photutils": "qa",
+          "dask_jobqueue": "deploy", "yaml": "deploy"}
+
+
+def missing_extra_message(command, exc):
+    """The line telling a user which extra installs a missing optional dependency.
+
+    Parameters
+    ----------
+    command : str
+        The subcommand that needed it.
+    exc : ModuleNotFoundError
+        The import error.
+
+    Returns
+    -------
+    str or None
+        The message, or None when the missing module is not an optional dependency of
+        survey-bars (then the error is a real fault and should propagate).
+    """
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return (f"survey-bars {command}: needs {top}, which is not installed. Install it with "
+            f'pip install "survey-bars[{extra}]" (or pip install -e ".[{extra}]" in a checkout).')
 
 
 def build_parser(only=None):
@@ -74,14 +103,20 @@ def main(argv=None):
     if only is None and not any(a in ("-h", "--help", "--version") for a in argv):
         build_parser(only="__none__").print_help(sys.stderr)
         return 2
-    parser = build_parser(only=only)
-    args = parser.parse_args(argv)
-    if not getattr(args, "_module", None):
-        parser.print_help(sys.stderr)
-        return 2
-    mod = importlib.import_module(args._module)
     try:
+        parser = build_parser(only=only)
+        args = parser.parse_args(argv)
+        if not getattr(args, "_module", None):
+            parser.print_help(sys.stderr)
+            return 2
+        mod = importlib.import_module(args._module)
         return int(mod.run_cli(args) or 0)
+    except ModuleNotFoundError as exc:  # an optional extra (torch for train/export, ...) is not installed
+        msg = missing_extra_message(command, exc)
+        if msg is None:
+            raise
+        print(msg, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("survey-bars: interrupted. Finished partitions are kept; rerun with --resume.", file=sys.stderr)
         return 130
