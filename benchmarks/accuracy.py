@@ -133,6 +133,23 @@ def metrics(pred, true, measured, has_bar, score, disc):
     }
 
 
+def missed_bars(df, says_bar):
+    """Where the true bars the detector misses are: the fraction measured by bar length in PSF
+    FWHMs, by the bar's share of the light and by survey (rows of ``(group, n, measured)``)."""
+    bars = df.true_has_bar.to_numpy(bool)
+    measured = says_bar & np.isfinite(df.bar_length_arcsec.to_numpy(float))
+    d = pd.DataFrame({"res": df.true_bar_length_arcsec / df.true_psf_fwhm_arcsec, "light": df.true_bar_light_frac,
+                      "survey": df.true_survey, "measured": measured})[bars]
+    out = []
+    for name, col, edges in (("length / PSF FWHM", "res", [0, 2, 4, 8, np.inf]), ("bar light fraction", "light", [0, 0.1, 0.15, 0.2, 1.0])):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            g = d[(d[col] >= lo) & (d[col] < hi)]
+            out.append({"group": f"{name} {lo:g}-{hi:g}", "n": len(g), "measured": float(g.measured.mean()) if len(g) else float("nan")})
+    for sv, g in d.groupby("survey"):
+        out.append({"group": f"survey {sv}", "n": len(g), "measured": float(g.measured.mean())})
+    return out
+
+
 def coverage(pred, err, true, sel):
     """How honest the reported uncertainties are: the fractions of measured true bars within
     1 and 2 sigma of the truth (0.683 and 0.954 for Gaussian errors of the stated size) and
@@ -245,6 +262,7 @@ def main(argv=None):
 
     okd = disc & np.isfinite(pbar)
     auc_ci = roc_auc_interval(pbar[okd], has_bar[okd])
+    missed = missed_bars(df, says_bar)
     cov = coverage(df.bar_length_arcsec.to_numpy(float), df.bar_length_err_arcsec.to_numpy(float), true, has_bar & says_bar)
     cov_moments = (coverage(df.bar_length_moments_arcsec.to_numpy(float), df.bar_length_moments_err_arcsec.to_numpy(float), true,
                             has_bar & says_bar) if "bar_length_moments_arcsec" in df else None)
@@ -306,12 +324,14 @@ def main(argv=None):
            table(["p_bar_min", "true bars measured", "false-bar rate", "Pearson r", "RMSE [arcsec]", "median rel. err", "n measured"],
                  [[t["p_bar_min"], fmt(t["frac_bars_measured"]), fmt(t["false_bar_rate"]), fmt(t["pearson_r"]), fmt(t["rmse_arcsec"]),
                    fmt(t["median_rel_err"]), t["n_measured"]] for t in thresholds])]
+    md += ["", "True bars measured (p_bar >= 0.5 and a length), by how resolved and how bright the bar is and by survey:", "",
+           table(["true bars", "n", "measured"], [[m_["group"], m_["n"], fmt(m_["measured"])] for m_ in missed])]
     if sweep:
         md += ["", "SmoothGrad samples against accuracy (default method, true bars):", "", table(["samples", "Pearson r", "median rel. err", "RMSE [arcsec]"], [[s["samples"], fmt(s["pearson_r"]), fmt(s["median_rel_err"]), fmt(s["rmse_arcsec"])] for s in sweep])]
     if real:
         md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "moments [\"]", "moments err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_moments_arcsec"]), fmt(r["bar_length_moments_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
     md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
-    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "default_method": default, "uncertainty_coverage": cov, "uncertainty_coverage_moments": cov_moments, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
+    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "default_method": default, "uncertainty_coverage": cov, "uncertainty_coverage_moments": cov_moments, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "missed_bars": missed, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == "__main__":
