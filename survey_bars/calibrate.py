@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-__all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors"]
+__all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors", "uncalibrated_head"]
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -238,7 +238,8 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
         return float(np.mean(np.abs(r) <= n_sigma * sigma(k * a, k * b, k * c)))
 
     lo, hi = 1e-3, 1e3
-    k = 1.0 if within(lo) >= coverage else (hi if within(hi) < coverage else brentq(lambda x: within(x) - coverage, lo, hi, xtol=1e-4))
+    # where the statistical spread alone already covers enough, the systematic terms vanish
+    k = 0.0 if within(lo) >= coverage else (hi if within(hi) < coverage else brentq(lambda x: within(x) - coverage, lo, hi, xtol=1e-4))
     return {"scatter_frac": float(k * a), "floor_model_px": float(k * c), "floor_native_px": float(k * b), "n": int(L.size),
             "coverage_scale": float(k), "within_1sigma": within(k), "within_2sigma": within(k, 2.0)}
 
@@ -310,7 +311,7 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
 
     from .models.bundle import load_bundle, write_card
     from .models.head import HEAD_ARCH, export_head, train_head
-    from .pipeline import RunOptions, process_items
+    from .pipeline import RunOptions
     from .runtime import ModelRuntime, clear_cache
     from .simulate import simulate
 
@@ -355,11 +356,9 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
                "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
                "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
         if len(out) >= 10:
-            # the held-out bars through the pipeline's own 'head' measurement (the card has no
-            # head calibration yet, so the uncertainty is the SmoothGrad subsets' spread alone)
+            # the held-out bars through the pipeline's own 'head' measurement
             t2 = time.time()
-            ho = process_items(list(df["file"].iloc[out]), RunOptions(method="head", p_bar_min=0.0), runtime=rt).to_pandas()
-            errs = _head_errors(ho, true[out])
+            errs = _head_errors(uncalibrated_head(rt, list(df["file"].iloc[out])), true[out])
             rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
                        floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
                        errors={"source": "the held-out bars", **errs})
@@ -375,6 +374,35 @@ def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=No
     card["calibration"] = {**(card.get("calibration") or {}), "head": rec}
     write_card(bundle.path, card)
     return rec
+
+
+def uncalibrated_head(runtime, files):
+    """Measure files with the learned head, ignoring any head calibration the bundle card holds.
+
+    The rows' ``bar_length_err_arcsec`` is then the spread of the SmoothGrad subsets alone:
+    what :func:`fit_error_model` needs as ``stat`` (a bundle whose head is retrained or
+    recalibrated may still carry the old head's record).
+
+    Parameters
+    ----------
+    runtime : survey_bars.runtime.ModelRuntime
+        A runtime of a bundle with a learned length head.
+    files : list of str
+        FITS cutouts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The catalogue rows, in order, measured at ``p_bar_min=0``.
+    """
+    from .pipeline import RunOptions, process_items
+
+    card = runtime.card
+    runtime.card = {**card, "calibration": {k: v for k, v in (card.get("calibration") or {}).items() if k != "head"}}
+    try:
+        return process_items(list(files), RunOptions(method="head", p_bar_min=0.0), runtime=runtime).to_pandas()
+    finally:
+        runtime.card = card
 
 
 def _head_errors(cat, true_model):
@@ -543,7 +571,8 @@ def run_cli(args):
         return 2
     if head:
         print(f"length head: trained on {rec['n_train']} maps; held-out median rel. err "
-              f"{100 * rec.get('holdout_median_rel_err', float('nan')):.1f} %, scatter {100 * rec.get('scatter_frac', float('nan')):.1f} %")
+              f"{100 * rec.get('holdout_median_rel_err', float('nan')):.1f} %; errors: scatter {100 * rec.get('scatter_frac', float('nan')):.1f} % "
+              f"+ floors {rec.get('floor_model_px', float('nan')):.2f} model px and {rec.get('floor_native_px', float('nan')):.2f} input px")
         return 0
     print(f"calibration ({args.method}): slope {cal['slope']:.3f}, intercept {cal['intercept']:.2f} px, scatter {100 * cal['scatter_frac']:.1f} %, n={cal['n']}")
     return 0

@@ -50,3 +50,10 @@ def test_fit_error_model_without_floors_and_with_too_few_lengths():
     meas[:] = np.nan
     with pytest.raises(ValueError, match="Only 0 usable"):
         fit_error_model(meas, true, stat, scale)
+
+
+def test_fit_error_model_adds_nothing_when_the_spread_alone_covers():
+    meas, true, stat, scale = lengths(a=0.0, b=0.0, c=0.0)
+    m = fit_error_model(meas, true, 3.0 * stat, scale)  # an overestimated statistical spread
+    assert m["coverage_scale"] == 0.0 and m["scatter_frac"] == m["floor_model_px"] == m["floor_native_px"] == 0.0
+    assert m["within_1sigma"] > 0.9

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from survey_bars.calibrate import calibrate_head, calibrate_head_errors
+from survey_bars.calibrate import calibrate_head, calibrate_head_errors, uncalibrated_head
 from survey_bars.models.bundle import BundleError, load_bundle
 from survey_bars.models.head import export_head, train_head
 from survey_bars.pipeline import (
@@ -104,6 +104,22 @@ def test_calibrate_head_errors_refits_only_the_uncertainty(head_bundle, tmp_path
     assert new["n_train"] == rec["n_train"] and new["scatter_frac"] != rec["scatter_frac"]
     with pytest.raises(ValueError, match="no learned length head"):
         calibrate_head_errors(tiny_bundle(), n=30, seed=78)
+
+
+def test_uncalibrated_head_ignores_the_cards_head_calibration(head_bundle):
+    """The error fit's statistical spread must not include an earlier head's systematic error."""
+    path, sims, _ = head_bundle
+    files = sorted(str(p) for p in sims.glob("*.fits"))[:3]
+    rt = ModelRuntime(load_bundle(path))
+    card = rt.card
+    rt.card = {**card, "calibration": {**card["calibration"], "head": {"scatter_frac": 5.0, "floor_model_px": 50.0}}}
+    stale = dict(rt.card)
+    got = uncalibrated_head(rt, files)
+    assert rt.card == stale  # restored
+    rt.card = {**card, "calibration": {}}
+    want = process_items(files, RunOptions(method="head", p_bar_min=0.0), runtime=rt).to_pandas()
+    pd.testing.assert_frame_equal(got, want)
+    assert (got.bar_length_err_arcsec < got.bar_length_arcsec).all()
 
 
 def test_length_head_is_orientation_invariant(head_bundle):
