@@ -11,7 +11,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from survey_bars.calibrate import calibrate_head, calibrate_head_errors, uncalibrated_head
+from survey_bars.calibrate import (
+    calibrate_head,
+    calibrate_head_errors,
+    uncalibrated_head,
+)
 from survey_bars.models.bundle import BundleError, load_bundle
 from survey_bars.models.head import export_head, train_head
 from survey_bars.pipeline import (
