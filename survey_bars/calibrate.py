@@ -262,7 +262,7 @@ def _reuse_simulation(workdir, n, seed):
     return len(t) == n and bool(t["object_id"].str.startswith(f"sim{seed}-").all()) and bool((t["class"] == "barred").all())
 
 
-def calibrate_head(bundle_path, *, n=8000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
+def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
                    holdout_frac=0.1, p_bar_min=0.5, log=None):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
@@ -522,14 +522,14 @@ def _read_maps(directory, object_ids):
 
 
 #: ``survey-bars calibrate`` defaults per method: simulated barred galaxies and their seed.
-CLI_DEFAULTS = {"moments": {"n": 800, "seed": 90210}, "head": {"n": 8000, "seed": 5150}, "head-errors": {"n": 1500, "seed": 6160}}
+CLI_DEFAULTS = {"moments": {"n": 800, "seed": 90210}, "head": {"n": 16000, "seed": 5150}, "head-errors": {"n": 1500, "seed": 6160}}
 
 
 def configure_parser(parser):
     """Add the ``calibrate`` options to an argparse parser."""
     parser.add_argument("--model", required=True, help="Bundle directory to calibrate (its card is updated).")
     parser.add_argument("-n", type=int, default=None,
-                        help="Simulated barred galaxies (default: 800 for moments, 8000 for head, 1500 for head-errors).")
+                        help="Simulated barred galaxies (default: 800 for moments, 16000 for head, 1500 for head-errors).")
     parser.add_argument("--seed", type=int, default=None,
                         help="Simulation seed, not the training seed (default: 90210 for moments, 5150 for head, "
                              "6160 for head-errors).")

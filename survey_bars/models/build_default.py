@@ -11,7 +11,8 @@ directory), and calibrates its saliency lengths with
 :func:`survey_bars.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
 (seed 90210, never used in training), and trains the learned length head with
 :func:`survey_bars.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n`` fresh barred
-simulations (seed 5150, never used in training). It then scores the exported forward graph on
+simulations (seed 5150, never used in training), and fits its uncertainty with
+:func:`survey_bars.calibrate.calibrate_head_errors` on 1500 more (seed 6160). It then scores the exported forward graph on
 ``--evaluate-n`` fresh simulations of the training mix (seed 4242) with
 :func:`survey_bars.models.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
 held-out estimate than the training run's test split. Given the same seed, thread count and
@@ -44,9 +45,11 @@ DEFAULTS = {
     "version": "3.0",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
-    "head_n": 8000,
+    "head_n": 16000,
     "head_seed": 5150,
     "head_epochs": 30,
+    "head_errors_n": 1500,
+    "head_errors_seed": 6160,
     "evaluate_n": 6000,
     "evaluate_seed": 4242,
 }
@@ -83,7 +86,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         Barred simulations for the saliency-length calibration (0 skips it).
     head_n : int, optional
         Barred simulations (seed 5150) whose saliency maps train the learned length head (0
-        skips it).
+        skips it, and the head's error fit on 1500 more, seed 6160).
     evaluate_n : int, optional
         Fresh simulations (seed 4242) on which :func:`survey_bars.models.evaluate.evaluate_bundle`
         scores the exported forward graph, recorded as the card's ``evaluation`` (0 skips it).
@@ -137,11 +140,15 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
     if head_n:
-        from ..calibrate import calibrate_head
+        from ..calibrate import calibrate_head, calibrate_head_errors
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
                        threads=threads)
+        # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
+        calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
+                              workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
+                              workers=threads, threads=threads)
     if evaluate_n:
         from .evaluate import evaluate_bundle
 

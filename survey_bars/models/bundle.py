@@ -416,7 +416,7 @@ def _summary(b):
     if tr.get("command"):
         bits.append(f"  trained by: {tr['command']}")
     bits.append(f"  saliency calibration: {', '.join(b.calibration) or 'none'}")
-    bits.append(f"  length head: {'yes (measuring method head)' if b.head_path else 'no'}")
+    bits.append(f"  length head: {'yes (the default measuring method, --method auto)' if b.head_path else 'no (--method auto measures with moments)'}")
     return "\n".join(bits)
 
 
