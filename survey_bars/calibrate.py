@@ -15,6 +15,7 @@ and adds it to the bundle as ``length_head.onnx``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -137,35 +138,25 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     dict
         The calibration written to the card.
     """
-    import shutil
 
     from .bars import MOMENTS_VERSION
     from .models.bundle import load_bundle, write_card
     from .pipeline import RunOptions
     from .runtime import ModelRuntime
-    from .simulate import simulate
 
     bundle = load_bundle(bundle_path)
     _check_seed(bundle, seed, "calibration seed")
-    own = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-calib-")
-    try:
-        t0 = time.time()
-        if not _reuse_simulation(workdir, n, seed):
-            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
-        rt = ModelRuntime(bundle)
-        df = measure_simulation(workdir, rt, RunOptions(method=method, smoothgrad_samples=samples))
-        ok = (df["status"] == "ok") & df["true_has_bar"]
-        cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
-        cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
-                   noise_frac=(bundle.smoothgrad or {}).get("noise_frac"),
-                   symmetrise=bool((bundle.smoothgrad or {}).get("symmetrise", False)), seconds=round(time.time() - t0, 1),
-                   units="model-frame pixels")
-        if method == "moments":
-            cal["measurement_version"] = MOMENTS_VERSION
-    finally:
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.time()
+    with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-calib-") as sim_dir:
+        df = measure_simulation(sim_dir, ModelRuntime(bundle), RunOptions(method=method, smoothgrad_samples=samples))
+    ok = (df["status"] == "ok") & df["true_has_bar"]
+    cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
+    cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
+               noise_frac=(bundle.smoothgrad or {}).get("noise_frac"),
+               symmetrise=bool((bundle.smoothgrad or {}).get("symmetrise", False)), seconds=round(time.time() - t0, 1),
+               units="model-frame pixels")
+    if method == "moments":
+        cal["measurement_version"] = MOMENTS_VERSION
     card = dict(bundle.card)
     calib = dict(card.get("calibration") or {})
     calib[method] = cal
@@ -251,6 +242,33 @@ def _check_seed(bundle, seed, what):
         raise ValueError(msg)
 
 
+@contextlib.contextmanager
+def _barred_simulations(workdir, n, seed, survey, workers, prefix):
+    """Yield a directory holding the ``n`` barred simulations of ``seed`` (simulated unless ``workdir`` has them).
+
+    Without ``workdir`` they go to a temporary directory, removed afterwards.
+    """
+    import shutil
+
+    from .simulate import simulate
+
+    own = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix=prefix)
+    try:
+        if not _reuse_simulation(workdir, n, seed):
+            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
+        yield workdir
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _detected_bars(df, p_bar_min):
+    """Rows of a :func:`measure_simulation` table that are true bars the model detects, with a usable true length."""
+    return (df["status"] == "ok") & df["true_has_bar"] & (df["p_bar"] >= p_bar_min) & np.isfinite(df["true_length_model"]) \
+        & (df["true_length_model"] > 0)
+
+
 def _reuse_simulation(workdir, n, seed):
     """Whether ``workdir`` already holds the ``n`` barred simulations of ``seed``."""
     import pandas as pd
@@ -313,62 +331,54 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     from .models.head import HEAD_ARCH, export_head, train_head
     from .pipeline import RunOptions
     from .runtime import ModelRuntime, clear_cache
-    from .simulate import simulate
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bundle = load_bundle(bundle_path)
     _check_seed(bundle, seed, "length head's simulation seed")
-    own = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-head-")
     maps_dir = tempfile.mkdtemp(prefix="survey-bars-head-maps-")
+    t0 = time.time()
     try:
-        t0 = time.time()
-        if not _reuse_simulation(workdir, n, seed):
-            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
-        t_sim = time.time() - t0
-        rt = ModelRuntime(bundle, threads=threads)
-        df = measure_simulation(workdir, rt, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
-        t_maps = time.time() - t0 - t_sim
-        keep = (df["status"] == "ok") & df["true_has_bar"] & (df["p_bar"] >= p_bar_min) & np.isfinite(df["true_length_model"]) \
-            & (df["true_length_model"] > 0)
-        df = df[keep].reset_index(drop=True)
-        if len(df) < 20:
-            msg = (f"Only {len(df)} of {n} simulated barred galaxies were detected (p_bar >= {p_bar_min}): too few "
-                   "to train a length head. Simulate more (-n), or check the bundle's bar detection.")
-            raise ValueError(msg)
-        maps = _read_maps(maps_dir, df["object_id"])
-        true = df["true_length_model"].to_numpy(float)
-        order = np.random.default_rng(seed).permutation(len(df))
-        n_out = round(holdout_frac * len(df))
-        out, fit = order[:n_out], order[n_out:]
-        log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
-        t1 = time.time()
-        head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
-        t_train, t_err = time.time() - t1, 0.0
-        path = os.path.join(bundle.path, "length_head.onnx")
-        export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
-        write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
-        clear_cache()
-        rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
-        rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "n_train": len(fit),
-               "n_holdout": len(out), "epochs": int(epochs), "arch": HEAD_ARCH, "orientations": 8,
-               "export_max_rel_err": float(export_err), "units": "model-frame pixels",
-               "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
-               "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
-        if len(out) >= 10:
-            # the held-out bars through the pipeline's own 'head' measurement
-            t2 = time.time()
-            errs = _head_errors(uncalibrated_head(rt, list(df["file"].iloc[out])), true[out])
-            rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
-                       floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
-                       errors={"source": "the held-out bars", **errs})
-            t_err = time.time() - t2
-        rec.update(seconds={"simulation": round(t_sim, 1), "maps": round(t_maps, 1), "training": round(t_train, 1),
-                            "errors": round(t_err, 1), "total": round(time.time() - t0, 1)})
+        with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-head-") as sim_dir:
+            t_sim = time.time() - t0
+            rt = ModelRuntime(bundle, threads=threads)
+            df = measure_simulation(sim_dir, rt, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
+            t_maps = time.time() - t0 - t_sim
+            df = df[_detected_bars(df, p_bar_min)].reset_index(drop=True)
+            if len(df) < 20:
+                msg = (f"Only {len(df)} of {n} simulated barred galaxies were detected (p_bar >= {p_bar_min}): too few "
+                       "to train a length head. Simulate more (-n), or check the bundle's bar detection.")
+                raise ValueError(msg)
+            maps = _read_maps(maps_dir, df["object_id"])
+            true = df["true_length_model"].to_numpy(float)
+            order = np.random.default_rng(seed).permutation(len(df))
+            n_out = round(holdout_frac * len(df))
+            out, fit = order[:n_out], order[n_out:]
+            log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
+            t1 = time.time()
+            head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
+            t_train, t_err = time.time() - t1, 0.0
+            path = os.path.join(bundle.path, "length_head.onnx")
+            export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
+            write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
+            clear_cache()
+            rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
+            rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "n_train": len(fit),
+                   "n_holdout": len(out), "epochs": int(epochs), "arch": HEAD_ARCH, "orientations": 8,
+                   "export_max_rel_err": float(export_err), "units": "model-frame pixels",
+                   "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
+                   "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
+            if len(out) >= 10:
+                # the held-out bars through the pipeline's own 'head' measurement
+                t2 = time.time()
+                errs = _head_errors(uncalibrated_head(rt, list(df["file"].iloc[out])), true[out])
+                rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
+                           floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
+                           errors={"source": "the held-out bars", **errs})
+                t_err = time.time() - t2
+            rec.update(seconds={"simulation": round(t_sim, 1), "maps": round(t_maps, 1), "training": round(t_train, 1),
+                                "errors": round(t_err, 1), "total": round(time.time() - t0, 1)})
     finally:
         shutil.rmtree(maps_dir, ignore_errors=True)
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
     bundle = load_bundle(bundle.path)
     card = dict(bundle.card)
     card["calibration"] = {**(card.get("calibration") or {}), "head": rec}
@@ -412,8 +422,6 @@ def _head_errors(cat, true_model):
     SmoothGrad subsets' spread alone); ``true_model`` their true lengths in model pixels.
     Returns :func:`fit_error_model`'s record plus the accuracy on these bars.
     """
-    import numpy as np
-
     to_model = (cat["pixel_scale_arcsec"] * cat["resample_scale"]).to_numpy(float)
     pred = cat["bar_length_arcsec"].to_numpy(float) / to_model
     stat = cat["bar_length_err_arcsec"].to_numpy(float) / to_model
@@ -464,14 +472,11 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     ValueError
         A bundle without a head, a reused seed, or too few detected bars.
     """
-    import shutil
 
-    import numpy as np
 
     from .models.bundle import load_bundle, write_card
     from .pipeline import RunOptions
     from .runtime import ModelRuntime
-    from .simulate import simulate
 
     bundle = load_bundle(bundle_path)
     head = dict((bundle.card.get("calibration") or {}).get("head") or {})
@@ -482,22 +487,15 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     if int(head.get("seed", -1)) == int(seed):
         msg = f"The error calibration seed {seed} is the one the head was trained on; choose another (--seed)."
         raise ValueError(msg)
-    own = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="survey-bars-head-errors-")
-    try:
-        t0 = time.time()
-        if not _reuse_simulation(workdir, n, seed):
-            simulate(workdir, n, survey=survey, seed=seed, workers=workers, class_mix={"barred": 1.0})
-        df = measure_simulation(workdir, ModelRuntime(bundle, threads=threads), RunOptions(method="head"), calibrated=False)
-        keep = (df["status"] == "ok") & df["true_has_bar"] & (df["p_bar"] >= p_bar_min) & np.isfinite(df["true_length_model"]) \
-            & (df["true_length_model"] > 0)
-        if keep.sum() < 10:
-            msg = f"Only {int(keep.sum())} of {n} simulated bars were detected: too few to fit the errors. Simulate more (-n)."
-            raise ValueError(msg)
-        errs = _head_errors(df[keep], df.loc[keep, "true_length_model"])
-    finally:
-        if own:
-            shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.time()
+    with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-head-errors-") as sim_dir:
+        # calibrated=False: the spread of the SmoothGrad subsets alone, without the head's current errors
+        df = measure_simulation(sim_dir, ModelRuntime(bundle, threads=threads), RunOptions(method="head"), calibrated=False)
+    keep = _detected_bars(df, p_bar_min)
+    if keep.sum() < 10:
+        msg = f"Only {int(keep.sum())} of {n} simulated bars were detected: too few to fit the errors. Simulate more (-n)."
+        raise ValueError(msg)
+    errs = _head_errors(df[keep], df.loc[keep, "true_length_model"])
     head.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"), floor_native_px=errs.pop("floor_native_px"),
                 errors={"source": "fresh simulations", "seed": int(seed), "n_simulated": int(n), "survey": survey, **errs,
                         "seconds": round(time.time() - t0, 1)})
