@@ -6,7 +6,8 @@ Four bar-length methods on the same galaxies, five when the bundle has a learned
   learned length head reading the SmoothGrad map when the bundle has one (``length_head.onnx``;
   the shipped bundle has), else the moments measurement;
 * ``moments`` -- SmoothGrad + the rotation-invariant moments measurement, calibrated
-  (``--method moments``; its own row only when the default is the head);
+  (``--method moments``, and the ``bar_length_moments_arcsec`` column of every catalogue; its own
+  row only when the default is the head);
 * ``bhambra2022`` -- SmoothGrad + the published threshold sweep, as published (uncalibrated);
 * ``direct`` -- the CNN that regresses the length directly (the paper's baseline);
 * ``isophote`` -- photutils isophote fitting (ellipticity peak confirmed by a drop/turn).
@@ -68,10 +69,14 @@ def simulate_heldout(workdir, n, seed):
     return frames
 
 
-def method_columns(df):
-    """(name, column) of the length methods the catalogue ``df`` has, the moments method when measured apart."""
+def method_columns(default):
+    """(name, column) of the length methods in a catalogue whose ``bar_length_arcsec`` is ``default``'s.
+
+    Every catalogue carries the moments length (``bar_length_moments_arcsec``); it gets a row of
+    its own when the default is another method.
+    """
     cols = [("default", "bar_length_arcsec"), ("bhambra2022", "bar_length_bhambra2022_arcsec"), ("direct", "bar_length_direct_arcsec")]
-    if "bar_length_moments_arcsec" in df:
+    if default != "moments":
         cols.insert(1, ("moments", "bar_length_moments_arcsec"))
     return cols
 
@@ -191,8 +196,6 @@ def real_galaxies(rt, samples):
     if not files:
         return []
     t = process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0), runtime=rt).to_pandas()
-    tm = (process_items([str(f) for f in files], RunOptions(smoothgrad_samples=samples, p_bar_min=0.0, method="moments"),
-                        runtime=rt).to_pandas() if rt.has_length_head else None)
     ref = {"ngc4643_irac1": "bar semi-major axis 49.9\" (full ~99.8\")", "ngc4608_irac1": "eps peak at ~44\" sma (full >= ~88\")"}
     rows = []
     for i, r in t.iterrows():
@@ -203,8 +206,8 @@ def real_galaxies(rt, samples):
             "p_bar": r.p_bar,
             "bar_length_arcsec": r.bar_length_arcsec,
             "bar_length_err_arcsec": r.bar_length_err_arcsec,
-            "bar_length_moments_arcsec": tm.bar_length_arcsec.iloc[i] if tm is not None else None,
-            "bar_length_moments_err_arcsec": tm.bar_length_err_arcsec.iloc[i] if tm is not None else None,
+            "bar_length_moments_arcsec": r.bar_length_moments_arcsec,
+            "bar_length_moments_err_arcsec": r.bar_length_moments_err_arcsec,
             "bar_length_bhambra2022_arcsec": r.bar_length_bhambra2022_arcsec,
             "bar_length_direct_arcsec": r.bar_length_direct_arcsec,
             "bar_pa_deg": r.bar_pa_deg,
@@ -237,10 +240,6 @@ def main(argv=None):
     frames = simulate_heldout(args.workdir, args.n, args.seed)
     default = resolve_method(bundle.card, "auto")
     df = measure(frames, rt, samples)
-    if default != "moments":  # the moments measurement too, on the same maps (SmoothGrad is seeded by object id)
-        dm = measure(frames, rt, samples, method="moments")
-        df["bar_length_moments_arcsec"] = dm["bar_length_arcsec"].to_numpy(float)
-        df["bar_length_moments_err_arcsec"] = dm["bar_length_err_arcsec"].to_numpy(float)
     ok = (df.status == "ok").to_numpy()
     df = df[ok].reset_index(drop=True)
     has_bar = df.true_has_bar.to_numpy(bool)
@@ -249,7 +248,7 @@ def main(argv=None):
     pbar = df.p_bar.to_numpy(float)
     says_bar = pbar >= 0.5
     res, figs = {}, {}
-    for name, col in method_columns(df):
+    for name, col in method_columns(default):
         pred = df[col].to_numpy(float)
         res[name] = metrics(pred, true, says_bar, has_bar, pbar, disc)
         figs[name] = (np.where(has_bar & says_bar, pred, np.nan), true, res[name])
@@ -265,7 +264,7 @@ def main(argv=None):
     missed = missed_bars(df, says_bar)
     cov = coverage(df.bar_length_arcsec.to_numpy(float), df.bar_length_err_arcsec.to_numpy(float), true, has_bar & says_bar)
     cov_moments = (coverage(df.bar_length_moments_arcsec.to_numpy(float), df.bar_length_moments_err_arcsec.to_numpy(float), true,
-                            has_bar & says_bar) if "bar_length_moments_arcsec" in df else None)
+                            has_bar & says_bar) if default != "moments" else None)
     t_iso = time.time()
     iso_len, iso_score, iso_status, idx = isophote_lengths(df, args.isophote_n)
     sub = np.zeros(len(df), bool)
@@ -278,7 +277,7 @@ def main(argv=None):
     figs["isophote"] = (np.where(has_bar & (iso_status == "bar"), iso_len, np.nan), true, m)
     # the same galaxies for every method (the isophote subset)
     same = {}
-    for name, col in method_columns(df):
+    for name, col in method_columns(default):
         same[name] = metrics(df[col].to_numpy(float)[sub], true[sub], says_bar[sub], has_bar[sub], pbar[sub], disc[sub])
     same["isophote"] = m
 

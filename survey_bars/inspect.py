@@ -63,6 +63,7 @@ REPORT_COLUMNS = [
     "bar_length_err_arcsec",
     "bar_pa_deg",
     "bar_axis_ratio",
+    "bar_length_moments_arcsec",
     "bar_length_direct_arcsec",
     "bar_length_bhambra2022_arcsec",
     "quality_flags",
@@ -84,6 +85,7 @@ _P_BINS = np.linspace(0.0, 1.0, 51)
 _L_EDGES = np.logspace(-2, 4, 6 * 500 + 1)
 _LENGTHS = {
     "bar_length_arcsec": ("saliency (this model)", "#1f77b4"),
+    "bar_length_moments_arcsec": ("saliency moments", "#8c564b"),
     "bar_length_direct_arcsec": ("direct CNN", "#ff7f0e"),
     "bar_length_bhambra2022_arcsec": ("Bhambra et al. 2022 sweep", "#2ca02c"),
 }
@@ -926,6 +928,9 @@ def _caption(row, flag_names, notes):
                 txt += f" ± {_fmt(err)}″"
             parts.append(txt)
             parts.append(f"PA {_fmt(row.get('bar_pa_deg'), '.0f')}°")
+        mo = row.get("bar_length_moments_arcsec")
+        if mo is not None and np.isfinite(mo) and mo != L:
+            parts.append(f"moments {_fmt(mo)}″")
         d = row.get("bar_length_direct_arcsec")
         if d is not None and np.isfinite(d):
             parts.append(f"direct {_fmt(d)}″")

@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibration_for", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibrated_length", "calibration_for", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -139,6 +139,55 @@ def apply_calibration(length_raw, calibration):
     if not calibration:
         return length_raw
     return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
+
+
+def calibrated_length(raw, subset_lengths, calibration, resample_scale):
+    """Calibrate a raw length and give it an uncertainty (both in model-frame pixels).
+
+    Parameters
+    ----------
+    raw : float
+        Length measured on the whole SmoothGrad map, model-frame pixels.
+    subset_lengths : sequence of float
+        Lengths measured on the maps of disjoint subsets of the SmoothGrad samples (non-finite
+        ones are ignored; fewer than two give no statistical term).
+    calibration : dict
+        The method's calibration from the bundle card (:func:`calibration_for`): ``slope``,
+        ``intercept`` and the systematic terms ``scatter_frac`` (fraction of the length),
+        ``floor_model_px`` (model-frame pixels) and ``floor_native_px`` (input-image pixels).
+    resample_scale : float
+        Input pixels per model pixel of the normalised frame (turns ``floor_native_px`` into
+        model pixels).
+
+    Returns
+    -------
+    length, err : float
+        The calibrated length and its uncertainty, added in quadrature: the subsets' standard
+        error (scaled by the slope) and the systematic terms.
+    """
+    calibration = calibration or {}
+    subs = np.asarray([s for s in subset_lengths if np.isfinite(s)], dtype=float)
+    length = float(apply_calibration(raw, calibration))
+    slope = float(calibration.get("slope", 1.0))
+    err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
+    err = np.sqrt(err_stat**2 + (float(calibration.get("scatter_frac", 0.0)) * length) ** 2
+                  + float(calibration.get("floor_model_px", 0.0)) ** 2
+                  + (float(calibration.get("floor_native_px", 0.0)) / resample_scale) ** 2)
+    return length, float(err)
+
+
+def _moments_calibration(card, method, calib):
+    """The moments calibration for the ``bar_length_moments_arcsec`` column, None when it cannot be used.
+
+    A run with another method still fills that column; a moments calibration made for another
+    version of the measurement then leaves it null instead of failing the run.
+    """
+    if method == "moments":
+        return calib
+    try:
+        return calibration_for(card, "moments")
+    except ValueError:
+        return None
 
 
 def resolve_method(card, method):
@@ -434,6 +483,7 @@ def process_items(items, options=None, *, runtime=None):
     symmetrise = bool(sg["symmetrise"])
     options = dataclasses.replace(options, method=resolve_method(card, options.method))
     calib = calibration_for(card, options.method)
+    calib_moments = _moments_calibration(card, options.method, calib)
     names = rt.class_names
     rows = []
     for start in range(0, len(items), options.chunk_size):
@@ -442,7 +492,8 @@ def process_items(items, options=None, *, runtime=None):
         ok = [i for i, (_, norm, _) in enumerate(prepared) if norm is not None]
         if ok:
             try:
-                _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise)
+                _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise,
+                             calib_moments)
             except Exception as exc:  # a model failure marks the chunk's rows, never loses them
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 for i in ok:
@@ -471,7 +522,8 @@ def _head_lengths(rt, sal, n_subsets):
     return {k: (float(v), subs[k]) for k, v in zip(keys, main)}
 
 
-def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False):
+def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False,
+                 calib_moments=None):
     imgs = np.stack([prepared[i][1].image for i in ok])
     fwd = rt.forward(imgs)
     probs = fwd["probs"]
@@ -486,14 +538,10 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets,
                                 symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
-    scatter_frac = float(calib.get("scatter_frac", 0.0)) if calib else 0.0
-    floor_model = float(calib.get("floor_model_px", 0.0)) if calib else 0.0  # model-frame pixels
-    floor_native = float(calib.get("floor_native_px", 0.0)) if calib else 0.0  # input-image pixels
     # the learned head reads every selected map (and its subsets) in two batched calls; the
     # map's geometry (position angle, axis ratio, flags) still comes from the moments
     geometry = "moments" if options.method == "head" else options.method
     head = _head_lengths(rt, sal, n_subsets) if options.method == "head" and sal else None
-    slope = float(calib.get("slope", 1.0)) if calib else 1.0
     for k, i in enumerate(ok):
         row, norm, cd = prepared[i]
         flags = int(row["quality_flags"] or 0)
@@ -515,13 +563,20 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             else:
                 raw = meas.length
                 subs = [measure_bar(m, options.method).length for m in sg.subsets] if n_subsets > 1 else []
-            subs = np.asarray([s for s in subs if np.isfinite(s)], dtype=float)
-            length = float(apply_calibration(raw, calib))
-            err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
-            err = float(np.sqrt(err_stat**2 + (scatter_frac * length) ** 2 + floor_model**2 + (floor_native / norm.scale) ** 2))
+            length, err = calibrated_length(raw, subs, calib, norm.scale)
+            if options.method == "moments":
+                mom, mom_err = length, err
+            elif calib_moments is None:
+                mom = mom_err = np.nan
+            else:  # the moments length of the same map, as a cross-check of the head
+                mom_raw = meas.length if geometry == "moments" else measure_bar(sg.map, "moments").length
+                mom_subs = [measure_bar(m, "moments").length for m in sg.subsets] if n_subsets > 1 else []
+                mom, mom_err = calibrated_length(mom_raw, mom_subs, calib_moments, norm.scale)
             row.update(
                 bar_length_arcsec=_finite_or_none(length * to_arcsec),
                 bar_length_err_arcsec=_finite_or_none(err * to_arcsec),
+                bar_length_moments_arcsec=_finite_or_none(mom * to_arcsec),
+                bar_length_moments_err_arcsec=_finite_or_none(mom_err * to_arcsec),
                 bar_pa_deg=_finite_or_none(sky_pa(meas.pa_deg, cd)),
                 bar_axis_ratio=_finite_or_none(meas.axis_ratio),
                 bar_length_bhambra2022_arcsec=_finite_or_none(paper.length * to_arcsec),

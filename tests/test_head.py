@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from survey_bars.bars import MOMENTS_VERSION
 from survey_bars.calibrate import (
     calibrate_head,
     calibrate_head_errors,
@@ -193,6 +194,33 @@ def test_auto_is_the_head_when_the_bundle_has_one(head_bundle):
     head, moments = (process_items(files, RunOptions(method=m, p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
                      for m in ("head", "moments"))
     assert not np.allclose(head.bar_length_arcsec, moments.bar_length_arcsec)
+
+
+def test_every_run_carries_the_calibrated_moments_length(head_bundle):
+    """bar_length_moments_arcsec is the moments measurement of the same map whatever the method."""
+    path, sims, _ = head_bundle
+    files = sorted(str(p) for p in sims.glob("*.fits"))[:3]
+    bundle = load_bundle(path)
+    rt = ModelRuntime(bundle)
+    # a moments calibration of its own, so that the check below is not the identity
+    moments = {"slope": 0.9, "intercept": 2.0, "scatter_frac": 0.1, "measurement_version": MOMENTS_VERSION}
+    rt.card = card = {**bundle.card, "calibration": {**bundle.card["calibration"], "moments": moments}}
+    runs = {m: process_items(files, RunOptions(method=m, p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+            for m in ("head", "moments", "bhambra2022")}
+    mom = runs["moments"]
+    assert mom.bar_length_arcsec.notna().all() and (mom.bar_length_err_arcsec > 0).all()
+    for m, df in runs.items():
+        np.testing.assert_allclose(df.bar_length_moments_arcsec, mom.bar_length_arcsec, rtol=1e-12, err_msg=m)
+        np.testing.assert_allclose(df.bar_length_moments_err_arcsec, mom.bar_length_err_arcsec, rtol=1e-12, err_msg=m)
+    assert not np.allclose(runs["head"].bar_length_arcsec, mom.bar_length_arcsec)
+    # a moments calibration made for another version of the measurement leaves the column null
+    # in a head run (and still fails a moments run, as before)
+    rt.card = {**card, "calibration": {**card["calibration"], "moments": {**moments, "measurement_version": 1}}}
+    df = process_items(files, RunOptions(method="head", p_bar_min=0.0, smoothgrad_samples=8), runtime=rt).to_pandas()
+    with pytest.raises(ValueError, match="measurement version 1"):
+        process_items(files, RunOptions(method="moments", p_bar_min=0.0, smoothgrad_samples=8), runtime=rt)
+    pd.testing.assert_series_equal(df.bar_length_arcsec, runs["head"].bar_length_arcsec)
+    assert df.bar_length_moments_arcsec.isna().all() and df.bar_length_moments_err_arcsec.isna().all()
 
 
 def test_head_method_needs_a_head():

@@ -117,6 +117,7 @@ def make_catalogue(root, n_ok=N_OK):
                 p_bar=p_bar, p_smooth=0.1, p_disc=0.9, bar_length_arcsec=L, bar_length_err_arcsec=0.3,
                 bar_pa_deg=pa, bar_axis_ratio=0.3, bar_length_direct_arcsec=L * float(rng.uniform(0.8, 1.2)),
                 bar_length_bhambra2022_arcsec=L * float(rng.uniform(0.7, 1.1)), quality_flags=int(flags),
+                bar_length_moments_arcsec=L * float(rng.uniform(0.9, 1.3)),
             )
         )
     # a galaxy without a bar, and rows that could not be used
@@ -189,6 +190,7 @@ def test_scan_matches_pandas_and_streams(catalogue, monkeypatch):
     both = full.dropna(subset=["bar_length_arcsec", "bar_length_direct_arcsec"])
     r = np.corrcoef(both["bar_length_arcsec"], both["bar_length_direct_arcsec"])[0, 1]
     assert scan.pairs["bar_length_direct_arcsec"]["r"] == pytest.approx(r, rel=1e-9)
+    assert set(scan.pairs) == {"bar_length_moments_arcsec", "bar_length_direct_arcsec", "bar_length_bhambra2022_arcsec"}
     # deterministic for a seed
     again = sbi.scan_catalogue(str(out_cat), n_gallery=3, batch_size=7, seed=0)
     assert [r["object_id"] for r in again.galleries["top_p_bar"]] == top
