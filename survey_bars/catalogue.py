@@ -211,6 +211,8 @@ def is_done(staging_dir, partition, digest=""):
     Returns
     -------
     bool
+        True when the part file and its done marker exist, the marker's digest and row count
+        match, and the part has this version's catalogue columns.
     """
     part, done = part_paths(staging_dir, partition)
     if not (os.path.exists(part) and os.path.exists(done)):
@@ -221,7 +223,9 @@ def is_done(staging_dir, partition, digest=""):
         meta = pq.read_metadata(part)
     except (OSError, ValueError, pa.ArrowException):
         return False
-    return marker.get("digest", "") == digest and meta.num_rows == marker.get("rows")
+    # a part written by a survey-bars with other catalogue columns is redone, not assembled
+    same_columns = meta.schema.to_arrow_schema().names == SCHEMA.names
+    return marker.get("digest", "") == digest and meta.num_rows == marker.get("rows") and same_columns
 
 
 def _file_metadata(extra):

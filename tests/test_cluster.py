@@ -183,6 +183,24 @@ def test_interrupted_then_resume_equals_clean(sim_dir, local_catalogue, tmp_path
     pd.testing.assert_frame_equal(_read(out), _read(local_catalogue))
 
 
+def test_resume_redoes_a_part_with_other_columns(tmp_path):
+    """A part left by a survey-bars with other catalogue columns is not taken as done."""
+    from survey_bars.catalogue import (
+        empty_row,
+        is_done,
+        part_paths,
+        rows_to_table,
+        write_part,
+    )
+
+    table = rows_to_table([empty_row(object_id="a", file="a.fits", partition=0, status="ok", quality_flags=0)])
+    write_part(table, str(tmp_path), 0, digest="d")
+    assert is_done(str(tmp_path), 0, "d") and not is_done(str(tmp_path), 0, "other")
+    part, _ = part_paths(str(tmp_path), 0)
+    pq.write_table(table.drop(["bar_length_moments_arcsec"]), part)  # as an older version wrote it
+    assert not is_done(str(tmp_path), 0, "d")
+
+
 def test_existing_out_refused_and_fatal_errors(sim_dir, local_catalogue, tmp_path):
     with pytest.raises(JobError, match="--overwrite"):
         process([str(sim_dir)], local_catalogue, workers=1, options=OPTIONS, progress=False)
