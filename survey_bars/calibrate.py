@@ -206,6 +206,8 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
     """
     from scipy.optimize import brentq, minimize
 
+    from .pipeline import length_sigma
+
     length, true, stat, scale = (np.asarray(v, float) for v in (length, true, stat, scale))
     ok = np.isfinite(length) & np.isfinite(true) & np.isfinite(stat) & np.isfinite(scale) & (scale > 0) & (length > 0)
     if ok.sum() < 10:
@@ -214,7 +216,7 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
     L, r, st, sc = length[ok], (length - true)[ok], stat[ok], scale[ok]
 
     def sigma(a, b, c):
-        return np.sqrt(st**2 + (a * L) ** 2 + c**2 + (b / sc) ** 2)
+        return length_sigma(st, L, sc, scatter_frac=a, floor_model_px=c, floor_native_px=b)
 
     def nll(q):
         s = sigma(*np.exp(q))

@@ -25,7 +25,7 @@ from .flags import Flag
 from .normalise import normalise
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibrated_length", "calibration_for", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibrated_length", "calibration_for", "length_sigma", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -141,6 +141,31 @@ def apply_calibration(length_raw, calibration):
     return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
 
 
+def length_sigma(stat, length, resample_scale, scatter_frac=0.0, floor_model_px=0.0, floor_native_px=0.0):
+    """The error model of a saliency length: ``sqrt(stat^2 + (a L)^2 + c^2 + (b / scale)^2)``.
+
+    :func:`survey_bars.calibrate.fit_error_model` fits ``a``, ``b`` and ``c`` with this same
+    function, and :func:`calibrated_length` applies them, so the two cannot drift apart.
+
+    Parameters
+    ----------
+    stat : float or ndarray
+        Statistical error (the SmoothGrad subsets' standard error), model-frame pixels.
+    length : float or ndarray
+        Calibrated length, model-frame pixels.
+    resample_scale : float or ndarray
+        Input pixels per model pixel of the normalised frame.
+    scatter_frac, floor_model_px, floor_native_px : float, optional
+        ``a`` (fraction of the length), ``c`` (model-frame pixels) and ``b`` (input-image pixels).
+
+    Returns
+    -------
+    float or ndarray
+        The uncertainty in model-frame pixels.
+    """
+    return np.sqrt(stat**2 + (scatter_frac * length) ** 2 + floor_model_px**2 + (floor_native_px / resample_scale) ** 2)
+
+
 def calibrated_length(raw, subset_lengths, calibration, resample_scale):
     """Calibrate a raw length and give it an uncertainty (both in model-frame pixels).
 
@@ -170,9 +195,8 @@ def calibrated_length(raw, subset_lengths, calibration, resample_scale):
     length = float(apply_calibration(raw, calibration))
     slope = float(calibration.get("slope", 1.0))
     err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
-    err = np.sqrt(err_stat**2 + (float(calibration.get("scatter_frac", 0.0)) * length) ** 2
-                  + float(calibration.get("floor_model_px", 0.0)) ** 2
-                  + (float(calibration.get("floor_native_px", 0.0)) / resample_scale) ** 2)
+    err = length_sigma(err_stat, length, resample_scale, **{k: float(calibration.get(k, 0.0)) for k in
+                                                           ("scatter_frac", "floor_model_px", "floor_native_px")})
     return length, float(err)
 
 
@@ -557,7 +581,7 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         meas = measure_bar(sg.map, geometry) if sg is not None else None
         measured = p_bar is not None and p_bar >= options.p_bar_min and meas is not None and np.isfinite(meas.length)
         if measured:
-            paper = measure_bar(sg.map, "bhambra2022")
+            paper = meas if geometry == "bhambra2022" else measure_bar(sg.map, "bhambra2022")
             if head is not None:
                 raw, subs = head[k]
             else:
