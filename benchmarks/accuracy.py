@@ -18,7 +18,9 @@ seed 1; here: SDSS-heavy, seed 777). Run::
     python -m benchmarks.accuracy --n 800
 
 It writes ``benchmarks/results/accuracy.json``, the ``accuracy`` block of
-``benchmarks/RESULTS.md`` and ``docs/accuracy.png``.
+``benchmarks/RESULTS.md`` and ``docs/accuracy.png``. To score a candidate bundle without
+touching any of them, give ``--model DIR --out-json FILE``: the result goes to ``FILE``, the
+figure beside it (``FILE`` with a ``.png`` suffix) and the block is printed.
 """
 
 from __future__ import annotations
@@ -226,7 +228,10 @@ def main(argv=None):
     ap.add_argument("--sweep", default="8,16,32,64", help="SmoothGrad sample counts to compare ('' to skip)")
     ap.add_argument("--isophote-n", type=int, default=250, help="galaxies given to the (slow) isophote method")
     ap.add_argument("--workdir", default="/tmp/survey-bars-accuracy")
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
+    ap.add_argument("--out-json", default=None, metavar="FILE",
+                    help="write the result here (and the figure beside it) and print it, instead of recording "
+                         "it in benchmarks/results, RESULTS.md and docs/")
     args = ap.parse_args(argv)
 
     from survey_bars.models.bundle import load_bundle
@@ -290,7 +295,7 @@ def main(argv=None):
             sweep.append({"samples": k, "pearson_r": mm["pearson_r"], "median_rel_err": mm["median_rel_err"], "rmse_arcsec": mm["rmse_arcsec"]})
     real = real_galaxies(rt, samples)
 
-    figpath = ROOT / "docs" / "accuracy.png"
+    figpath = Path(args.out_json).with_suffix(".png") if args.out_json else ROOT / "docs" / "accuracy.png"
     scatter_figure(figs, figpath)
     fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     head = ["method", "Pearson r", "RMSE [arcsec]", "median rel. err", "true bars measured", "false-bar rate", "bar AUC (all)", "bar AUC (discs)", "n measured"]
@@ -329,8 +334,10 @@ def main(argv=None):
         md += ["", "SmoothGrad samples against accuracy (default method, true bars):", "", table(["samples", "Pearson r", "median rel. err", "RMSE [arcsec]"], [[s["samples"], fmt(s["pearson_r"]), fmt(s["median_rel_err"]), fmt(s["rmse_arcsec"])] for s in sweep])]
     if real:
         md += ["", "Real Spitzer 3.6 um images (`../shared/data/real`):", "", table(["galaxy", "p_bar", "bar length [\"]", "err [\"]", "moments [\"]", "moments err [\"]", "bhambra2022 [\"]", "direct [\"]", "PA [deg]", "flags", "reference"], [[r["object_id"], fmt(r["p_bar"]), fmt(r["bar_length_arcsec"]), fmt(r["bar_length_err_arcsec"]), fmt(r["bar_length_moments_arcsec"]), fmt(r["bar_length_moments_err_arcsec"]), fmt(r["bar_length_bhambra2022_arcsec"]), fmt(r["bar_length_direct_arcsec"]), fmt(r["bar_pa_deg"]), r["quality_flags"], r["reference"]] for r in real])]
-    md += ["", f"Figure: [docs/accuracy.png](../docs/accuracy.png). Wall time {time.time() - t0:.0f} s."]
-    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "default_method": default, "uncertainty_coverage": cov, "uncertainty_coverage_moments": cov_moments, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "missed_bars": missed, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]))
+    fig_link = str(figpath) if args.out_json else "[docs/accuracy.png](../docs/accuracy.png)"
+    md += ["", f"Figure: {fig_link}. Wall time {time.time() - t0:.0f} s."]
+    save("accuracy", {"n": len(df), "seed": args.seed, "mix": MIX, "samples": samples, "methods": res, "default_method": default, "uncertainty_coverage": cov, "uncertainty_coverage_moments": cov_moments, "bar_auc_discs_ci95": list(auc_ci), "thresholds": thresholds, "missed_bars": missed, "same_subset": same, "sweep": sweep, "real": real}, "\n".join(md), "python -m benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]),
+         json_path=args.out_json)
 
 
 if __name__ == "__main__":
