@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from .catalogue import assemble, is_done, part_paths, write_part
-from .cutouts import DEFAULT_MAX_PIXELS, FITS_SUFFIXES
+from .cutouts import DEFAULT_MAX_PIXELS, is_input_file
 from .flags import Flag
 from .pipeline import (
     METHODS,
@@ -47,11 +47,6 @@ __all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "defaul
 
 class JobError(RuntimeError):
     """A fatal problem with a catalogue job (no inputs, bad model, unreachable scheduler...)."""
-
-
-def _is_fits(name):
-    low = name.lower()
-    return any(low.endswith(s) for s in FITS_SUFFIXES)
 
 
 def _walk_error(exc):
@@ -87,7 +82,7 @@ def _glob_no_links(pattern):
 
 
 def discover_inputs(paths):
-    """Find the FITS files named by paths, directories, globs and ``@list`` files.
+    """Find the cutouts (FITS, JPEG, PNG) named by paths, directories, globs and ``@list`` files.
 
     Parameters
     ----------
@@ -127,7 +122,7 @@ def discover_inputs(paths):
             for root, dirs, files in os.walk(p, followlinks=False, onerror=_walk_error):
                 dirs.sort()
                 for f in files:
-                    if _is_fits(f):
+                    if is_input_file(f):
                         found.add(os.path.abspath(os.path.join(root, f)))
         elif os.path.exists(p) or os.path.islink(p):
             found.add(os.path.abspath(p))
@@ -135,10 +130,10 @@ def discover_inputs(paths):
             for f in _glob_no_links(p):
                 if os.path.isdir(f):
                     found.update(discover_inputs([f]))
-                elif _is_fits(f):
+                elif is_input_file(f):
                     found.add(os.path.abspath(f))
         else:
-            msg = f"Input path {p!r} does not exist. Give FITS files, directories, globs or @list files."
+            msg = f"Input path {p!r} does not exist. Give FITS/JPEG/PNG files, directories, globs or @list files."
             raise JobError(msg)
     return sorted(found)
 
@@ -493,7 +488,8 @@ def process(
         files = sorted(cat_items)
     items = [cat_items.get(f, InputItem(file=f)) for f in files]
     if not items:
-        msg = "No input FITS files were found. Give files, directories or globs (.fits, .fit, .fits.gz, .fz)."
+        msg = ("No input cutouts were found. Give files, directories or globs of FITS (.fits, .fit, .fits.gz, .fz), "
+               "JPEG (.jpg, .jpeg) or PNG (.png) cutouts, or an input catalogue with a 'file' column.")
         raise JobError(msg)
     model_id = json.dumps(bundle.card.get("files", {}), sort_keys=True) + json.dumps(bundle.card.get("calibration", {}), sort_keys=True)
     if partition_size is None:
@@ -620,7 +616,7 @@ def _flag_duplicates(dups):
 
 def configure_parser(parser):
     """Add the ``process`` options to an argparse parser."""
-    parser.add_argument("--input", "-i", nargs="+", default=[], metavar="PATH", help="FITS files, directories (recursive), globs, or @list.txt files.")
+    parser.add_argument("--input", "-i", nargs="+", default=[], metavar="PATH", help="FITS, JPEG or PNG files, directories (recursive), globs, or @list.txt files.")
     parser.add_argument("--out", "-o", required=True, help="Output catalogue: a .parquet file, or a directory for a partitioned catalogue.")
     parser.add_argument("--model", default=None, help="Model bundle directory (default: the shipped bundle).")
     parser.add_argument("--scheduler", default=None, help="Address of a running Dask scheduler (or set DASK_SCHEDULER_ADDRESS).")
@@ -639,6 +635,10 @@ def configure_parser(parser):
                              "saliency map. moments: calibrated second moments of the central saliency. bhambra2022: the "
                              "paper's published algorithm. The catalogue metadata records the method used.")
     parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
+    parser.add_argument("--band", default=None,
+                        help="Band of multi-band FITS files (cubes, one extension per band): a name matched against "
+                             "EXTNAME/BAND/FILTER (e.g. r, HSC-I, VIS) or a 0-based index. Default: HSC-I, VIS, r, i, z, g, "
+                             "the first the file has, else its first band. JPEG/PNG use the mean of their colour channels.")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="Refuse larger images without reading them.")
     parser.add_argument("--save-saliency", default=None, metavar="DIR", help="Write FITS saliency maps here for QA.")
     parser.add_argument("--p-bar-min", type=float, default=0.5,
@@ -666,6 +666,7 @@ def run_cli(args):
         noise_frac=args.smoothgrad_noise,
         method=args.method,
         pixel_scale=args.pixel_scale,
+        band=args.band,
         max_pixels=args.max_pixels,
         save_saliency=args.save_saliency,
         cosmology=args.cosmology,

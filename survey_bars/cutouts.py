@@ -1,12 +1,19 @@
-"""Reading and validating one FITS cutout.
+"""Reading and validating one cutout: FITS (single- or multi-band), JPEG or PNG.
 
 :func:`read_cutout` returns a :class:`Cutout` or raises :class:`CutoutError` with a short
 machine-readable ``reason`` and a message that says what was wrong and what to do. The
 pipeline turns a ``CutoutError`` into an ``status="error"`` catalogue row, so a bad file never
 stops a job and never loses its row.
 
-Supported: ``.fits``, ``.fit``, ``.fts``, gzip-compressed (``.gz``) and tile-compressed
-(``.fz``) files; the first HDU with 2-D (or higher) image data is used.
+The format is told by the file's content, not its name: JPEG and PNG images go to
+:func:`survey_bars.images.read_image`; everything else is read as FITS: ``.fits``, ``.fit``,
+``.fts``, gzip-compressed (``.gz``) and tile-compressed (``.fz``) files.
+
+FITS files may hold several bands, as a cube (bands x y x x) or as one image extension per band
+(e.g. HSC or Euclid files, with MASK and VARIANCE extensions beside the image). ``band`` picks
+one (see :func:`select_band` for the names matched and the default per survey); a MASK (or
+FLAGS/DQ/BITMASK) extension masks pixels, and a VARIANCE (or IVAR/INVVAR/WEIGHT, or
+RMS/SIGMA/ERR) extension gives the per-pixel noise used for the S/N.
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .flags import Flag
+from .images import IMAGE_SUFFIXES, is_image_magic, read_image
 
-__all__ = ["Cutout", "CutoutError", "read_cutout", "FITS_SUFFIXES", "DEFAULT_MAX_PIXELS"]
+__all__ = ["Cutout", "CutoutError", "read_cutout", "FITS_SUFFIXES", "INPUT_SUFFIXES", "DEFAULT_MAX_PIXELS",
+           "DEFAULT_BANDS", "file_stem", "is_input_file", "select_band"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
+#: every suffix that input discovery picks up in directories and globs: FITS and images
+INPUT_SUFFIXES = FITS_SUFFIXES + IMAGE_SUFFIXES
 DEFAULT_MAX_PIXELS = 64_000_000
 _GZIP_RATIO_LIMIT = 200  # a compressed file that unpacks beyond this ratio (and 50 MB) is refused as a bomb
 _BOMB_MIN_BYTES = 50_000_000
@@ -76,6 +87,19 @@ class Cutout:
         turns angles in pixel coordinates into position angles.
     flags : int
         Quality-flag bits already known from reading (see :mod:`survey_bars.flags`).
+    notes : list of str
+        What the reader did that a person may want to know (the plane or band used...).
+    band : str or None
+        The band used: the FITS band name (or ``"#k"``, its index, when unnamed),
+        ``"rgb-mean"`` for a colour image (the mean of its channels) or ``"grey"``; None for a
+        single-band FITS file that names no band.
+    display : bool
+        True for display images (JPEG, PNG): stretched and quantised values, no photometry.
+    variance : ndarray or None
+        Per-pixel variance of ``data`` (from a VARIANCE/IVAR/RMS extension), or None.
+    colour : ndarray or None
+        ``(ny, nx, 3)`` uint8 RGB pixels of a colour image, in the orientation of ``data``,
+        for display.
     """
 
     path: str
@@ -88,6 +112,26 @@ class Cutout:
     cd: np.ndarray | None = None
     flags: int = 0
     notes: list[str] = field(default_factory=list)
+    band: str | None = None
+    display: bool = False
+    variance: np.ndarray | None = None
+    colour: np.ndarray | None = None
+
+
+def is_input_file(name):
+    """True when a file name has a suffix that input discovery reads (FITS or image).
+
+    Parameters
+    ----------
+    name : str
+        File name or path.
+
+    Returns
+    -------
+    bool
+    """
+    low = os.fspath(name).lower()
+    return any(low.endswith(s) for s in INPUT_SUFFIXES)
 
 
 def _object_id(header, path):
@@ -98,13 +142,22 @@ def _object_id(header, path):
             continue
         if value:
             return value
-    return _file_stem(path)
+    return file_stem(path)
 
 
-def _file_stem(path):
-    """The file name without its FITS suffix: the object id of a file without one."""
+def file_stem(path):
+    """The file name without its FITS or image suffix: the object id of a file without one.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+    """
     name = os.path.basename(os.fspath(path))
-    for suf in sorted(FITS_SUFFIXES, key=len, reverse=True):
+    for suf in sorted(INPUT_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suf) and len(name) > len(suf):
             return name[: -len(suf)]
     return os.path.splitext(name)[0] or name
@@ -311,18 +364,292 @@ def _celestial_wcs(header, shape):
     return scale, ra, dec, flags, cd
 
 
-def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
-    """Read and validate one FITS cutout.
+#: default band per survey, tried in order: first an exact (case-insensitive) name, then a name
+#: one of whose ``-``/``_``/``.``/space-separated parts is it (``r`` finds ``HSC-R``)
+DEFAULT_BANDS = ("HSC-I2", "HSC-I", "VIS", "r", "i", "z", "g")
+_GENERIC_EXTNAMES = {"", "PRIMARY", "IMAGE", "SCI", "SCIENCE", "DATA", "COMPRESSED_IMAGE", "FLUX"}
+_MASK_TOKENS = {"MASK", "MSK", "FLAGS", "FLAG", "FLG", "BITMASK", "DQ", "BPM"}
+_VARIANCE_TOKENS = {"VARIANCE": "variance", "VAR": "variance", "IVAR": "ivar", "INVVAR": "ivar", "IVM": "ivar",
+                    "WEIGHT": "ivar", "WHT": "ivar", "WT": "ivar", "RMS": "sigma", "SIGMA": "sigma",
+                    "ERR": "sigma", "ERROR": "sigma", "STD": "sigma", "NOISE": "sigma", "UNC": "sigma"}
+_IGNORED_TOKENS = {"PSF", "MODEL", "CHI", "RESID", "RESIDUAL", "BKG", "BACKGROUND", "SKY", "EXPOSURE", "EXPMAP",
+                   "EXP", "NEXP", "DEPTH", "SEG", "SEGMAP", "SEGMENTATION", "COVERAGE"}
+#: HSC/LSST mask planes (MP_<NAME> header keywords give their bits) that make a pixel unusable
+_BAD_MASK_PLANES = {"BAD", "SAT", "CR", "NO_DATA", "SUSPECT", "UNMASKEDNAN"}
+
+
+def _tokens(name):
+    return [t for t in re.split(r"[-_.\s]+", str(name).upper()) if t]
+
+
+def _band_matches(query, name):
+    """0: no match, 2: exact (case-insensitive), 1: one of the name's parts."""
+    if name is None:
+        return 0
+    q = str(query).strip().upper()
+    if q == str(name).strip().upper():
+        return 2
+    return 1 if q in _tokens(name) else 0
+
+
+def select_band(names, band=None):
+    """Choose the band to use among a file's bands.
+
+    Parameters
+    ----------
+    names : list of str or None
+        The bands' names in file order (None for an unnamed band).
+    band : str or int, optional
+        ``--band``: a name (matched case-insensitively against the whole name, then against its
+        ``-``/``_``/``.``-separated parts, so ``i`` finds ``HSC-I``) or an index (an int or a
+        string of digits, 0-based in file order). None takes the first of
+        :data:`DEFAULT_BANDS` that the file has (HSC-I for HSC, VIS for Euclid, r for SDSS, the
+        Legacy Surveys and Rubin), else the first band.
+
+    Returns
+    -------
+    index : int
+        The chosen band's position in ``names``.
+    defaulted : bool
+        True when neither ``band`` nor a default name chose it (the first band was taken).
+
+    Raises
+    ------
+    CutoutError
+        ``band_not_found`` when ``band`` matches no band (or, by parts, several).
+    """
+    listed = ", ".join(n if n is not None else f"#{k}" for k, n in enumerate(names))
+    if band is not None and (isinstance(band, (int, np.integer)) or str(band).strip().isdigit()):
+        k = int(band)
+        if not 0 <= k < len(names):
+            msg = f"--band {k} asks for band index {k}, but the file has {len(names)} band(s) ({listed}). Give an index below {len(names)} or a band name."
+            raise CutoutError("band_not_found", msg)
+        return k, False
+    queries = [band] if band is not None else list(DEFAULT_BANDS)
+    for q in queries:
+        for level in (2, 1):
+            hits = [k for k, n in enumerate(names) if _band_matches(q, n) == level]
+            if len(hits) == 1 or (hits and level == 2):
+                return hits[0], False
+            if len(hits) > 1 and band is not None:
+                msg = f"--band {band!r} matches several bands of the file ({', '.join(names[k] for k in hits)}). Give the full name."
+                raise CutoutError("band_not_found", msg)
+    if band is not None:
+        msg = f"The file has no band {band!r}; its bands are: {listed}. Pass --band with one of these names, or an index."
+        raise CutoutError("band_not_found", msg)
+    return 0, len(names) > 1
+
+
+def _role(hdu_name):
+    """'mask', ('variance', kind), 'ignore' or 'science' from an extension name."""
+    toks = _tokens(hdu_name)
+    if any(t in _MASK_TOKENS for t in toks):
+        return "mask", None
+    for t in toks:
+        if t in _VARIANCE_TOKENS:
+            return "variance", _VARIANCE_TOKENS[t]
+    if any(t in _IGNORED_TOKENS for t in toks):
+        return "ignore", None
+    return "science", None
+
+
+def _header_str(header, key):
+    try:
+        v = header.get(key)
+    except Exception:  # an unparsable card
+        return None
+    v = str(v).strip() if v is not None else ""
+    return v or None
+
+
+def _cube_band_names(header, n):
+    """Names of the planes of a cube: BANDS = 'grz' (or 'g,r,z'), BAND0.. / BAND1.., FILTER1.."""
+    bands = _header_str(header, "BANDS")
+    if bands:
+        parts = [p for p in re.split(r"[\s,;/]+", bands) if p]
+        if len(parts) == 1 and len(parts[0]) == n:
+            parts = list(parts[0])
+        if len(parts) == n:
+            return parts
+    for key, start in (("BAND", 0), ("BAND", 1), ("FILTER", 1), ("FILTER", 0)):
+        names = [_header_str(header, f"{key}{k}") for k in range(start, start + n)]
+        if all(names):
+            return names
+    return [None] * n
+
+
+class _Image:
+    """One image plane of a FITS file: an HDU and, for a cube, the index of the plane."""
+
+    def __init__(self, hdu, index, dims, name, role=None, kind=None):
+        self.hdu, self.index, self.dims, self.name, self.role, self.kind = hdu, index, dims, name, role, kind
+
+    def read(self):
+        from astropy.io import fits
+
+        hdu, dims = self.hdu, self.dims
+        if len(dims) > 2:
+            lead = (self.index or 0,) + (0,) * (len(dims) - 3)
+            idx = tuple(reversed(lead)) + (slice(None), slice(None))
+            section = hdu.section if not isinstance(hdu, fits.CompImageHDU) else None
+            data = section[idx] if section is not None else hdu.data[idx]
+        else:
+            data = hdu.data
+        if data is None:
+            raise CutoutError("no_image", "The image HDU has no data. Supply a 2-D image cutout.")
+        data = np.asarray(data)
+        if data.ndim != 2:
+            msg = f"Expected a 2-D image, got shape {data.shape}."
+            raise CutoutError("not_2d", msg)
+        expected = (dims[1], dims[0])
+        if data.shape != expected:
+            msg = f"The data shape {data.shape} does not match the header {expected}; the file is probably truncated."
+            raise CutoutError("truncated", msg)
+        return data.astype(np.float64)
+
+
+def _scan_hdus(hdul, primary_header):
+    """Sort a FITS file's image HDUs into science planes, masks and variances."""
+    science, aux = [], []
+    n_sci_hdus = 0
+    one_d = None
+    try:
+        for n_hdu, h in enumerate(hdul):
+            if n_hdu >= _MAX_HDUS:
+                if science:
+                    break
+                msg = f"No 2-D image in the first {_MAX_HDUS} HDUs; a cutout keeps its image in one of its first HDUs. The file may be damaged."
+                raise CutoutError("no_image", msg)
+            if not h.is_image:
+                continue
+            dims = _header_pixels(h)
+            if len(dims) == 1 and dims[0] > 0 and one_d is None:
+                one_d = dims[0]
+            if not (len(dims) >= 2 and all(d > 0 for d in dims)):
+                continue
+            extname = _header_str(h.header, "EXTNAME") or ""
+            role, kind = _role(extname) if n_hdu > 0 else ("science", None)
+            if role == "ignore":
+                continue
+            own = _header_str(h.header, "BAND") or _header_str(h.header, "FILTER")
+            name = own or (extname if extname.upper() not in _GENERIC_EXTNAMES else None)
+            n_planes = dims[2] if len(dims) > 2 else 1
+            if role == "science":
+                n_sci_hdus += 1
+                if len(dims) > 2:
+                    cube_names = _cube_band_names(h.header, n_planes)
+                    science.extend(_Image(h, k, dims, cube_names[k]) for k in range(n_planes))
+                else:
+                    science.append(_Image(h, None, dims, name))
+            else:
+                planes = range(n_planes) if len(dims) > 2 else [None]
+                aux.extend(_Image(h, k, dims, extname, role, kind) for k in planes)
+    except CutoutError:
+        raise
+    except Exception as exc:
+        if not science:
+            msg = f"The FITS structure is damaged ({type(exc).__name__}: {exc}); the file may be truncated."
+            raise CutoutError("corrupt", msg) from None
+        # a damaged tail after a good image: use what was found
+    if not science:
+        if one_d is not None:
+            msg = f"The image is 1-D ({one_d} values); a 2-D cutout is needed. Check that this is an image, not a spectrum or a table."
+            raise CutoutError("not_2d", msg)
+        msg = "The file holds no image data (zero-size or table-only HDUs). Supply a 2-D image cutout."
+        raise CutoutError("no_image", msg)
+    if n_sci_hdus == 1 and len(science) == 1 and science[0].name is None:
+        # one band, named (if at all) in the primary header, as HSC cutouts do
+        science[0].name = _header_str(primary_header, "BAND") or _header_str(primary_header, "FILTER")
+    return science, aux
+
+
+def _companion(aux, role, chosen, science):
+    """The mask or variance plane that belongs to the chosen science plane, or None."""
+    cands = [a for a in aux if a.role == role and a.dims[:2] == chosen.dims[:2]]
+    if not cands:
+        return None
+    if chosen.index is not None:  # a cube: the same plane of a cube companion
+        cube = [a for a in cands if a.index == chosen.index and len(a.dims) > 2 and a.dims[2] == chosen.dims[2]]
+        if cube:
+            return cube[0]
+    if chosen.name is not None:
+        want = set(_tokens(chosen.name))
+        named = [a for a in cands if a.index is None and want & (set(_tokens(a.name)) - _MASK_TOKENS - set(_VARIANCE_TOKENS))]
+        if named:
+            return named[0]
+    plain = [a for a in cands if a.index is None and not (set(_tokens(a.name)) - _MASK_TOKENS - set(_VARIANCE_TOKENS))]
+    n_bands = len({(id(s.hdu), s.index) for s in science})
+    if len(plain) == 1 and (n_bands == 1 or chosen.index is None and len([s for s in science if s.index is None]) == 1):
+        return plain[0]
+    return None
+
+
+def _bad_pixels(mask_plane):
+    """Boolean bad-pixel array from a mask plane (HSC/LSST MP_* planes honoured)."""
+    m = mask_plane.read()
+    planes = {}
+    for card in mask_plane.hdu.header.cards:
+        if card.keyword.startswith("MP_"):
+            try:
+                planes[card.keyword[3:]] = int(card.value)
+            except (TypeError, ValueError):
+                continue
+    m = np.nan_to_num(m, nan=1.0)
+    if planes:
+        bits = 0
+        for name, bit in planes.items():
+            if name in _BAD_MASK_PLANES and 0 <= bit < 63:
+                bits |= 1 << bit
+        return (m.astype(np.int64) & bits) != 0
+    return m != 0
+
+
+def _variance(var_plane):
+    """Variance array (NaN where unusable) and a bool array of no-data pixels (ivar == 0)."""
+    v = var_plane.read()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if var_plane.kind == "ivar":
+            nodata = ~(v > 0)
+            var = np.where(v > 0, 1.0 / v, np.nan)
+        elif var_plane.kind == "sigma":
+            nodata = np.zeros(v.shape, bool)
+            var = np.where(v > 0, v * v, np.nan)
+        else:
+            nodata = np.zeros(v.shape, bool)
+            var = np.where(v > 0, v, np.nan)
+    return var, nodata
+
+
+def _merged_header(header, primary):
+    """The extension header plus the primary header's cards it lacks (for ids, redshifts, WCS)."""
+    out = header.copy()
+    if primary is None or primary is header:
+        return out
+    for card in primary.cards:
+        if card.keyword and card.keyword not in out and card.keyword not in ("SIMPLE", "EXTEND", "NAXIS", "BITPIX", "COMMENT", "HISTORY", ""):
+            try:
+                out.append(card, end=True)
+            except Exception:  # an unparsable card: leave it out
+                continue
+    return out
+
+
+def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS, band=None):
+    """Read and validate one cutout: FITS, JPEG or PNG.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The file.
+        The file. Its content decides the format: JPEG and PNG images are read by
+        :func:`survey_bars.images.read_image`, anything else as FITS.
     pixel_scale : float, optional
-        Pixel scale in arcsec to assume when the file has no celestial WCS. The row is then
-        flagged ``ASSUMED_PIXEL_SCALE``.
+        Pixel scale in arcsec to assume when the file has no celestial WCS (always, for
+        images). The row is then flagged ``ASSUMED_PIXEL_SCALE``.
     max_pixels : int, optional
-        Images with more pixels than this are refused before their data are read.
+        Images with more pixels (per plane) than this are refused before their data are read.
+    band : str or int, optional
+        The band of a multi-band FITS file (see :func:`select_band`); ignored by single-band
+        files and images.
 
     Returns
     -------
@@ -332,24 +659,22 @@ def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS):
     ------
     CutoutError
         When the file cannot be used; ``reason`` names the cause. No other exception
-        escapes: an unforeseen failure inside astropy is reported as ``corrupt``.
+        escapes: an unforeseen failure inside astropy or Pillow is reported as ``corrupt``.
     """
     try:
-        return _read_cutout(path, pixel_scale=pixel_scale, max_pixels=max_pixels)
+        return _read_cutout(path, pixel_scale=pixel_scale, max_pixels=max_pixels, band=band)
     except CutoutError:
         raise
     except MemoryError:
         msg = "Reading the file ran out of memory. Lower --max-pixels or give the workers more memory."
         raise CutoutError("out_of_memory", msg) from None
-    except Exception as exc:  # astropy raises many types (VerifyError, OverflowError...) on damaged files
+    except Exception as exc:  # astropy and Pillow raise many types (VerifyError, OverflowError...) on damaged files
         msg = f"The file is damaged and could not be read ({type(exc).__name__}: {exc}). Download or copy it again."
         raise CutoutError("corrupt", msg) from None
 
 
-def _read_cutout(path, *, pixel_scale, max_pixels):
-    from astropy.io import fits
-
-    path = os.path.abspath(os.fspath(path))
+def _check_file(path):
+    """Stat and open checks shared by every format; return (stat result, first 80 bytes)."""
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -364,7 +689,7 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
         raise CutoutError("missing", msg) from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
-        msg = f"{path!r} is {kind}, not a FITS file; it was not read. Give regular FITS files."
+        msg = f"{path!r} is {kind}, not a cutout file; it was not read. Give regular FITS, JPEG or PNG files."
         raise CutoutError("not_a_file", msg)
     if st.st_size == 0:
         raise CutoutError("empty_file", "The file is empty (0 bytes). Re-create the cutout.")
@@ -377,11 +702,47 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
     except OSError as exc:
         msg = f"The file could not be read: {exc.strerror}. Fix its permissions or storage."
         raise CutoutError("unreadable", msg) from None
+    return st, magic
+
+
+def _check_pixels(data):
+    """Refuse images too small, without finite pixels or constant; return data with NaN for non-finite."""
+    if min(data.shape) < 8:
+        msg = f"The image is only {data.shape[1]} x {data.shape[0]} pixels; at least 8 x 8 are needed."
+        raise CutoutError("too_small", msg)
+    finite = np.isfinite(data)
+    if not finite.any():
+        msg = "Every pixel is NaN, infinite or masked. Check the cutout's source image (and its MASK extension, if any)."
+        raise CutoutError("all_nan", msg)
+    vals = data[finite]
+    if float(vals.max()) == float(vals.min()):
+        msg = f"Every finite pixel has the same value ({vals.max():g}): there is no image. Check the cutout's source image."
+        raise CutoutError("constant_image", msg)
+    return data if finite.all() else np.where(finite, data, np.nan)
+
+
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZ", b"\xfd7zXZ\x00", b"PK\x03\x04")
+
+
+def _read_cutout(path, *, pixel_scale, max_pixels, band):
+    path = os.path.abspath(os.fspath(path))
+    st, magic = _check_file(path)
+    looks_fits = magic.startswith(b"SIMPLE") or magic.startswith(_COMPRESSED_MAGIC)
+    if is_image_magic(magic) or (path.lower().endswith(IMAGE_SUFFIXES) and not looks_fits):
+        cut = read_image(path, pixel_scale=pixel_scale, max_pixels=max_pixels)
+        cut.data = _check_pixels(cut.data)
+        return cut
+    return _read_fits(path, st, magic, pixel_scale=pixel_scale, max_pixels=max_pixels, band=band)
+
+
+def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band):
+    from astropy.io import fits
+
     head = _check_compressed(path, magic, st.st_size)
     if not (magic if head is None else head).startswith(b"SIMPLE"):
         # astropy checks this for plain files only; a damaged compressed header would otherwise
         # be scanned block by block as thousands of pseudo-HDUs
-        msg = "Not a FITS file: it does not start with the SIMPLE card. Check that it is FITS and not damaged."
+        msg = "Not a FITS file: it does not start with the SIMPLE card. Check that it is FITS (or a JPEG or PNG image) and not damaged."
         raise CutoutError("not_fits", msg)
     if head is None:
         try:
@@ -403,35 +764,17 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
         msg = f"Not a readable FITS file ({type(exc).__name__}: {exc})."
         raise CutoutError("not_fits", msg) from None
 
+    variance = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hdu = None
-            try:
-                for n_hdu, h in enumerate(hdul):
-                    if n_hdu >= _MAX_HDUS:
-                        msg = f"No 2-D image in the first {_MAX_HDUS} HDUs; a cutout keeps its image in one of its first HDUs. The file may be damaged."
-                        raise CutoutError("no_image", msg)
-                    dims = _header_pixels(h)
-                    if len(dims) >= 2 and all(d > 0 for d in dims) and h.is_image:
-                        hdu = h
-                        break
-                    if len(dims) >= 1 and h.is_image and any(d > 0 for d in dims) and hdu is None:
-                        if len(dims) == 1:
-                            msg = (
-                                f"The image is 1-D ({dims[0]} values); a 2-D cutout is needed. "
-                                "Check that this is an image, not a spectrum or a table."
-                            )
-                            raise CutoutError("not_2d", msg)
-            except CutoutError:
-                raise
-            except Exception as exc:
-                msg = f"The FITS structure is damaged ({type(exc).__name__}: {exc}); the file may be truncated."
-                raise CutoutError("corrupt", msg) from None
-            if hdu is None:
-                msg = "The file holds no image data (zero-size or table-only HDUs). Supply a 2-D image cutout."
-                raise CutoutError("no_image", msg)
-            dims = _header_pixels(hdu)
+            primary_header = hdul[0].header
+            science, aux = _scan_hdus(hdul, primary_header)
+            names = [s.name for s in science]
+            # --band chooses among several bands; a single-band file is used as it is
+            k, defaulted = select_band(names, band) if len(science) > 1 else (0, False)
+            chosen = science[k]
+            dims = chosen.dims
             plane_pix = dims[0] * dims[1]
             if plane_pix > max_pixels:
                 msg = (
@@ -439,52 +782,42 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
                     f"{max_pixels}; it was not read. Make a smaller cutout or raise --max-pixels."
                 )
                 raise CutoutError("too_large", msg)
-            header = hdu.header
+            band_name = chosen.name if chosen.name is not None else (f"#{k}" if len(science) > 1 else None)
+            if len(science) > 1:
+                notes.append(f"{len(science)} bands ({', '.join(n or f'#{i}' for i, n in enumerate(names))}); {band_name} used")
+            if defaulted:
+                flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+            if len(dims) > 3 and any(d > 1 for d in dims[3:]):
+                flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+                notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane of the extra axes used")
             try:
-                if len(dims) > 2:
-                    section = hdu.section if not isinstance(hdu, fits.CompImageHDU) else None
-                    idx = (0,) * (len(dims) - 2) + (slice(None), slice(None))
-                    data = section[idx] if section is not None else hdu.data[idx]
-                    flags |= int(Flag.FIRST_PLANE_OF_CUBE)
-                    notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane used")
-                else:
-                    data = hdu.data
+                data = chosen.read()
+                mask_plane = _companion(aux, "mask", chosen, science)
+                var_plane = _companion(aux, "variance", chosen, science)
+                if mask_plane is not None:
+                    bad = _bad_pixels(mask_plane)
+                    data[bad] = np.nan
+                    notes.append(f"mask {mask_plane.name}: {int(bad.sum())} pixels masked")
+                if var_plane is not None:
+                    variance, nodata = _variance(var_plane)
+                    data[nodata] = np.nan
+                    notes.append(f"noise from {var_plane.name} ({var_plane.kind})")
+            except CutoutError:
+                raise
             except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
                 msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
                 raise CutoutError("truncated", msg) from None
             except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
                 msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
                 raise CutoutError("corrupt", msg) from None
-            if data is None:
-                raise CutoutError("no_image", "The image HDU has no data. Supply a 2-D image cutout.")
-            data = np.asarray(data)
-            if data.ndim != 2:
-                msg = f"Expected a 2-D image, got shape {data.shape}."
-                raise CutoutError("not_2d", msg)
-            expected = (dims[1], dims[0])
-            if data.shape != expected:
-                msg = f"The data shape {data.shape} does not match the header {expected}; the file is probably truncated."
-                raise CutoutError("truncated", msg)
-            # native float64 whatever BITPIX/BSCALE/BZERO/endianness the file used
-            data = data.astype(np.float64)
-            header = header.copy()
+            header = chosen.hdu.header.copy()
+            meta = _merged_header(header, primary_header)
+            inherit = bool(header.get("INHERIT", False)) if "INHERIT" in header else False
     finally:
         hdul.close()
 
-    if min(data.shape) < 8:
-        msg = f"The image is only {data.shape[1]} x {data.shape[0]} pixels; at least 8 x 8 are needed."
-        raise CutoutError("too_small", msg)
-    finite = np.isfinite(data)
-    if not finite.any():
-        msg = "Every pixel is NaN or infinite. Check the cutout's source image."
-        raise CutoutError("all_nan", msg)
-    vals = data[finite]
-    if float(vals.max()) == float(vals.min()):
-        msg = f"Every finite pixel has the same value ({vals.max():g}): there is no image. Check the cutout's source image."
-        raise CutoutError("constant_image", msg)
-    data = np.where(finite, data, np.nan)
-
-    scale, ra, dec, wflags, cd = _celestial_wcs(header, data.shape)
+    data = _check_pixels(data)
+    scale, ra, dec, wflags, cd = _celestial_wcs(meta if inherit else header, data.shape)
     flags |= wflags
     if scale is None:
         if pixel_scale is None:
@@ -497,9 +830,9 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
         flags |= int(Flag.ASSUMED_PIXEL_SCALE)
     redshift = None
     for key in ("REDSHIFT", "Z"):
-        if key in header:
+        if key in meta:
             try:
-                z = float(header[key])
+                z = float(meta[key])
             except Exception:  # not a number, or an unparsable card
                 continue
             if np.isfinite(z) and 0 < z <= _MAX_REDSHIFT:  # a Z of 3000 is a velocity cz, not a redshift
@@ -507,7 +840,7 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
                 break
     return Cutout(
         path=path,
-        object_id=_object_id(header, path),
+        object_id=_object_id(meta, path),
         data=data,
         pixel_scale_arcsec=scale,
         ra=ra,
@@ -516,4 +849,6 @@ def _read_cutout(path, *, pixel_scale, max_pixels):
         cd=cd,
         flags=flags,
         notes=notes,
+        band=band_name,
+        variance=variance,
     )

@@ -38,6 +38,8 @@ class Flag(enum.IntFlag):
     NON_CELESTIAL_WCS = 1 << 13
     SIZE_FROM_FALLBACK = 1 << 14
     BAR_NOT_MEASURED = 1 << 15
+    DISPLAY_IMAGE = 1 << 16
+    NO_PIXEL_SCALE = 1 << 17
 
 
 FLAG_DESCRIPTIONS: dict[str, str] = {
@@ -52,11 +54,13 @@ FLAG_DESCRIPTIONS: dict[str, str] = {
     "BAR_AT_FRAME_LIMIT": "The measured bar reaches the edge of the region searched; the length may be a lower limit.",
     "P_BAR_AMBIGUOUS": "p_bar lies between 0.35 and 0.65, near the decision boundary.",
     "LARGE_RESAMPLING": "The cutout was resampled by more than a factor 4 (up or down) to fill the model frame.",
-    "FIRST_PLANE_OF_CUBE": "The input held a data cube; only its first plane was used.",
+    "FIRST_PLANE_OF_CUBE": "The input held several planes (a data cube, or one image extension per band) and neither --band nor a survey default named one; only the first was used.",
     "DUPLICATE_OBJECT_ID": "Another input file carries the same object_id.",
     "NON_CELESTIAL_WCS": "The WCS is not celestial (e.g. a spectral or pixel-only WCS); it was ignored.",
     "SIZE_FROM_FALLBACK": "The galaxy size could not be measured from the image, or came out implausibly large (over a quarter of the stamp, e.g. merged with residual background) and was clamped; the frame scale, and so every length, is uncertain.",
     "BAR_NOT_MEASURED": "No bar length was measured (p_bar too low, or the measurement failed).",
+    "DISPLAY_IMAGE": "The input is a display image (JPEG or PNG): its pixel values are stretched and quantised, not fluxes, so snr is null and LOW_SNR is not assessed.",
+    "NO_PIXEL_SCALE": "The pixel scale is unknown (an image without a pixel_scale in the input catalogue or --pixel-scale): morphology is given, lengths in arcsec and kpc are null.",
 }
 
 

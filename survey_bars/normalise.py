@@ -391,7 +391,7 @@ def _find_galaxy(sub, noise, cfg):
     return x0, y0, max(r50, cfg.min_r50_pix), seg, False, snr
 
 
-def normalise(data, config=None, *, mask=None, r50_pix=None):
+def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
     """Bring a cutout into the model frame.
 
     Parameters
@@ -406,6 +406,10 @@ def normalise(data, config=None, *, mask=None, r50_pix=None):
     r50_pix : float, optional
         The galaxy's half-light radius in input pixels, e.g. from an input catalogue. When
         omitted it is measured from the image.
+    variance : array_like, optional
+        Per-pixel variance of ``data`` (e.g. from a VARIANCE or IVAR extension). When given,
+        the S/N uses it over the galaxy's segment instead of the border's noise; it changes
+        nothing else.
 
     Returns
     -------
@@ -437,6 +441,13 @@ def normalise(data, config=None, *, mask=None, r50_pix=None):
     sub = np.where(good, arr - plane, 0.0)
 
     x0, y0, r50, seg, fallback, snr = _find_galaxy(sub, noise, cfg)
+    if variance is not None:
+        var = np.asarray(variance, dtype=np.float64)
+        if var.shape == arr.shape:
+            use = seg & good & np.isfinite(var) & (var > 0)
+            total_var = float(var[use].sum())
+            if total_var > 0:
+                snr = max(float(sub[use].sum()) / np.sqrt(total_var), 0.0)
     if r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0:
         r50 = float(r50_pix)
     elif r50 > MAX_R50_FRAC * min(nx, ny):

@@ -20,7 +20,7 @@ import numpy as np
 
 from .bars import measure_bar
 from .catalogue import empty_row, rows_to_table
-from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, read_cutout
+from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
 from .flags import Flag
 from .normalise import normalise
 from .saliency import bundle_settings, smoothgrad_batch
@@ -45,13 +45,14 @@ class InputItem:
     Parameters
     ----------
     file : str
-        Path of the FITS cutout.
+        Path of the cutout (FITS, JPEG or PNG).
     object_id, ra, dec, redshift : optional
         Override the values from the FITS header.
     r50_arcsec : float, optional
         Galaxy half-light radius, used instead of measuring it.
     pixel_scale : float, optional
-        Pixel scale (arcsec) to assume when the file has no WCS.
+        Pixel scale (arcsec) to assume when the file has no WCS (JPEG and PNG images never
+        have one).
     """
 
     file: str
@@ -85,6 +86,9 @@ class RunOptions:
         central saliency) or ``"bhambra2022"`` (the paper's published algorithm).
     pixel_scale : float or None
         Pixel scale (arcsec) to assume for files without a WCS.
+    band : str or None
+        Band of multi-band FITS files: a name or an index (see
+        :func:`survey_bars.cutouts.select_band`); None takes the survey default.
     max_pixels : int
         Larger images are refused unread.
     save_saliency : str or None
@@ -109,6 +113,7 @@ class RunOptions:
     n_subsets: int = 4
     method: str = "auto"
     pixel_scale: float | None = None
+    band: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     save_saliency: str | None = None
     cosmology: str = "Planck18"
@@ -424,14 +429,13 @@ def _save_saliency(directory, object_id, sal, norm, meas):
 
 def _prepare(item, options, prep_cfg):
     """Read and normalise one file; return (row, normalised, cd) or (error row, None, None)."""
-    from .cutouts import _file_stem as _stem  # the same id a readable file without OBJID gets
-
     try:
-        cut = read_cutout(item.file, pixel_scale=item.pixel_scale or options.pixel_scale, max_pixels=options.max_pixels)
+        cut = read_cutout(item.file, pixel_scale=item.pixel_scale or options.pixel_scale, max_pixels=options.max_pixels,
+                          band=options.band)
     except CutoutError as exc:
-        return empty_row(object_id=item.object_id or _stem(item.file), file=os.path.abspath(item.file), status="error", error=f"{exc.reason}: {exc.message}", ra=item.ra, dec=item.dec, redshift=item.redshift), None, None
+        return _error_row(item, f"{exc.reason}: {exc.message}"), None, None
     except Exception as exc:  # never lose a row, whatever the file does
-        return empty_row(object_id=item.object_id or _stem(item.file), file=os.path.abspath(item.file), status="error", error=f"internal: {type(exc).__name__}: {exc}", ra=item.ra, dec=item.dec, redshift=item.redshift), None, None
+        return _error_row(item, f"internal: {type(exc).__name__}: {exc}"), None, None
     flags = int(cut.flags)
     row = empty_row(
         object_id=item.object_id or cut.object_id,
@@ -441,16 +445,19 @@ def _prepare(item, options, prep_cfg):
         dec=item.dec if item.dec is not None else cut.dec,
         redshift=item.redshift if item.redshift is not None else cut.redshift,
         pixel_scale_arcsec=cut.pixel_scale_arcsec,
+        band=cut.band,
     )
     r50_pix = None
-    if item.r50_arcsec is not None and np.isfinite(item.r50_arcsec) and item.r50_arcsec > 0:
+    if item.r50_arcsec is not None and np.isfinite(item.r50_arcsec) and item.r50_arcsec > 0 and cut.pixel_scale_arcsec:
         r50_pix = item.r50_arcsec / cut.pixel_scale_arcsec
     try:
-        norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix)
+        norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix, variance=cut.variance)
     except ValueError as exc:
         row.update(status="error", error=f"normalise: {exc}")
         return row, None, None
-    if norm.snr < LOW_SNR:
+    # a display image has no photometry: no S/N and no LOW_SNR (flag DISPLAY_IMAGE says why)
+    snr = None if cut.display or not np.isfinite(norm.snr) else float(norm.snr)
+    if snr is not None and snr < LOW_SNR:
         flags |= Flag.LOW_SNR
     if norm.bad_centre_frac > NAN_CENTRE_FRAC:
         flags |= Flag.NAN_NEAR_CENTRE
@@ -463,12 +470,18 @@ def _prepare(item, options, prep_cfg):
     if norm.size_from_fallback:
         flags |= Flag.SIZE_FROM_FALLBACK
     row.update(
-        r50_arcsec=norm.r50_pix * cut.pixel_scale_arcsec,
+        r50_arcsec=norm.r50_pix * cut.pixel_scale_arcsec if cut.pixel_scale_arcsec else None,
         resample_scale=norm.scale,
-        snr=float(norm.snr) if np.isfinite(norm.snr) else None,
+        snr=snr,
         quality_flags=flags,
     )
     return row, norm, cut.cd
+
+
+def _error_row(item, error):
+    """The catalogue row of a file that could not be used (the id a readable file without OBJID gets)."""
+    return empty_row(object_id=item.object_id or file_stem(item.file), file=os.path.abspath(item.file), status="error",
+                     error=error, ra=item.ra, dec=item.dec, redshift=item.redshift)
 
 
 def _finite_or_none(v):
@@ -575,7 +588,8 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         p_bar = row.get("p_bar")
         if p_bar is not None and P_BAR_AMBIGUOUS[0] <= p_bar <= P_BAR_AMBIGUOUS[1]:
             flags |= Flag.P_BAR_AMBIGUOUS
-        to_arcsec = norm.scale * row["pixel_scale_arcsec"]
+        # no pixel scale (an image without one): lengths in arcsec stay null (flag NO_PIXEL_SCALE)
+        to_arcsec = norm.scale * (row["pixel_scale_arcsec"] or np.nan)
         direct = float(fwd["bar_length_direct"][k])
         sg = sal.get(k)
         meas = measure_bar(sg.map, geometry) if sg is not None else None

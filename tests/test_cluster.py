@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -204,7 +205,7 @@ def test_resume_redoes_a_part_with_other_columns(tmp_path):
 def test_existing_out_refused_and_fatal_errors(sim_dir, local_catalogue, tmp_path):
     with pytest.raises(JobError, match="--overwrite"):
         process([str(sim_dir)], local_catalogue, workers=1, options=OPTIONS, progress=False)
-    with pytest.raises(JobError, match="No input FITS"):
+    with pytest.raises(JobError, match="No input cutouts were found"):
         process([str(tmp_path)], tmp_path / "x.parquet", workers=1, options=OPTIONS, progress=False)
     with pytest.raises(JobError, match="Cannot reach the Dask scheduler"):
         process([str(sim_dir)], tmp_path / "y.parquet", scheduler="tcp://127.0.0.1:1", timeout="2s", options=OPTIONS, progress=False)
@@ -239,3 +240,31 @@ def test_local_cluster_workers_run_without_the_profiler():
     with local_cluster(1, 1, "1GiB") as cluster, Client(cluster) as client:
         flags = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
     assert list(flags.values()) == [False]
+
+
+def test_discovery_finds_every_format_and_the_catalogue_names_images(tmp_path):
+    """Directories with mixed formats, globs, @lists and a catalogue's file column all find JPEG/PNG."""
+    from PIL import Image
+
+    from survey_bars.cluster import discover_inputs, read_input_catalogue
+    from survey_bars.testing import write_cutout
+
+    d = tmp_path / "mixed"
+    (d / "sub").mkdir(parents=True)
+    img = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
+    names = ["a.fits", "b.JPG", "sub/c.jpeg", "sub/d.png", "e.fits.gz"]
+    for n in names:
+        if n.endswith((".fits", ".gz")):
+            write_cutout(d / n, img.astype(np.float32))
+        else:
+            Image.fromarray(img).save(d / n, format="PNG" if n.endswith("png") else "JPEG")
+    (d / "labels.csv").write_text("file\n")
+    (d / "notes.txt").write_text("x")
+    assert discover_inputs([str(d)]) == sorted(str(d / n) for n in names)
+    assert discover_inputs([str(d / "**" / "*.png")]) == [str(d / "sub/d.png")]
+    (tmp_path / "list.txt").write_text("mixed/b.JPG\nmixed/sub/d.png\n")
+    assert discover_inputs([f"@{tmp_path / 'list.txt'}"]) == [str(d / "b.JPG"), str(d / "sub/d.png")]
+    cat = tmp_path / "cat.csv"
+    cat.write_text("file,pixel_scale,ra,dec\nmixed/b.JPG,0.3,10.0,-1.0\n")
+    items = read_input_catalogue(str(cat))
+    assert items[str(d / "b.JPG")].pixel_scale == 0.3

@@ -277,3 +277,61 @@ def test_calibrate_head_without_torch_says_what_to_install(monkeypatch, capsys):
     assert calibrate.run_cli(parser.parse_args(["--model", "unused", "--method", "head"])) == 2
     err = capsys.readouterr().err
     assert "needs torch" in err and "survey-bars[train]" in err
+
+
+def _jpeg(path, img, *, colour=True, quality=95):
+    """Write a FITS-orientation image as an 8-bit JPEG (top row first), linearly scaled."""
+    from PIL import Image
+
+    lo, hi = float(np.min(img)), float(np.max(img))
+    u8 = np.clip(np.round((img - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)[::-1]
+    im = Image.fromarray(np.dstack([u8, u8, u8]) if colour else u8)
+    im.save(path, quality=quality)
+    return str(path)
+
+
+def test_jpeg_rows_are_display_images_without_snr(runtime, tmp_path):
+    p = _jpeg(tmp_path / "gal.jpg", galaxy_image(n=96, r50=8, bar_len=24, seed=2))
+    item = InputItem(file=p, object_id="J1", ra=150.0, dec=2.0, redshift=0.05, pixel_scale=0.262)
+    row = process_items([item], RunOptions(smoothgrad_samples=16, p_bar_min=0.0), runtime=runtime).to_pandas().iloc[0]
+    assert row.status == "ok" and row.band == "rgb-mean" and row.ra == 150.0
+    assert row.snr is None or np.isnan(row.snr)
+    assert row.quality_flags & Flag.DISPLAY_IMAGE and not row.quality_flags & Flag.LOW_SNR
+    assert row.pixel_scale_arcsec == 0.262 and row.bar_length_arcsec > 0 and row.bar_length_kpc > 0
+
+
+def test_image_without_a_scale_gets_morphology_but_no_lengths(runtime, tmp_path):
+    p = _jpeg(tmp_path / "noscale.png", galaxy_image(n=96, r50=8, bar_len=24, seed=2), colour=False)
+    row = process_items([p], RunOptions(smoothgrad_samples=16, p_bar_min=0.0), runtime=runtime).to_pandas().iloc[0]
+    assert row.status == "ok" and row.band == "grey" and row.object_id == "noscale"
+    assert 0 <= row.p_bar <= 1 and 0 <= row.p_smooth <= 1
+    assert np.isnan(row.pixel_scale_arcsec) and np.isnan(row.bar_length_arcsec) and np.isnan(row.r50_arcsec)
+    assert row.quality_flags & Flag.NO_PIXEL_SCALE
+    assert 0 <= row.bar_pa_deg < 180  # the angle needs no scale
+
+
+def test_fits_and_jpeg_of_the_same_pixels_agree(runtime, tmp_path):
+    """The same galaxy as FITS and as an 8-bit colour JPEG: same bar decision, close probabilities."""
+    img = galaxy_image(n=96, r50=8, bar_len=26, seed=11)
+    f = write_fits(tmp_path / "g.fits", img, objid="G", scale=0.262)
+    j = _jpeg(tmp_path / "g.jpg", img)
+    t = process_items([InputItem(file=f), InputItem(file=j, object_id="G", pixel_scale=0.262)], OPTS, runtime=runtime).to_pandas()
+    assert list(t.status) == ["ok", "ok"]
+    for col in ("p_bar", "p_smooth", "p_edge_on"):
+        assert abs(t[col][0] - t[col][1]) < 0.1, (col, t[col].tolist())
+    assert (t.p_bar[0] >= 0.5) == (t.p_bar[1] >= 0.5)
+
+
+def test_band_option_reaches_the_reader(runtime, tmp_path):
+    from astropy.io import fits
+
+    from survey_bars.testing import _tan_wcs
+
+    g = galaxy_image(n=96, r50=8, seed=3)
+    hdr = fits.Header(_tan_wcs((96, 96)))
+    hdr["BANDS"] = "grz"
+    fits.PrimaryHDU(np.stack([g, g, g]).astype(np.float32), header=hdr).writeto(tmp_path / "c.fits")
+    rows = [process_items([str(tmp_path / "c.fits")], dataclasses.replace(OPTS, band=b), runtime=runtime).to_pandas().iloc[0]
+            for b in (None, "z", "y")]
+    assert [r.band for r in rows[:2]] == ["r", "z"] and rows[0].status == rows[1].status == "ok"
+    assert rows[2].status == "error" and rows[2].error.startswith("band_not_found:")
