@@ -4,6 +4,7 @@ Sub-benchmarks::
 
     python -m benchmarks.performance saliency   # ORT gradient vs torch autograd vs captum, 1 thread; GFLOP/s vs sgemm
     python -m benchmarks.performance io         # FITS read + normalise throughput (the I/O floor)
+    python -m benchmarks.performance formats    # 64-pixel stamps: FITS vs JPEG vs PNG reading, against the model's cost
     python -m benchmarks.performance e2e        # survey-bars process on 1 and 2 LocalCluster workers
     python -m benchmarks.performance memory     # peak worker RSS for 1k vs 10k inputs
     python -m benchmarks.performance all
@@ -265,6 +266,81 @@ def bench_io(args):
     save("perf_io", data, md, f"python -m benchmarks.performance io --n-io {args.n_io}")
 
 
+# ------------------------------------------------------------------------------ formats
+
+
+def _stamps(n, size=64):
+    """n 64-pixel stamps of the same galaxies as FITS, colour JPEG (q 90) and greyscale PNG."""
+    from PIL import Image
+
+    from survey_bars.testing import galaxy_image, write_cutout
+
+    d = WORK / f"stamps-{n}-{size}"
+    done = d / "done"
+    if not done.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(5)
+        for i in range(n):
+            img = galaxy_image(n=size, r50=float(rng.uniform(3, 7)), bar_len=float(rng.uniform(8, 20)) if i % 2 else None,
+                               bar_pa_deg=float(rng.uniform(0, 180)), seed=i)
+            write_cutout(d / f"s{i:05d}.fits", img.astype(np.float32), objid=f"s{i:05d}")
+            u8 = np.clip(np.round((img - img.min()) / (img.max() - img.min()) * 255), 0, 255).astype(np.uint8)[::-1]
+            Image.fromarray(np.dstack([u8, u8, u8])).save(d / f"s{i:05d}.jpg", quality=90)
+            Image.fromarray(u8).save(d / f"s{i:05d}.png")
+        done.write_text("ok")
+    return {ext: sorted(str(p) for p in d.glob(f"*.{ext}")) for ext in ("fits", "jpg", "png")}
+
+
+def bench_formats(args):
+    """Read throughput of 64-pixel stamps per format, against normalise and the model's per-galaxy cost."""
+    from survey_bars.cutouts import read_cutout
+    from survey_bars.normalise import normalise
+    from survey_bars.pipeline import RunOptions, process_items
+    from survey_bars.runtime import get_runtime
+
+    files = _stamps(args.n_io)
+    n = len(files["fits"])
+    rates = {}
+    for ext, fs in files.items():
+        read_cutout(fs[0], pixel_scale=0.262)
+        best = np.inf
+        for _ in range(args.reps):  # best of reps: the read floor, free of other load
+            t = time.perf_counter()
+            cuts = [read_cutout(f, pixel_scale=0.262) for f in fs]
+            best = min(best, time.perf_counter() - t)
+        rates[ext] = n / best
+    t = time.perf_counter()
+    for c in cuts:
+        normalise(c.data)
+    norm_rate = n / (time.perf_counter() - t)
+    rt = get_runtime(args.model, threads=1)
+    k = min(n, 64)
+    opts = RunOptions(model=args.model, smoothgrad_samples=args.samples)
+    process_items(files["jpg"][:4], opts, runtime=rt)
+    t = time.perf_counter()
+    table_ = process_items(files["jpg"][:k], opts, runtime=rt)
+    e2e_rate = k / (time.perf_counter() - t)
+    n_bar = int(sum(1 for p in table_.column("p_bar").to_pylist() if p is not None and p >= opts.p_bar_min))
+    data = {"n": n, "reads_per_s": rates, "jpeg_over_fits": rates["jpg"] / rates["fits"], "png_over_fits": rates["png"] / rates["fits"],
+            "normalise_per_s": norm_rate, "process_items_jpeg_per_s": e2e_rate, "bar_candidates": n_bar, "of": k,
+            "jpeg_read_share_of_process": e2e_rate / rates["jpg"]}
+    md = "\n".join([
+        f"{n} stamps of 64 x 64 pixels, the same galaxies in each format, one process, one thread (reads: best of {args.reps}):",
+        "",
+        table(["stage", "stamps / s", "vs FITS read"], [
+            ["read_cutout, FITS (+ WCS)", f"{rates['fits']:.0f}", "1.00"],
+            ["read_cutout, colour JPEG (q 90)", f"{rates['jpg']:.0f}", f"{data['jpeg_over_fits']:.2f}"],
+            ["read_cutout, greyscale PNG", f"{rates['png']:.0f}", f"{data['png_over_fits']:.2f}"],
+            ["normalise", f"{norm_rate:.0f}", ""],
+            [f"process_items on the JPEGs (all stages, {n_bar}/{k} bar candidates, {args.samples} SmoothGrad samples)", f"{e2e_rate:.1f}", ""],
+        ]),
+        "",
+        f"Reading a JPEG takes {100 * data['jpeg_read_share_of_process']:.1f} % of a JPEG's time through the whole partition "
+        "pipeline: reading is not the bottleneck.",
+    ])
+    save("perf_formats", data, md, f"python -m benchmarks.performance formats --n-io {args.n_io}")
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
@@ -409,7 +485,7 @@ def bench_memory(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["saliency", "io", "e2e", "memory", "all"])
+    ap.add_argument("what", choices=["saliency", "io", "formats", "e2e", "memory", "all"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--samples", type=int, default=None, help="SmoothGrad samples for e2e (default: the bundle's)")
     ap.add_argument("--galaxies", type=int, default=8)
@@ -427,7 +503,7 @@ def main(argv=None):
         from survey_bars.models.bundle import load_bundle
 
         args.samples = int((load_bundle(args.model).smoothgrad or {}).get("samples", 32))
-    for name, fn in [("saliency", bench_saliency), ("io", bench_io), ("e2e", bench_e2e), ("memory", bench_memory)]:
+    for name, fn in [("saliency", bench_saliency), ("io", bench_io), ("formats", bench_formats), ("e2e", bench_e2e), ("memory", bench_memory)]:
         if args.what in (name, "all"):
             fn(args)
 
