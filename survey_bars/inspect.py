@@ -15,7 +15,8 @@ It is built for catalogues of millions of rows: one streaming pass over only the
 columns (``pyarrow.parquet.ParquetFile.iter_batches``) accumulates the counts, histograms and
 correlation sums, keeps a uniform sample for the scatter plots, and keeps the gallery rows
 with streaming top-k selections (a uniform reservoir is a top-k on random keys). Only the
-few galleried objects are read from their FITS files.
+few galleried objects are read from their cutout files (FITS, JPEG or PNG; the band of
+multi-band FITS files is the run's ``--band``, and colour images are shown in colour).
 
 Examples
 --------
@@ -451,38 +452,6 @@ def sky_pa_to_pixel(pa_deg, cd=None):
     return d / np.hypot(*d)
 
 
-def _pixel_matrix(path):
-    """The celestial CD matrix (deg / pixel) of a FITS cutout, or None."""
-    from astropy import log as astropy_log
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    old = astropy_log.level
-    astropy_log.setLevel("ERROR")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(path, memmap=False) as hdul:
-                for h in hdul:
-                    hdr = h.header
-                    if h.is_image and (int(hdr.get("NAXIS", 0) or 0) >= 2 or "ZNAXIS" in hdr):
-                        if not any(k in hdr for k in ("CTYPE1", "CD1_1", "CDELT1", "PC1_1")):
-                            return None
-                        w = WCS(hdr, naxis=2)
-                        if not w.has_celestial:
-                            return None
-                        m = np.asarray(w.celestial.pixel_scale_matrix, dtype=float)
-                        return m if np.all(np.isfinite(m)) and abs(np.linalg.det(m)) > 0 else None
-    except Exception:
-        return None
-    finally:
-        astropy_log.setLevel(old)
-    return None
-
-
-# ------------------------------------------------------------------------ saliency maps
-
-
 def _saliency_file(directory, object_id):
     if not directory:
         return None
@@ -513,7 +482,7 @@ def _read_saliency(path):
     return {"map": sal, "image": image, "scale": float(hdr["SCALE"]), "x0": float(hdr["X0"]), "y0": float(hdr["Y0"])}
 
 
-def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None):
+def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=None):
     """Recompute SmoothGrad maps for a few rows with the model runtime.
 
     The frames and noise are those of ``survey-bars process``: the same preprocessing (the
@@ -530,6 +499,9 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None):
         The catalogue metadata (for the run's SmoothGrad settings).
     runtime : survey_bars.runtime.ModelRuntime, optional
         A runtime to use instead of loading ``model``.
+    band : str or int, optional
+        The band of multi-band FITS files (default: the run's ``--band``, ``run_config["band"]``
+        of ``metadata``), so the maps are of the band the catalogue measured.
 
     Returns
     -------
@@ -543,6 +515,8 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None):
 
     metadata = metadata or {}
     run = metadata.get("run_config") or {}
+    if band is None:
+        band = run.get("band")
     if runtime is None:
         from .runtime import get_runtime
 
@@ -555,7 +529,7 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None):
     for row in rows:
         oid = row["object_id"]
         try:
-            cut = read_cutout(row["file"], pixel_scale=row.get("pixel_scale_arcsec"))
+            cut = read_cutout(row["file"], pixel_scale=row.get("pixel_scale_arcsec"), band=band)
             r50 = row.get("r50_arcsec")
             scale = row.get("pixel_scale_arcsec") or cut.pixel_scale_arcsec
             r50_pix = r50 / scale if r50 and scale else None
@@ -728,8 +702,14 @@ def _note(ax, text):
     ax.set_facecolor("#f2f2f2")
 
 
-def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
-    """Draw one gallery tile (cutout, model input, saliency) and return notes for the caption."""
+def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None, band=None):
+    """Draw one gallery tile (cutout, model input, saliency) and return notes for the caption.
+
+    ``band`` is the run's ``--band`` (the band of multi-band FITS files the catalogue measured).
+    A colour JPEG/PNG is shown in colour; greyscale images and FITS with an arcsinh stretch.
+    Without a pixel scale (an image without one) the bar length is unknown in pixels and the
+    bar is not drawn.
+    """
     from matplotlib.patches import Ellipse, Rectangle
 
     from .cutouts import CutoutError, read_cutout
@@ -745,7 +725,7 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
 
     cut = None
     try:
-        cut = read_cutout(row["file"], pixel_scale=row.get("pixel_scale_arcsec"))
+        cut = read_cutout(row["file"], pixel_scale=row.get("pixel_scale_arcsec"), band=band)
     except CutoutError as exc:
         notes.append(f"cutout unreadable: {exc.reason}")
         _note(axes[0], f"cutout unreadable\n({exc.reason})")
@@ -774,7 +754,9 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
         except ValueError as exc:
             notes.append(f"normalisation failed: {exc}")
 
-    cd = _pixel_matrix(row["file"]) if cut is not None else None
+    # the reader's matrix is the one the pipeline turned the bar angle into a PA with (that of
+    # the band read; north up, east left for an image with a scale)
+    cd = cut.cd if cut is not None else None
     direction = sky_pa_to_pixel(pa_deg, cd) if has_bar else None
     length_pix = None
     if has_bar and cd is not None:
@@ -785,10 +767,15 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
         length_pix = length / scale_arcsec  # no WCS: square pixels of the catalogue's scale
 
     if cut is not None:
-        img, lo, hi = _stretch_cutout(cut.data)
         ax = axes[0]
-        ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ny, nx = img.shape
+        ny, nx = cut.data.shape
+        colour = getattr(cut, "colour", None)
+        if colour is not None and np.shape(colour) == (ny, nx, 3):
+            # a colour JPEG/PNG as it is (uint8 RGB, rows in the orientation of data)
+            ax.imshow(colour, origin="lower", interpolation="nearest")
+        else:
+            img, lo, hi = _stretch_cutout(cut.data)
+            ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         if frame is not None:
             half = 0.5 * (frame["image"].shape[0] if frame["image"] is not None else 64) * frame["scale"]
             ax.add_patch(Rectangle((frame["x0"] - half, frame["y0"] - half), 2 * half, 2 * half, fill=False, ec="#ffcc00", lw=0.8, ls="--"))
@@ -806,7 +793,11 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None):
         ax.set_xlim(-0.5, nx - 0.5)
         ax.set_ylim(-0.5, ny - 0.5)
     if not has_bar and row.get("status") == "ok":
-        axes[0].text(0.03, 0.95, "no bar measured", color="#ffcc00", fontsize=7, va="top", transform=axes[0].transAxes)
+        no_scale = not scale_arcsec and pa_deg is not None and np.isfinite(pa_deg)
+        text = "no pixel scale: bar length unknown" if no_scale else "no bar measured"
+        axes[0].text(0.03, 0.95, text, color="#ffcc00", fontsize=7, va="top", transform=axes[0].transAxes)
+        if no_scale:
+            notes.append("bar not drawn: no pixel scale, so no length in arcsec")
 
     size = None
     if frame is not None and frame["image"] is not None:
@@ -928,6 +919,8 @@ def _caption(row, flag_names, notes):
                 txt += f" ± {_fmt(err)}″"
             parts.append(txt)
             parts.append(f"PA {_fmt(row.get('bar_pa_deg'), '.0f')}°")
+        elif row.get("bar_pa_deg") is not None and np.isfinite(row["bar_pa_deg"]):
+            parts.append(f"PA {_fmt(row['bar_pa_deg'], '.0f')}°")  # a bar without a length (no pixel scale)
         mo = row.get("bar_length_moments_arcsec")
         if mo is not None and np.isfinite(mo) and mo != L:
             parts.append(f"moments {_fmt(mo)}″")
@@ -1011,6 +1004,7 @@ def build_report(
     scan = scan_catalogue(catalogue, query=query, n_gallery=n_gallery, seed=seed, batch_size=batch_size)
     meta = scan.metadata
     run = meta.get("run_config") or {}
+    band = run.get("band")  # the --band of the run: the report reads the band the catalogue measured
     card = meta.get("model_card") or {}
     if saliency_dir is None and run.get("save_saliency") and os.path.isdir(run["save_saliency"]):
         saliency_dir = run["save_saliency"]
@@ -1050,7 +1044,7 @@ def build_report(
         todo = {n: r for n, r in shown.items() if n not in maps and r.get("status") == "ok"}
         if todo:
             try:
-                got = _recompute_saliency(list(todo.values()), model, metadata=meta)
+                got = _recompute_saliency(list(todo.values()), model, metadata=meta, band=band)
             except Exception as exc:
                 got = {}
                 print(f"survey-bars inspect: could not recompute saliency maps ({type(exc).__name__}: {exc}).", file=sys.stderr)
@@ -1067,7 +1061,8 @@ def build_report(
     flag_names = {int(f["value"]): f["name"] for f in flag_list}
     tile_html = {}
     for name, r in shown.items():
-        tnotes = _render_tile(r, os.path.join(out, name), saliency=maps.get(name), saliency_note=notes.get(name), prep=prep)
+        tnotes = _render_tile(r, os.path.join(out, name), saliency=maps.get(name), saliency_note=notes.get(name), prep=prep,
+                              band=band)
         if name not in maps and r.get("status") == "ok":
             tnotes.append(notes.get(name, "saliency not saved"))
         tile_html[name] = (
@@ -1156,7 +1151,8 @@ def build_report(
         gal_html.append(f"<h3 id='gallery-{key}'>Gallery: {_e(gtitle)}</h3><p class='muted'>{gdesc}</p><div class='gallery'>{tiles}</div>")
         nav_gal.append(f"<a href='#gallery-{key}'>{_e(gtitle)}</a>")
     legend = (
-        "<p class='muted'>Each tile: the cutout (dashed square: the model frame; compass: north and east), "
+        "<p class='muted'>Each tile: the cutout (dashed square: the model frame; compass: north and east; a colour "
+        "JPEG/PNG in its own colours, other cutouts with an arcsinh stretch), "
         "the normalised model input, and the SmoothGrad saliency map of the bar output. The cyan line is the "
         "measured bar: full length <code>bar_length_arcsec</code> at position angle <code>bar_pa_deg</code> "
         "(east of north); the dotted ellipse has the measured axis ratio."

@@ -424,3 +424,100 @@ def test_update_screenshot(tmp_path):  # pragma: no cover - maintenance helper
     shot = ROOT / "docs" / "report-screenshot.png"
     load_in_chromium(Path(index).as_uri(), tmp_path / "profile", screenshot=str(shot))
     assert shot.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------ JPEG and PNG rows
+
+
+def _to_uint8(img):
+    """A display stretch of a float image to 0..255, as a cutout service makes it."""
+    img = np.asarray(img, dtype=float)
+    return np.clip(255 * np.arcsinh(img / 0.05) / np.arcsinh(img.max() / 0.05), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_catalogue(tmp_path_factory):
+    """A catalogue made by the pipeline from a colour JPEG (with a pixel scale), a greyscale PNG
+    without one and a FITS file, in a run with ``--band r``."""
+    from PIL import Image
+
+    from survey_bars.pipeline import InputItem, RunOptions, process_items
+    from survey_bars.runtime import get_runtime
+
+    from .conftest import galaxy_image, write_fits
+
+    root = tmp_path_factory.mktemp("images")
+    u8 = _to_uint8(galaxy_image(n=96, r50=8, bar_len=26, seed=3))
+    # a magenta galaxy, images are written top row first (north up): flip the FITS-orientation array
+    picture = np.stack([u8, (0.3 * u8).astype(np.uint8), u8], axis=-1)[::-1].copy()
+    picture[2:12, 2:12] = [230, 20, 20]  # a red marker in the picture's top-left (north-east) corner
+    Image.fromarray(picture).save(root / "colour.jpg", quality=95)
+    Image.fromarray(_to_uint8(galaxy_image(n=80, r50=7, bar_len=22, seed=4))[::-1]).save(root / "grey.png")
+    write_fits(root / "f.fits", galaxy_image(n=96, r50=8, bar_len=24, seed=5), objid="F1")
+    options = RunOptions(p_bar_min=0.0, band="r")
+    items = [InputItem(file=str(root / "colour.jpg"), pixel_scale=0.262), str(root / "grey.png"), str(root / "f.fits")]
+    rt = get_runtime(None)
+    rows = process_items(items, options, runtime=rt).to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 3, rows
+    staging = root / "staging"
+    write_part(rows_to_table(rows), str(staging), 0)
+    out = root / "catalogue.parquet"
+    assemble(str(staging), [0], str(out), metadata={"model_card": rt.card, "run_config": options.to_dict()})
+    return out, {r["object_id"]: r for r in rows}
+
+
+def _cutout_panel(png):
+    """The RGB pixels (0..255) of a tile's first panel (the cutout)."""
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)
+    rgb = (img[..., :3] * 255 if img.dtype.kind == "f" else img[..., :3]).astype(float)
+    return rgb[:, : rgb.shape[1] // 3]
+
+
+def _magenta(rgb):
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return (r > 100) & (b > 100) & (g < 0.6 * np.minimum(r, b))
+
+
+def test_report_shows_colour_images_in_colour(image_catalogue, tmp_path, monkeypatch):
+    """A colour JPEG tile shows the RGB pixels, north up (the picture's top-left corner at the
+    top left); greyscale and FITS tiles stay grey; a PNG without a pixel scale renders (its bar,
+    which has no length, is not drawn); every cutout is read in the run's band, for the tiles and
+    the recomputed saliency maps alike."""
+    import survey_bars.cutouts as cutouts
+
+    out_cat, rows = image_catalogue
+    assert rows["colour"]["band"] == "rgb-mean" and rows["grey"]["band"] == "grey"
+    assert rows["grey"]["pixel_scale_arcsec"] is None and rows["grey"]["bar_length_arcsec"] is None
+    assert rows["grey"]["quality_flags"] & Flag.NO_PIXEL_SCALE
+    bands = []
+    real = cutouts.read_cutout
+
+    def spy(path, **kw):
+        bands.append(kw.get("band"))
+        return real(path, **kw)
+
+    monkeypatch.setattr(cutouts, "read_cutout", spy)
+    empty = tmp_path / "no-maps"
+    empty.mkdir()
+    index = sbi.build_report(str(out_cat), str(tmp_path / "report"), n_gallery=3, saliency_dir=str(empty),
+                             recompute_saliency=True, seed=0)
+    text = Path(index).read_text()
+    assert len(bands) >= 6 and set(bands) == {"r"}, bands  # 3 tiles + 3 recomputed maps
+    assert "recomputing failed" not in text and "cutout unreadable" not in text
+
+    colour = _cutout_panel(Path(index).parent / sbi._tile_name(rows["colour"]))
+    mag = _magenta(colour)
+    assert mag.sum() > 200  # the galaxy, in colour
+    r, g, b = colour[..., 0], colour[..., 1], colour[..., 2]
+    red = (r > 180) & (g < 80) & (b < 80)
+    assert red.sum() > 50
+    (ry, rx), (my, mx) = (np.argwhere(m).mean(axis=0) for m in (red, mag))
+    assert ry < my - 20 and rx < mx - 20  # the marker stays at the top left: not flipped or mirrored
+    for oid in ("grey", "F1"):
+        panel = _cutout_panel(Path(index).parent / sbi._tile_name(rows[oid]))
+        assert _magenta(panel).sum() == 0, oid
+        assert panel.std() > 10, oid  # an image was drawn
+    assert "bar not drawn: no pixel scale" in text
+

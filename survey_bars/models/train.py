@@ -6,11 +6,14 @@
   ``file``, ``class`` in {smooth, edge_on, disc, barred}, ``has_bar``, ``has_spiral``,
   ``bar_length_arcsec`` (full length), ``bar_pa_deg`` (east of north) and
   ``pixel_scale_arcsec``), or
-* any labelled FITS set: ``--labels`` names a CSV or Parquet table with a ``file`` column
-  (absolute, or relative to a ``--data`` directory or to the table) and any of the label
-  columns ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``, ``bar_pa_deg``,
-  ``pixel_scale_arcsec``. Missing labels are left out of the corresponding loss; the
-  bar-evidence mask loss needs both ``bar_length_arcsec`` and ``bar_pa_deg`` of a bar.
+* any labelled set of FITS, JPEG or PNG cutouts: ``--labels`` names a CSV or Parquet table
+  with a ``file`` column (absolute, or relative to a ``--data`` directory or to the table) and
+  any of the label columns ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``,
+  ``bar_pa_deg``, ``pixel_scale_arcsec`` (or ``pixel_scale``). Missing labels are left out of
+  the corresponding loss; the bar-evidence mask loss needs both ``bar_length_arcsec`` and
+  ``bar_pa_deg`` of a bar. JPEG and PNG images carry no WCS: their pixel scale comes from the
+  table, and an image without one still trains the morphology, bar and spiral heads, while its
+  bar length (known only in arcsec) is left out of the length and mask losses.
 
 Every file goes through :func:`survey_bars.cutouts.read_cutout` and
 :func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
@@ -65,6 +68,8 @@ CLASS_MAP = {
 }
 _CACHE_VERSION = 2
 _LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec")
+#: accepted names of the label table's pixel-scale column (arcsec per pixel), first found first used
+_PIXEL_SCALE_COLUMNS = ("pixel_scale_arcsec", "pixel_scale")
 
 
 def _log(msg):
@@ -98,17 +103,19 @@ def load_labels(data_dirs, labels=None):
     ----------
     data_dirs : list of str
         Directories written by ``survey-bars simulate`` (each with ``truth.parquet``), or
-        directories of FITS files named in ``labels``.
+        directories of the FITS, JPEG or PNG files named in ``labels``.
     labels : str, optional
         CSV/Parquet/FITS table with a ``file`` column and label columns (see the module
-        docstring). Without it each directory's ``truth.parquet`` is used.
+        docstring; the pixel scale may be ``pixel_scale_arcsec`` or ``pixel_scale``). Without
+        it each directory's ``truth.parquet`` is used.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``path`` (absolute), ``morph`` (0/1/2 or -1 when unknown), ``has_bar`` and
         ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec``, ``bar_pa_deg`` and
-        ``pixel_scale_arcsec`` (NaN when unknown), and ``class`` (the original label or "").
+        ``pixel_scale_arcsec`` (NaN when unknown: a FITS file's is then taken from its WCS; an
+        image without one gives no bar length), and ``class`` (the original label or "").
 
     Raises
     ------
@@ -128,7 +135,7 @@ def load_labels(data_dirs, labels=None):
             truth = d / "truth.parquet"
             if not truth.is_file():
                 msg = (f"{str(d)!r} has no truth.parquet. Pass a directory written by `survey-bars "
-                       "simulate`, or give --labels TABLE for your own FITS files.")
+                       "simulate`, or give --labels TABLE for your own FITS, JPEG or PNG files.")
                 raise ValueError(msg)
             t = pd.read_parquet(truth)
             t["path"] = [str(d / f) for f in t["file"]]
@@ -176,7 +183,10 @@ def load_labels(data_dirs, labels=None):
     out["has_spiral"] = _float("has_spiral")
     out["bar_length_arcsec"] = _float("bar_length_arcsec")
     out["bar_pa_deg"] = _float("bar_pa_deg")
-    out["pixel_scale_arcsec"] = _float("pixel_scale_arcsec")
+    scale = np.full(len(t), np.nan)
+    for col in _PIXEL_SCALE_COLUMNS:  # pixel_scale_arcsec first; pixel_scale fills its gaps
+        scale = np.where(np.isfinite(scale), scale, _float(col))
+    out["pixel_scale_arcsec"] = np.where(scale > 0, scale, np.nan)  # 0 or negative: unknown
     return out
 
 
@@ -187,7 +197,9 @@ def _prep_one(args):
 
     cfg = NormaliseConfig.from_dict(cfg_dict)
     try:
-        ps = pixel_scale if np.isfinite(pixel_scale) else None
+        # no usable scale: a FITS file's comes from its WCS; an image then has none (NaN), so
+        # its bar length cannot be put in model pixels and is left out of the length loss
+        ps = float(pixel_scale) if np.isfinite(pixel_scale) and pixel_scale > 0 else None
         cut = read_cutout(path, pixel_scale=ps)
         norm = normalise(cut.data, cfg)
         scale = ps if ps is not None else cut.pixel_scale_arcsec
@@ -199,10 +211,10 @@ def _prep_one(args):
 
 def _code_digest():
     """Hash of the preprocessing code, so a changed normalise() or reader invalidates the cache."""
-    from .. import cutouts, normalise
+    from .. import cutouts, images, normalise
 
     h = hashlib.sha256()
-    for mod in (cutouts, normalise):
+    for mod in (cutouts, images, normalise):
         with open(mod.__file__, "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()[:16]
@@ -228,9 +240,10 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=_
     Parameters
     ----------
     paths : list of str
-        FITS files.
+        FITS, JPEG or PNG cutouts.
     pixel_scales : array_like
-        Pixel scale (arcsec) per file to use, NaN to take it from the WCS.
+        Pixel scale (arcsec) per file to use, NaN to take it from the WCS (a JPEG or PNG image
+        then has none: its ``pixel_scale`` is NaN, and its frame is still made).
     config : NormaliseConfig, optional
         Preprocessing (default ``NormaliseConfig()``).
     workers : int, optional
@@ -747,7 +760,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     Parameters
     ----------
     data_dirs : list of str
-        Simulation directories, or FITS directories with ``labels``.
+        Simulation directories, or directories of FITS, JPEG or PNG files with ``labels``.
     out : str
         Bundle directory to write.
     labels : str, optional
@@ -834,7 +847,11 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     }
     pix = np.where(np.isfinite(lab_df["pixel_scale_arcsec"].values[keep]),
                    lab_df["pixel_scale_arcsec"].values[keep], prep["pixel_scale"][keep])
-    scale_to_arcsec = prep["scale"][keep] * pix  # arcsec per model pixel
+    scale_to_arcsec = prep["scale"][keep] * pix  # arcsec per model pixel (NaN without a pixel scale)
+    no_scale = ~np.isfinite(pix)
+    if no_scale.any():
+        log(f"{int(no_scale.sum())} files have no pixel scale (images without a pixel_scale label): they train the "
+            "morphology, bar and spiral outputs, and their bar lengths are left out of the length and mask losses")
     with np.errstate(invalid="ignore", divide="ignore"):
         length_px = lab_df["bar_length_arcsec"].values[keep] / scale_to_arcsec
     has_len = np.isfinite(length_px) & (length_px > 0) & (np.nan_to_num(lab["has_bar"], nan=1.0) > 0.5)
@@ -930,8 +947,11 @@ def configure_parser(parser):
     parser : argparse.ArgumentParser
     """
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
-                        help="directories from `survey-bars simulate`, or of FITS files named in --labels")
-    parser.add_argument("--labels", metavar="TABLE", help="CSV/Parquet label table for your own FITS files")
+                        help="directories from `survey-bars simulate`, or of FITS, JPEG or PNG files named in --labels")
+    parser.add_argument("--labels", metavar="TABLE",
+                        help="CSV/Parquet label table for your own FITS, JPEG or PNG files: a 'file' column and labels "
+                             "(class, has_bar, has_spiral, bar_length_arcsec, bar_pa_deg, pixel_scale_arcsec or "
+                             "pixel_scale)")
     parser.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="bundle directory to write")
     parser.add_argument("--epochs", type=int, default=12, help="epochs of the morphology CNN (default 12)")
     parser.add_argument("--length-epochs", type=int, help="epochs of the length CNN (default 2 x --epochs)")
