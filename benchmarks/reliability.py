@@ -4,9 +4,10 @@
 :func:`survey_bars.testing.make_bad_corpus`, runs ``survey_bars.cluster.process`` over it on a
 LocalCluster with one worker, and records for each case the outcome (status / reason / flags)
 and rows in = rows out. It injects the faults that can be run in-process (a full staging disk,
-a full disk at assembly, an existing ``--out``), runs the FITS-reader fuzz
-(``tests/test_fuzz.py``) and the TLS tests (``tests/test_tls.py``) with pytest, and writes the
-table to ``benchmarks/RESULTS.md`` (block ``reliability``).
+a full disk at assembly, an existing ``--out``), runs the reader fuzz (FITS, JPEG and PNG:
+``tests/test_fuzz.py``) and the TLS tests (``tests/test_tls.py``) with pytest, and writes the
+table to ``benchmarks/RESULTS.md`` (block ``reliability``). The corpus' JPEG and PNG cases are
+written by Pillow at run time, like the rest.
 
 Options: ``--fuzz-examples N`` (default 1000), ``--no-fuzz``, ``--no-tls``.
 """
@@ -95,7 +96,8 @@ def run_limits(work):
     from survey_bars.cutouts import CutoutError, read_cutout
 
     out = []
-    for name in ["huge_header_only.fits", "gzip_bomb.fits.gz", "gzip_bomb_two_members.fits.gz", "bzip2_bomb.fits", "xz_bomb.fits", "zip_bomb.fits"]:
+    for name in ["huge_header_only.fits", "gzip_bomb.fits.gz", "gzip_bomb_two_members.fits.gz", "bzip2_bomb.fits", "xz_bomb.fits", "zip_bomb.fits",
+                 "png_over_max_pixels.png", "png_bomb.png", "png_small_bomb.png"]:
         p = work / "inputs" / name
         tracemalloc.start()
         t0 = time.perf_counter()
@@ -266,10 +268,13 @@ def main(argv=None):
         f = data["fuzz"]
         st = f.get("stats") or {}
         rc, pi = st.get("read_cutout", {}), st.get("process_items", {})
+        ri, pii = st.get("read_cutout_images", {}), st.get("process_items_images", {})
         md += ["", f"Fuzz (`tests/test_fuzz.py`, hypothesis, SURVEY_BARS_FUZZ_EXAMPLES={args.fuzz_examples}, real seeds: {st.get('real_seeds')}): "
                f"read_cutout **{rc.get('cases')} cases in {rc.get('seconds', 0):.1f} s**, process_items **{pi.get('cases')} cases in "
-               f"{pi.get('seconds', 0):.1f} s**; pytest: {f['summary']} ({f['seconds']} s wall).",
-               f"read_cutout outcomes: {json.dumps(dict(sorted(rc.get('outcomes', {}).items(), key=lambda kv: -kv[1])))}"]
+               f"{pi.get('seconds', 0):.1f} s**; JPEG and PNG: read_cutout **{ri.get('cases')} cases in {ri.get('seconds', 0):.1f} s**, "
+               f"process_items **{pii.get('cases')} cases in {pii.get('seconds', 0):.1f} s**; pytest: {f['summary']} ({f['seconds']} s wall).",
+               f"read_cutout outcomes (FITS): {json.dumps(dict(sorted(rc.get('outcomes', {}).items(), key=lambda kv: -kv[1])))}",
+               f"read_cutout outcomes (JPEG, PNG): {json.dumps(dict(sorted(ri.get('outcomes', {}).items(), key=lambda kv: -kv[1])))}"]
     if "tls" in data:
         t = data["tls"]
         md += ["", f"TLS (`tests/test_tls.py`: CA + certificates made with cryptography, `dask scheduler` and `dask worker` processes on "

@@ -90,24 +90,47 @@ def _error(reason, message):
     return CutoutError(reason, message)
 
 
+#: a declared size over this many pixels must also be less than this many times the file size:
+#: a small file that declares a huge image is a decompression bomb (a JPEG of dark sky packs
+#: 10-50 pixels per byte, a PNG of it a few hundred)
+_BOMB_MIN_PIXELS = 4_000_000
+_BOMB_PIXELS_PER_BYTE = 1000
+
+
 def _open(path, max_pixels):
     """Open the image lazily (header only) and check its format and declared size."""
+    import os
+
     from PIL import Image, UnidentifiedImageError
 
+    with open(path, "rb") as fh:
+        magic = fh.read(16)
+    size_bytes = os.path.getsize(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit; ours (max_pixels) is checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError as exc:
-        msg = (f"The image declares more pixels than Pillow will decode ({exc}); it looks like a "
-               "decompression bomb and was not read. Make a smaller cutout.")
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        if max_pixels < limit:
+            msg = (f"The image declares more than {limit} pixels ({exc}), over --max-pixels {max_pixels}; "
+                   "it was not decoded. Make a smaller cutout.")
+            raise _error("too_large", msg) from None
+        msg = (f"The image declares more pixels than Pillow will decode ({exc}); it looks like a decompression "
+               f"bomb and was not read. Pillow refuses images over {limit} pixels whatever --max-pixels says: "
+               "make a smaller cutout, or convert it to FITS.")
         raise _error("decompression_bomb", msg) from None
-    except UnidentifiedImageError:
-        msg = ("Not a readable JPEG or PNG image: its content is not an image (a web page or text "
-               "saved under an image name?). Download the cutout again.")
-        raise _error("not_image", msg) from None
-    except (OSError, SyntaxError, ValueError) as exc:  # Pillow raises SyntaxError on broken headers
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # SyntaxError: Pillow's broken-header error
+        if is_image_magic(magic):
+            reason = "truncated" if size_bytes < 64 else "corrupt"
+            msg = (f"The file starts like a {'PNG' if magic.startswith(_PNG_MAGIC) else 'JPEG'} image but its header "
+                   f"is damaged ({type(exc).__name__}: {exc}). Download or copy the cutout again.")
+            raise _error(reason, msg) from None
+        if isinstance(exc, UnidentifiedImageError):
+            msg = ("Not a readable JPEG or PNG image: its content is not an image (a web page or text "
+                   "saved under an image name?). Download the cutout again.")
+            raise _error("not_image", msg) from None
         msg = f"The image header is damaged ({type(exc).__name__}: {exc}). Download the cutout again."
         raise _error("corrupt", msg) from None
     if im.format not in IMAGE_FORMATS:
@@ -123,6 +146,12 @@ def _open(path, max_pixels):
                "it was not decoded (a decompression bomb, or a cutout far larger than a galaxy "
                "stamp). Make a smaller cutout or raise --max-pixels.")
         raise _error("too_large", msg)
+    if nx * ny > _BOMB_MIN_PIXELS and nx * ny > _BOMB_PIXELS_PER_BYTE * size_bytes:
+        im.close()
+        msg = (f"The image declares {nx} x {ny} pixels from a file of only {size_bytes} bytes (over "
+               f"{_BOMB_PIXELS_PER_BYTE} pixels per byte): a decompression bomb or a damaged file; it was not "
+               "decoded. Download the cutout again.")
+        raise _error("decompression_bomb", msg)
     return im
 
 
@@ -147,6 +176,9 @@ def _decode(im):
         raise _error(reason, msg) from None
     im = ImageOps.exif_transpose(im)  # honour the camera/scan orientation tag
     alpha = None
+    if mode in ("L", "RGB") and "transparency" in im.info:  # a tRNS colour key: its pixels are masked
+        im = im.convert("LA" if mode == "L" else "RGBA")
+        mode = im.mode
     if mode in ("P", "PA"):
         im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
         mode = im.mode

@@ -2,7 +2,9 @@
 
 Nothing here runs in a catalogue job. :func:`make_bad_corpus` writes the messy inputs that
 survey archives really contain (truncated, not FITS, empty, cubes, NaN, no WCS, gzip bombs,
-symbolic link loops...) and says what the catalogue must do with each one, so that the tests
+symbolic link loops, and JPEG/PNG images: truncated, HTML named .png, GIF named .png, 1-bit,
+PNG bombs, colour modes and EXIF orientation...) and says what the catalogue must do with each
+one, so that the tests
 (``tests/test_reliability.py``) and the benchmark (``python -m benchmarks.reliability``) check
 and report the same cases.
 
@@ -31,7 +33,9 @@ from .flags import Flag
 __all__ = [
     "BadCase",
     "galaxy_image",
+    "galaxy_display",
     "write_cutout",
+    "write_png_declaring",
     "write_raw_fits",
     "make_bad_corpus",
     "corpus_inputs",
@@ -93,6 +97,81 @@ def galaxy_image(n=96, r50=8.0, bar_len=None, bar_pa_deg=30.0, noise=0.02, seed=
         img = img + 0.8 * np.clip(1 - m2, 0, None) ** 2
     img = flux * img / img.sum()
     return (img + noise * rng.standard_normal(img.shape)).astype(np.float32)
+
+
+def galaxy_display(n=96, *, colour=True, bits=8, seed=1, bar_len=24.0, r50=8.0):
+    """A galaxy as a cutout service draws it: asinh-stretched, quantised display pixels.
+
+    Parameters
+    ----------
+    n : int
+        Stamp size in pixels.
+    colour : bool
+        An ``(n, n, 3)`` RGB composite (three noise realisations, blue the most extended, as
+        in a gri composite) instead of an ``(n, n)`` greyscale image.
+    bits : int
+        8 (uint8) or 16 (uint16, greyscale only).
+    seed : int
+        Seed of the noise.
+    bar_len, r50 : float
+        As :func:`galaxy_image`.
+
+    Returns
+    -------
+    ndarray
+        uint8 or uint16 pixels, top row first (as an image file stores them).
+    """
+    top = 255 if bits == 8 else 65535
+    dtype = np.uint8 if bits == 8 else np.uint16
+
+    def stretch(img):
+        lo = np.percentile(img, 5)
+        x = np.arcsinh(np.clip(img - lo, 0, None) / (0.05 * (img.max() - lo)))
+        return np.round(top * x / x.max()).astype(dtype)
+
+    if not colour:
+        return stretch(galaxy_image(n=n, r50=r50, bar_len=bar_len, seed=seed))
+    if bits != 8:
+        raise ValueError("colour display images are 8-bit")
+    bands = [galaxy_image(n=n, r50=r50 * f, bar_len=bar_len, seed=seed + k) for k, f in enumerate((0.8, 1.0, 1.2))]
+    return np.stack([stretch(b) for b in bands], axis=-1)
+
+
+def write_png_declaring(path, width, height):
+    """Write a tiny valid PNG whose header then declares ``width`` x ``height`` pixels.
+
+    A decompression bomb as a reader meets it: 8 x 8 pixels of data (under 100 bytes on disk)
+    under an IHDR chunk (with a correct CRC) that claims the size given, so only a reader that
+    checks the declared size before decoding stays safe.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    width, height : int
+        Declared size in pixels.
+
+    Returns
+    -------
+    str
+        The path.
+    """
+    import io
+    import struct
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(buf, format="PNG")
+    raw = bytearray(buf.getvalue())
+    # signature (8 bytes), then IHDR: length (4), b"IHDR" (4), width, height, 5 more bytes, CRC
+    if raw[12:16] != b"IHDR":  # pragma: no cover - Pillow always writes IHDR first
+        raise RuntimeError("unexpected PNG layout")
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    with open(path, "wb") as fh:
+        fh.write(bytes(raw))
+    return os.fspath(path)
 
 
 def _tan_wcs(shape, scale=0.262, ra=150.0, dec=2.0):
@@ -294,6 +373,105 @@ def _write_bombs(d):
     return out
 
 
+#: what every good JPEG or PNG row must not carry: display values have no S/N
+_IMAGE_FORBID = int(Flag.LOW_SNR)
+
+
+def _write_image_cases(d, add):
+    """Write the JPEG and PNG cases with Pillow (nothing is stored in the repository)."""
+    from PIL import Image
+
+    rgb = galaxy_display(96, seed=21)
+    grey = galaxy_display(96, colour=False, seed=22)
+    scaled = int(Flag.DISPLAY_IMAGE | Flag.NO_WCS | Flag.ASSUMED_PIXEL_SCALE)
+    unscaled = int(Flag.DISPLAY_IMAGE | Flag.NO_WCS | Flag.NO_PIXEL_SCALE)
+
+    # --- bad images -----------------------------------------------------------------------
+    p = d / "truncated_image.jpg"
+    Image.fromarray(rgb).save(p, quality=90)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    add("truncated JPEG", [p], "error", reason="truncated", description="a valid JPEG cut to half its bytes (an interrupted download)")
+
+    p = d / "html_page.png"
+    p.write_bytes(b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>\n" * 20)
+    add("not an image (HTML saved as .png)", [p], "error", reason="not_image", description="a cutout service's error page saved under a .png name")
+
+    p = d / "empty_image.jpg"
+    p.write_bytes(b"")
+    add("empty .jpg", [p], "error", reason="empty_file", description="0 bytes")
+
+    p = write_png_declaring(d / "png_over_max_pixels.png", 10_000, 10_000)
+    add("PNG declaring 10000 x 10000 (over the pixel limit)", [p], "error", reason="too_large",
+        description=f"{os.path.getsize(p)} bytes that claim 1e8 pixels: refused from the header, never decoded")
+
+    p = write_png_declaring(d / "png_bomb.png", 30_000, 30_000)
+    # Pillow refuses images over 2 x Image.MAX_IMAGE_PIXELS (~179 Mpix) when it opens them;
+    # under the default --max-pixels that is reported as over the limit, like the FITS header
+    add("PNG decompression bomb (declares 30000 x 30000)", [p], "error", reason="too_large",
+        description=f"{os.path.getsize(p)} bytes that claim 9e8 pixels (2.7 GB as RGB): refused from the header, never decoded")
+
+    p = write_png_declaring(d / "png_small_bomb.png", 3000, 3000)
+    add("PNG bomb under the pixel limit (declares 3000 x 3000 in ~100 bytes)", [p], "error", reason="decompression_bomb",
+        description=f"{os.path.getsize(p)} bytes that claim 9e6 pixels, under --max-pixels: refused by pixels per byte, never decoded")
+
+    p = d / "bilevel.png"
+    Image.fromarray(grey > np.median(grey)).save(p)
+    add("1-bit (bilevel) PNG", [p], "error", reason="unsupported_mode", description="a thresholded mask, no brightness levels")
+
+    p = d / "gif_named_png.png"
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(p, format="GIF")
+    add("GIF saved as .png", [p], "error", reason="unsupported_format", description="the content is a GIF; the name says PNG")
+
+    p = d / "spliced_image.jpg"
+    Image.fromarray(rgb).save(p, quality=90)
+    raw = p.read_bytes()
+    sos = raw.index(b"\xff\xda")  # start of scan: the entropy-coded data follows its header
+    mid = (sos + len(raw)) // 2
+    p.write_bytes(raw[:mid] + raw[:256] + raw[mid + 256:])
+    add("JPEG with garbage over its data (another JPEG's header)", [p], "error", reason="corrupt",
+        description="256 bytes in the middle of the entropy-coded data overwritten with a JPEG header; libjpeg stops at the second "
+                    "start-of-image marker (random garbage is mostly decoded as noise, so it is not a case)")
+
+    # --- good images ------------------------------------------------------------------------
+    p = d / "colour_sdss.jpg"
+    Image.fromarray(rgb).save(p, quality=90)
+    add("RGB JPEG, pixel scale given", [p], "ok", flags=scaled, forbid=_IMAGE_FORBID | int(Flag.NO_PIXEL_SCALE), pixel_scale=0.396,
+        description="an SDSS-like gri composite; the pixel scale comes from the input catalogue")
+
+    p = d / "grey_no_scale.png"
+    Image.fromarray(grey).save(p)
+    add("greyscale PNG, no pixel scale", [p], "ok", flags=unscaled, forbid=_IMAGE_FORBID | int(Flag.ASSUMED_PIXEL_SCALE),
+        description="morphology only: lengths in arcsec are null")
+
+    p = d / "rgba.png"
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:6, :6] = 0  # a transparent corner: masked pixels
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(p)
+    add("RGBA PNG (transparent corner)", [p], "ok", flags=scaled, forbid=_IMAGE_FORBID, pixel_scale=0.262,
+        description="alpha dropped; fully transparent pixels masked")
+
+    p = d / "palette.png"
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(p)
+    add("palette (P mode) PNG", [p], "ok", flags=unscaled, forbid=_IMAGE_FORBID, description="128-colour indexed image")
+
+    p = d / "grey16.png"
+    Image.fromarray(galaxy_display(96, colour=False, bits=16, seed=23)).save(p)
+    add("16-bit greyscale PNG (I;16)", [p], "ok", flags=scaled, forbid=_IMAGE_FORBID, pixel_scale=0.262)
+
+    p = d / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(p, quality=90)
+    add("CMYK JPEG", [p], "ok", flags=unscaled, forbid=_IMAGE_FORBID, description="as print workflows save them")
+
+    p = d / "exif_rotated.jpg"
+    im = Image.fromarray(np.ascontiguousarray(np.rot90(rgb[:, :88], 1)))  # stored on its side...
+    exif = im.getexif()
+    exif[0x0112] = 6  # ...with Orientation = 6 (rotate 90 degrees clockwise to view)
+    im.save(p, quality=90, exif=exif.tobytes())
+    add("JPEG with an EXIF orientation tag", [p], "ok", flags=scaled, forbid=_IMAGE_FORBID, pixel_scale=0.262,
+        description="stored on its side (96 wide x 88 high) with Orientation = 6; read upright, 88 wide x 96 high")
+
+
 def make_bad_corpus(directory, *, bombs=True):
     """Write the bad-input corpus into ``directory`` and return its cases.
 
@@ -306,8 +484,9 @@ def make_bad_corpus(directory, *, bombs=True):
     directory : str or os.PathLike
         An empty or new directory.
     bombs : bool, optional
-        Include the decompression bombs (gzip, two-member gzip, bzip2, xz, zip; about 0.3 MB
-        on disk in all, 67 MB unpacked each, ~2 s to make).
+        Include the FITS decompression bombs (gzip, two-member gzip, bzip2, xz, zip; about
+        0.3 MB on disk in all, 67 MB unpacked each, ~2 s to make). The PNG bombs (a few
+        hundred bytes, refused from their headers) are always written.
 
     Returns
     -------
@@ -502,6 +681,9 @@ def make_bad_corpus(directory, *, bombs=True):
     b.write_bytes(b"SIMPLE  = garbage" * 200)
     add("dotted names, both unreadable", [a, b], "error", reason="not_fits", forbid=int(Flag.DUPLICATE_OBJECT_ID),
         description="error rows keep the ids ngc4608.v1 and ngc4608.v2 (not both ngc4608)")
+
+    # --- JPEG and PNG images ------------------------------------------------------------
+    _write_image_cases(d, add)
 
     # a plain good file, as a control
     p = write_cutout(d / "control.fits", good, objid="control")

@@ -1,4 +1,4 @@
-"""Fuzzing the FITS reader with hypothesis: mutated real, simulated and synthetic files.
+"""Fuzzing the readers with hypothesis: mutated FITS (real, simulated, synthetic), JPEG and PNG files.
 
 Each example takes a seed file (the shared real Spitzer images when present, never copied into
 the repository; a simulated galaxy; synthetic cutouts: plain, gzip, tile-compressed, scaled
@@ -9,9 +9,15 @@ values, cut, spliced, re-gzipped) and checks that
   ``FUZZ_TIMEOUT_S`` seconds (SIGALRM), and
 * ``process_items`` returns exactly one row, ``ok`` or ``error`` with a reason.
 
-``SURVEY_BARS_FUZZ_EXAMPLES`` sets the number of examples (default 300 for the reader, a third
-of that for ``process_items``); ``SURVEY_BARS_FUZZ_REPORT`` names a JSON file that receives the
-counts and durations (``python -m benchmarks.reliability`` uses it).
+The image readers get the same checks from small JPEG and PNG seeds (RGB, greyscale,
+progressive, CMYK, RGBA, palette, 16-bit; written by Pillow at run time) with flipped,
+inserted, deleted and spliced bytes, cuts, and header fields (PNG IHDR, JPEG SOF) set to nasty
+values, PNG chunk CRCs recomputed or not (so that mutations reach the decoders instead of
+stopping at a checksum).
+
+``SURVEY_BARS_FUZZ_EXAMPLES`` sets the number of examples (default 300 for each reader, a third
+of that for ``process_items`` on FITS, a tenth on images); ``SURVEY_BARS_FUZZ_REPORT`` names a
+JSON file that receives the counts and durations (``python -m benchmarks.reliability`` uses it).
 """
 
 from __future__ import annotations
@@ -30,14 +36,16 @@ from hypothesis import strategies as st
 
 from survey_bars.cutouts import Cutout, CutoutError, read_cutout
 from survey_bars.pipeline import InputItem, RunOptions, process_items
-from survey_bars.testing import galaxy_image, model_for_tests, write_cutout
+from survey_bars.flags import Flag
+from survey_bars.testing import galaxy_display, galaxy_image, model_for_tests, write_cutout
 
 N_EXAMPLES = int(os.environ.get("SURVEY_BARS_FUZZ_EXAMPLES", "300"))
 N_PIPELINE = max(10, N_EXAMPLES // 3)
+N_IMAGE_PIPELINE = max(10, N_EXAMPLES // 10)
 TIMEOUT_S = float(os.environ.get("FUZZ_TIMEOUT_S", "10"))
 REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
-STATS = {"read_cutout": {"cases": 0, "seconds": 0.0, "outcomes": {}}, "process_items": {"cases": 0, "seconds": 0.0, "outcomes": {}}}
+STATS = {k: {"cases": 0, "seconds": 0.0, "outcomes": {}} for k in ("read_cutout", "process_items", "read_cutout_images", "process_items_images")}
 
 FUZZ_SETTINGS = dict(
     deadline=None,  # the bound is the SIGALRM below, not hypothesis' per-example deadline
@@ -196,8 +204,8 @@ def report():
     STATS["wall_seconds"] = time.perf_counter() - t0
     STATS["examples_setting"] = N_EXAMPLES
     STATS["real_seeds"] = REAL_DIR.is_dir()
-    line = (f"fuzz: read_cutout {STATS['read_cutout']['cases']} cases in {STATS['read_cutout']['seconds']:.1f} s, "
-            f"process_items {STATS['process_items']['cases']} cases in {STATS['process_items']['seconds']:.1f} s")
+    line = "fuzz: " + ", ".join(f"{k} {STATS[k]['cases']} cases in {STATS[k]['seconds']:.1f} s"
+                                for k in ("read_cutout", "process_items", "read_cutout_images", "process_items_images"))
     print("\n" + line)
     path = os.environ.get("SURVEY_BARS_FUZZ_REPORT")
     if path:
@@ -263,3 +271,203 @@ def test_process_items_always_one_row(seeds, model, tmp_path_factory):
 
     check()
     assert STATS["process_items"]["cases"] >= min(N_PIPELINE, 10)
+
+
+# ------------------------------------------------------------------------------ JPEG and PNG
+
+
+def make_image_seeds():
+    """Small JPEG and PNG files (24 x 24 galaxies) as [(suffix, bytes)], written by Pillow."""
+    import io
+
+    from PIL import Image
+
+    rgb = galaxy_display(24, seed=5, r50=3.0, bar_len=8.0)
+    grey = galaxy_display(24, colour=False, seed=6, r50=3.0, bar_len=8.0)
+    grey16 = galaxy_display(24, colour=False, bits=16, seed=7, r50=3.0, bar_len=8.0)
+    alpha = np.full(grey.shape, 255, np.uint8)
+    alpha[:3, :3] = 0
+    images = [
+        (".jpg", Image.fromarray(rgb), dict(quality=85)),
+        (".jpg", Image.fromarray(grey), dict(quality=85)),
+        (".jpg", Image.fromarray(rgb), dict(quality=85, progressive=True)),
+        (".jpg", Image.fromarray(rgb).convert("CMYK"), dict(quality=85)),
+        (".png", Image.fromarray(grey), {}),
+        (".png", Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), {}),
+        (".png", Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16), {}),
+        (".png", Image.fromarray(grey16), {}),
+    ]
+    out = []
+    for suffix, im, kw in images:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG" if suffix == ".jpg" else "PNG", **kw)
+        out.append((f"{im.mode}{'-progressive' if kw.get('progressive') else ''}{suffix}", buf.getvalue()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_seeds():
+    return make_image_seeds()
+
+
+#: ``max_pixels`` of the image fuzz. A small file declaring a huge image is refused as a bomb by
+#: its pixels per byte, but a mutated header can still declare up to a few million pixels that
+#: decode (grey past the real rows) in tens of milliseconds each; this limit keeps every example
+#: that fast. Sizes over it are refused unread (``too_large``), as with the default.
+IMAGE_MAX_PIXELS = 4_000_000
+#: values for the size, depth and count fields of PNG IHDR and JPEG SOF headers
+NASTY_SIZES = [0, 1, 7, 8, 9, 255, 256, 4096, 8000, 8001, 30000, 65535, 2**31 - 1, 2**32 - 1]
+NASTY_SMALL = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 17, 32, 255]
+
+
+def _png_chunks(data):
+    """(offset, length) of each whole chunk of a PNG: offset of its length field."""
+    pos, out = 8, []
+    while pos + 12 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        if pos + 12 + n > len(data):
+            break
+        out.append((pos, n))
+        pos += 12 + n
+    return out
+
+
+def _fix_png_crcs(data):
+    import zlib
+
+    for pos, n in _png_chunks(data):
+        data[pos + 8 + n:pos + 12 + n] = zlib.crc32(bytes(data[pos + 4:pos + 8 + n])).to_bytes(4, "big")
+
+
+@st.composite
+def mutated_image(draw, seeds):
+    """Draw a :class:`Case`: a JPEG or PNG seed with a few mutations applied."""
+    name, raw = draw(st.sampled_from(seeds))
+    is_png = name.endswith(".png")
+    steps = [name]
+    data = bytearray(raw)
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "flip_head", "flip_head", "header", "header", "truncate", "insert", "delete", "splice", "fill"]))
+        steps.append(kind)
+        if not data:
+            break
+        if kind == "flip":
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.integers(0, 255))
+        elif kind == "flip_head":  # the headers: PNG IHDR/PLTE, JPEG quantisation, Huffman and frame tables
+            i = draw(st.integers(0, min(len(data), 400) - 1))
+            data[i] = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]) | st.integers(0, 255))
+        elif kind == "header":
+            if is_png and len(data) >= 33:  # IHDR: width, height (16:24), bit depth, colour type, compression, filter, interlace
+                field = draw(st.sampled_from(["width", "height", "depth", "colour", "compression", "filter", "interlace"]))
+                if field in ("width", "height"):
+                    off = 16 if field == "width" else 20
+                    data[off:off + 4] = draw(st.sampled_from(NASTY_SIZES)).to_bytes(4, "big")
+                else:
+                    data[24 + ["depth", "colour", "compression", "filter", "interlace"].index(field)] = draw(st.sampled_from(NASTY_SMALL))
+                steps[-1] = f"IHDR.{field}"
+            else:  # JPEG SOF0/1/2: FF Cx, length (2), precision, height (2), width (2), components, then per component
+                sof = [k for k in range(len(data) - 10) if data[k] == 0xFF and data[k + 1] in (0xC0, 0xC1, 0xC2)]
+                if sof:
+                    k = sof[0]
+                    field = draw(st.sampled_from(["height", "width", "precision", "components", "sampling", "table"]))
+                    if field in ("height", "width"):
+                        off = k + (5 if field == "height" else 7)
+                        data[off:off + 2] = (draw(st.sampled_from(NASTY_SIZES)) & 0xFFFF).to_bytes(2, "big")
+                    else:
+                        off = k + {"precision": 4, "components": 9, "sampling": 11, "table": 12}[field]
+                        if off < len(data):
+                            data[off] = draw(st.sampled_from(NASTY_SMALL + [0x11, 0x22, 0x44, 0xFF]))
+                    steps[-1] = f"SOF.{field}"
+        elif kind == "truncate":
+            del data[draw(st.integers(1, len(data))):]
+        elif kind == "insert":
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=64))
+        elif kind == "delete":
+            i = draw(st.integers(0, len(data) - 1))
+            del data[i:i + draw(st.integers(1, 256))]
+        elif kind == "splice":
+            i, j = sorted(draw(st.lists(st.integers(0, len(data)), min_size=2, max_size=2)))
+            k = draw(st.integers(0, len(data)))
+            data[k:k] = data[i:j]
+        elif kind == "fill":  # a run of one byte value (0xFF is JPEG's marker prefix)
+            i = draw(st.integers(0, len(data) - 1))
+            m = min(draw(st.integers(1, 512)), len(data) - i)
+            data[i:i + m] = bytes([draw(st.sampled_from([0, 0xFF]))]) * m
+    if is_png and draw(st.booleans()):  # let the mutation past the chunk checksums
+        _fix_png_crcs(data)
+        steps.append("crc")
+    suffix = name[name.rindex("."):]
+    if draw(st.integers(0, 9)) == 0:  # the other image suffix: the content decides
+        suffix = ".png" if suffix == ".jpg" else ".jpg"
+    return Case(suffix, bytes(data), steps)
+
+
+def test_image_seeds_read(image_seeds, tmp_path):
+    """The unmutated seeds are good images (so the fuzz starts from files that read)."""
+    for name, raw in image_seeds:
+        p = tmp_path / f"seed{name[name.rindex('.'):]}"
+        p.write_bytes(raw)
+        c = read_cutout(p)
+        assert c.display and c.data.shape == (24, 24), name
+
+
+def test_read_cutout_images_never_raise_anything_else(image_seeds, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fuzz_images")
+
+    @settings(max_examples=N_EXAMPLES, **FUZZ_SETTINGS)
+    @given(case=mutated_image(image_seeds), with_scale=st.booleans())
+    def check(case, with_scale):
+        p = d / f"case{case.suffix}"
+        p.write_bytes(case.raw)
+        t0 = time.perf_counter()
+        try:
+            c = _bounded(read_cutout, p, pixel_scale=0.262 if with_scale else None, max_pixels=IMAGE_MAX_PIXELS)
+        except CutoutError as exc:
+            assert exc.reason and exc.message
+            outcome = exc.reason
+        else:
+            assert isinstance(c, Cutout) and c.display
+            assert c.data.ndim == 2 and min(c.data.shape) >= 8 and c.data.dtype == np.float64
+            assert np.isfinite(c.data).any() and not np.isinf(c.data).any()
+            assert c.flags & Flag.DISPLAY_IMAGE and c.flags & Flag.NO_WCS
+            assert c.flags & (Flag.ASSUMED_PIXEL_SCALE if with_scale else Flag.NO_PIXEL_SCALE)
+            assert c.colour is None or c.colour.shape == c.data.shape + (3,)
+            outcome = "ok"
+        _record("read_cutout_images", outcome, time.perf_counter() - t0)
+
+    check()
+    assert STATS["read_cutout_images"]["cases"] >= min(N_EXAMPLES, 50)
+
+
+def test_process_items_images_always_one_row(image_seeds, model, tmp_path_factory):
+    from survey_bars.runtime import get_runtime
+
+    d = tmp_path_factory.mktemp("fuzz_image_rows")
+    opts = RunOptions(model=model, smoothgrad_samples=8, pixel_scale=None, max_pixels=IMAGE_MAX_PIXELS)
+    rt = get_runtime(model)
+
+    @settings(max_examples=N_IMAGE_PIPELINE, **FUZZ_SETTINGS)
+    @given(case=mutated_image(image_seeds), with_scale=st.booleans())
+    def check(case, with_scale):
+        p = d / f"case{case.suffix}"
+        p.write_bytes(case.raw)
+        t0 = time.perf_counter()
+        item = InputItem(file=str(p), pixel_scale=0.262 if with_scale else None)
+        t = _bounded(process_items, [item], opts, runtime=rt).to_pandas()
+        assert len(t) == 1
+        row = t.iloc[0]
+        assert row.status in ("ok", "error") and row.file == str(p)
+        if row.status == "error":
+            assert isinstance(row.error, str) and ": " in row.error and not row.error.startswith("internal:"), row.error
+            outcome = row.error.split(":", 1)[0]
+        else:
+            assert 0 <= row.p_bar <= 1
+            assert int(row.quality_flags) & Flag.DISPLAY_IMAGE and not int(row.quality_flags) & Flag.LOW_SNR
+            assert row.snr is None or np.isnan(row.snr)  # display values: no S/N
+            outcome = "ok"
+        _record("process_items_images", outcome, time.perf_counter() - t0)
+
+    check()
+    assert STATS["process_items_images"]["cases"] >= min(N_IMAGE_PIPELINE, 10)

@@ -8,7 +8,8 @@ object ids are flagged too.
 
 Faults covered elsewhere (not repeated here): a SIGKILLed worker, SIGINT to the client then
 ``--resume``, and an existing ``--out`` without ``--overwrite`` are in ``tests/test_cluster.py``;
-TLS is in ``tests/test_tls.py``; the FITS reader fuzz is in ``tests/test_fuzz.py``.
+TLS is in ``tests/test_tls.py``; the reader fuzz (FITS, JPEG, PNG) is in ``tests/test_fuzz.py``; each
+bad image of the corpus is read directly, its reason and message checked, in ``tests/test_bad_images.py``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def test_corpus_covers_the_issue(corpus):
     names = " | ".join(c.name for c in cases)
     for word in ["truncated", "not FITS", "empty", "NAXIS1=0", "1-D", "cube", "all NaN", "all zero", "inf", "NaN blob",
                  "BSCALE", "big-endian", "no WCS", "non-celestial", "SIP", "max-pixels", "gzip bomb", "unreadable",
-                 "duplicate", "unicode", "symlink loop", ".fz"]:
+                 "duplicate", "unicode", "symlink loop", ".fz",
+                 # JPEG and PNG
+                 "truncated JPEG", "HTML saved as .png", "empty .jpg", "PNG decompression bomb", "over the pixel limit",
+                 "1-bit", "GIF saved as .png", "garbage over its data", "RGB JPEG", "greyscale PNG", "RGBA PNG", "palette",
+                 "16-bit", "CMYK", "EXIF orientation"]:
         assert word in names, word
 
 
@@ -117,23 +122,26 @@ def test_job_rows_in_equal_rows_out(corpus, model, tmp_path):
 
 def test_huge_header_refused_without_reading(corpus):
     _, cases = corpus
-    (path,) = next(c for c in cases if "max-pixels" in c.name).paths
-    assert os.path.getsize(path) < 10_000
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    with pytest.raises(CutoutError) as e:
-        read_cutout(path)
-    dt = time.perf_counter() - t0
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert e.value.reason == "too_large" and "--max-pixels" in e.value.message
-    assert dt < 1.0 and peak < 5_000_000, (dt, peak)
+    huge = [c for c in cases if c.reason == "too_large"]
+    assert {os.path.splitext(c.paths[0])[1] for c in huge} == {".fits", ".png"}
+    for c in huge:
+        (path,) = c.paths
+        assert os.path.getsize(path) < 10_000
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        with pytest.raises(CutoutError) as e:
+            read_cutout(path)
+        dt = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert e.value.reason == "too_large" and "--max-pixels" in e.value.message, (c.name, e.value)
+        assert dt < 1.0 and peak < 5_000_000, (c.name, dt, peak)
 
 
 def test_decompression_bombs_are_bounded(corpus):
     _, cases = corpus
     bombs = [c for c in cases if c.reason == "decompression_bomb"]
-    assert len(bombs) == 5
+    assert len(bombs) == 6  # gzip, two-member gzip, bzip2, xz, zip; a tiny PNG declaring 3000 x 3000
     for c in bombs:
         tracemalloc.start()
         t0 = time.perf_counter()
@@ -143,7 +151,7 @@ def test_decompression_bombs_are_bounded(corpus):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert e.value.reason == "decompression_bomb", (c.name, e.value)
-        # the unpacked image would be 67 MB (and 3x that as float64 copies); nothing near it is held
+        # the unpacked image would be 67 MB (and 3x that as float64 copies; 2.7 GB for the PNG); nothing near it is held
         assert peak < 20_000_000 and dt < 3.0, (c.name, peak, dt)
 
 
