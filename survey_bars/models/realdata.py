@@ -1,0 +1,362 @@
+"""The real labelled galaxies of ``../shared/data/real-dev``, and their fixed cross-validation split.
+
+Two sets (see the README beside the data; nothing here is copied into the repository):
+
+* ``sdss-gz2-bars``: 4238 SDSS gri JPEG stamps (64 x 64 at 0.3 arcsec per pixel), half of them
+  barred by Galaxy Zoo 2 (bar vote fraction >= 0.8), half unbarred (fraction 0); 576 of the
+  barred ones have a volunteer bar length from Hoyle et al. (2011). :func:`load_gz2_bars`.
+* ``sdss-gz1-morphology``: 5363 SDSS colour JPEGs (423 x 423, pixel scale unknown) with a clear
+  Galaxy Zoo 1 class. :func:`load_gz1_morphology`.
+
+The split
+---------
+Every galaxy gets a **split key**: its SDSS objid (the decimal digits, as in the labels file)
+when the labels give one, else the image's file name (e.g. ``sdss_00001.jpeg``). Its fold is::
+
+    int.from_bytes(sha256(key.encode("utf-8")).digest()[:8], "big") % 5
+
+(:func:`fold_of`). The split depends on nothing but the key: not on the order of the rows, on
+which other galaxies are present, or on a random seed, so it is the same on every machine and
+stays the same when rows are added. A galaxy that both sets hold under the same objid (two do)
+falls in the same fold in both.
+
+**Fold 4 (:data:`TEST_FOLD`) is the held-out test fold** on which ``benchmarks/real.py`` reports.
+Folds 0-3 (:data:`TRAIN_FOLDS`) are for training, tuning and calibration. A bundle that learns
+from any of these images should record what it used in its card, as
+``card["training"]["real"] = {"split": SPLIT_ID, "folds": [0, 1, 2, 3], ...}``, so that the
+benchmark can check that the test fold stayed out.
+
+This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "GZ1_DIR",
+    "GZ2_DIR",
+    "MORPH_CLASSES",
+    "MORPH_SCORED",
+    "N_FOLDS",
+    "SPITZER_REFERENCES",
+    "SPLIT_DESCRIPTION",
+    "SPLIT_ID",
+    "TEST_FOLD",
+    "TRAIN_FOLDS",
+    "default_root",
+    "default_spitzer_root",
+    "fold_of",
+    "load_gz1_morphology",
+    "load_gz2_bars",
+    "select_folds",
+    "split_key",
+    "write_input_catalogue",
+]
+
+#: number of folds of the split
+N_FOLDS = 5
+#: the held-out fold that the real-data benchmark reports on
+TEST_FOLD = 4
+#: the folds for training, tuning and calibration
+TRAIN_FOLDS = (0, 1, 2, 3)
+#: a name for this split, to record in model cards
+SPLIT_ID = "real-dev-sha256-5fold-v1"
+#: one line that says what the split is (quoted by the benchmark)
+SPLIT_DESCRIPTION = (
+    "5 folds by sha256 of the SDSS objid (else the file name), fold = first 8 bytes of the digest "
+    "(big-endian) mod 5; fold 4 is the held-out test fold, folds 0-3 are for training, tuning and calibration"
+)
+#: sub-directories of the real-dev root
+GZ2_DIR = "sdss-gz2-bars"
+GZ1_DIR = "sdss-gz1-morphology"
+#: the ``morph`` labels of :func:`load_gz1_morphology`, by Galaxy Zoo 1 class
+MORPH_CLASSES = {
+    "elliptical": "elliptical",
+    "spiral_clockwise": "spiral",
+    "spiral_anticlockwise": "spiral",
+    "edge_on": "edge_on",
+    "merger": "merger",
+    "dont_know": "dont_know",
+}
+#: the ``morph`` labels that the morphology metrics use (mergers and "don't know" are kept in the
+#: table but not scored)
+MORPH_SCORED = ("elliptical", "spiral", "edge_on")
+#: the two Spitzer IRAC 3.6 um galaxies of ``../shared/data/real`` and their reference bar sizes
+#: (full end-to-end lengths, arcsec); ``lower_limit`` when the reference only bounds it from below
+SPITZER_REFERENCES = {
+    "ngc4643_irac1": {
+        "galaxy": "NGC 4643",
+        "full_length_arcsec": 99.8,
+        "lower_limit": False,
+        "reference": 'bar semi-major axis 49.9" (visual, Herrera-Endoqui et al. 2015): full length ~100"',
+    },
+    "ngc4608_irac1": {
+        "galaxy": "NGC 4608",
+        "full_length_arcsec": 88.0,
+        "lower_limit": True,
+        "reference": 'ellipticity peak at ~44" semi-major axis: full length >= ~88" (a lower limit)',
+    },
+}
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def fold_of(key, n_folds=N_FOLDS):
+    """The fold of a galaxy from its split key.
+
+    Parameters
+    ----------
+    key : str or int
+        The split key (:func:`split_key`): an SDSS objid or a file name. Integers are taken as
+        their decimal digits.
+    n_folds : int, optional
+        Number of folds (default 5).
+
+    Returns
+    -------
+    int
+        ``int.from_bytes(sha256(str(key).encode("utf-8")).digest()[:8], "big") % n_folds``.
+
+    Examples
+    --------
+    >>> fold_of("587741709414039693") == fold_of(587741709414039693)
+    True
+    """
+    if n_folds < 1:
+        msg = f"n_folds must be >= 1, got {n_folds}."
+        raise ValueError(msg)
+    digest = hashlib.sha256(str(key).strip().encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % int(n_folds)
+
+
+def split_key(objid, file):
+    """The split key of a galaxy: its objid when known, else its file's name.
+
+    Parameters
+    ----------
+    objid : str, int or None
+        SDSS objid (NaN, None and the empty string mean unknown).
+    file : str
+        The image file (only its base name is used).
+
+    Returns
+    -------
+    str
+    """
+    if objid is not None and not (isinstance(objid, float) and not np.isfinite(objid)):
+        s = str(objid).strip()
+        if s and s.lower() not in ("nan", "none", "<na>"):
+            return s
+    return os.path.basename(str(file))
+
+
+def default_root():
+    """Where the real-dev data live.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$SURVEY_BARS_REAL_DEV`` when set, else ``../shared/data/real-dev`` beside the
+        repository. It may not exist (tests then skip).
+    """
+    env = os.environ.get("SURVEY_BARS_REAL_DEV")
+    if env:
+        return Path(env).expanduser().resolve()
+    return _REPO.parent / "shared" / "data" / "real-dev"
+
+
+def default_spitzer_root():
+    """Where the two real Spitzer FITS galaxies live.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$SURVEY_BARS_REAL`` when set, else ``../shared/data/real`` beside the repository
+        (it may not exist).
+    """
+    env = os.environ.get("SURVEY_BARS_REAL")
+    if env:
+        return Path(env).expanduser().resolve()
+    return _REPO.parent / "shared" / "data" / "real"
+
+
+def _labels(root, sub, dtype):
+    import pandas as pd
+
+    root = Path(root) if root is not None else default_root()
+    d = root / sub
+    labels = d / "labels.csv"
+    if not labels.is_file():
+        msg = f"No {sub}/labels.csv under {root}; set SURVEY_BARS_REAL_DEV or pass the real-dev directory."
+        raise FileNotFoundError(msg)
+    df = pd.read_csv(labels, dtype=dtype, keep_default_na=True)
+    return d, df
+
+
+def _abs_files(d, names):
+    base = os.path.abspath(d / "images")
+    return [os.path.join(base, str(n)) for n in names]
+
+
+def load_gz2_bars(root=None):
+    """The ``sdss-gz2-bars`` set: GZ2 bar labels and Hoyle et al. (2011) bar lengths.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path, optional
+        The real-dev directory (default :func:`default_root`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image, in the order of ``labels.csv``:
+
+        - ``file``: absolute path of the JPEG;
+        - ``object_id``: the SDSS objid when known, else the file's stem (``sdss_00001``);
+        - ``objid``: the SDSS DR7 objid as a string, missing (None or NaN) where unknown;
+        - ``ra``, ``dec`` (deg), ``pixel_scale`` (0.3 arcsec), ``redshift`` (NaN where unknown);
+        - ``has_bar``: 1 when ``gz2_bar_fraction >= 0.5``, 0 when it is 0, missing (``<NA>``)
+          in between (the set has no such rows: barred ones have >= 0.8);
+        - ``gz2_bar_fraction``;
+        - ``hoyle_bar_length_arcsec``, ``hoyle_bar_length_kpc``: the volunteers' full bar
+          length (NaN for the galaxies without one);
+        - ``hoyle_length_stdev_frac``: the spread between the volunteers, as a fraction of the
+          length;
+        - ``split_key``, ``fold``: see the module's description of the split.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the labels are absent.
+    """
+    import pandas as pd
+
+    d, df = _labels(root, GZ2_DIR, {"objid": str, "file": str})
+    objid = [None if (o is None or (isinstance(o, float) and np.isnan(o)) or str(o).strip() == "") else str(o).strip() for o in df["objid"]]
+    frac = df["gz2_bar_fraction"].astype(float)
+    has_bar = pd.array([1 if f >= 0.5 else (0 if f == 0 else pd.NA) for f in frac], dtype="Int8")
+    keys = [split_key(o, f) for o, f in zip(objid, df["file"])]
+    out = pd.DataFrame({
+        "file": _abs_files(d, df["file"]),
+        "object_id": [o if o is not None else os.path.splitext(str(f))[0] for o, f in zip(objid, df["file"])],
+        "objid": objid,
+        "ra": df["ra"].astype(float),
+        "dec": df["dec"].astype(float),
+        "pixel_scale": df["pixel_scale"].astype(float),
+        "redshift": df["z"].astype(float),
+        "has_bar": has_bar,
+        "gz2_bar_fraction": frac,
+        "hoyle_bar_length_arcsec": df["hoyle_bar_length_arcsec"].astype(float),
+        "hoyle_bar_length_kpc": df["hoyle_bar_length_kpc"].astype(float),
+        "hoyle_length_stdev_frac": df["hoyle_length_stdev_frac"].astype(float),
+        "split_key": keys,
+        "fold": np.array([fold_of(k) for k in keys], dtype=np.int64),
+    })
+    return out
+
+
+def load_gz1_morphology(root=None):
+    """The ``sdss-gz1-morphology`` set: Galaxy Zoo 1 classes.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path, optional
+        The real-dev directory (default :func:`default_root`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image, in the order of ``labels.csv``:
+
+        - ``file``: absolute path of the JPEG (pixel scale unknown: use it for morphology only);
+        - ``object_id``, ``objid``: the SDSS DR7 objid (a string);
+        - ``gz1_class``: ``elliptical``, ``spiral_clockwise``, ``spiral_anticlockwise``,
+          ``edge_on``, ``merger`` or ``dont_know``;
+        - ``morph``: ``elliptical``, ``spiral`` (both spiral classes), ``edge_on``, ``merger``
+          or ``dont_know`` (:data:`MORPH_CLASSES`);
+        - ``scored``: True for the classes the metrics use (:data:`MORPH_SCORED`);
+        - ``split_key``, ``fold``: see the module's description of the split.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the labels are absent.
+    ValueError
+        When the labels hold a class this module does not know.
+    """
+    import pandas as pd
+
+    d, df = _labels(root, GZ1_DIR, {"sdss_dr7_objid": str, "file": str, "gz1_class": str})
+    cls = df["gz1_class"].astype(str).str.strip()
+    unknown = sorted(set(cls) - set(MORPH_CLASSES))
+    if unknown:
+        msg = f"Unknown Galaxy Zoo 1 classes in {d / 'labels.csv'}: {unknown}."
+        raise ValueError(msg)
+    objid = [None if (o is None or (isinstance(o, float) and np.isnan(o)) or str(o).strip() == "") else str(o).strip() for o in df["sdss_dr7_objid"]]
+    keys = [split_key(o, f) for o, f in zip(objid, df["file"])]
+    morph = cls.map(MORPH_CLASSES)
+    return pd.DataFrame({
+        "file": _abs_files(d, df["file"]),
+        "object_id": [o if o is not None else os.path.splitext(str(f))[0] for o, f in zip(objid, df["file"])],
+        "objid": objid,
+        "gz1_class": cls,
+        "morph": morph,
+        "scored": morph.isin(MORPH_SCORED).to_numpy(),
+        "split_key": keys,
+        "fold": np.array([fold_of(k) for k in keys], dtype=np.int64),
+    })
+
+
+def select_folds(df, folds):
+    """The rows of ``df`` in the given folds.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A table with a ``fold`` column.
+    folds : int or iterable of int
+        The folds to keep (e.g. :data:`TEST_FOLD`, or :data:`TRAIN_FOLDS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with a fresh index.
+    """
+    folds = [int(folds)] if np.isscalar(folds) else [int(f) for f in folds]
+    return df[df["fold"].isin(folds)].reset_index(drop=True)
+
+
+def write_input_catalogue(df, path):
+    """Write the input catalogue that ``survey-bars process --catalogue`` reads.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows of :func:`load_gz2_bars` or :func:`load_gz1_morphology` (or any table with a
+        ``file`` column). The columns ``file``, ``object_id``, ``ra``, ``dec``,
+        ``pixel_scale`` and ``redshift`` that it has are written (``file`` absolute); the
+        others are left out. A Galaxy Zoo 1 table has no pixel scale, so those images get
+        morphology only (null lengths, flag ``NO_PIXEL_SCALE``).
+    path : str or pathlib.Path
+        The CSV to write (its directory is created).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    path = Path(path)
+    if "file" not in df.columns:
+        msg = "write_input_catalogue() needs a 'file' column."
+        raise ValueError(msg)
+    cols = [c for c in ("file", "object_id", "ra", "dec", "pixel_scale", "redshift") if c in df.columns]
+    out = df[cols].copy()
+    out["file"] = [os.path.abspath(str(f)) for f in out["file"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(path, index=False)
+    return path
