@@ -214,3 +214,24 @@ def test_disc_and_smooth_orientation_matches_truth_pa():
         w, v = np.linalg.eigh(_moments(img))
         mpa = math.degrees(math.atan2(-v[0, 1], v[1, 1])) % 180
         assert abs((mpa - p.disc_pa + 90) % 180 - 90) < 1.5, (cls, mpa, p.disc_pa)
+
+
+def test_display_copies_look_like_service_jpegs_and_keep_the_truth(run, tmp_path):
+    from survey_bars.cutouts import read_cutout
+    from survey_bars.flags import Flag
+
+    out, df = run
+    a = sim.display_copies(out, tmp_path / "jpeg", seed=3)
+    b = sim.display_copies(out, tmp_path / "jpeg2", seed=3, workers=2)
+    assert list(a.file) == [f.replace(".fits", ".jpg") for f in df.file]
+    assert a.drop(columns="file").equals(df.drop(columns="file"))
+    assert pd.read_parquet(tmp_path / "jpeg" / "truth.parquet").file.tolist() == a.file.tolist()
+    for f in a.file:
+        assert (tmp_path / "jpeg" / f).read_bytes() == (tmp_path / "jpeg2" / f).read_bytes()  # seeded per galaxy
+        cut = read_cutout(tmp_path / "jpeg" / f, pixel_scale=0.3)
+        assert cut.display and cut.flags & Flag.DISPLAY_IMAGE and cut.colour is not None
+        src = read_cutout(out / f.replace(".jpg", ".fits")).data
+        assert cut.data.shape == src.shape
+        n = cut.data.shape[0]
+        sky = np.median(np.concatenate([cut.data[:n // 10].ravel(), cut.data[-(n // 10):].ravel()]))
+        assert sky < 25 and cut.data.max() > 100  # a dark sky and a bright core, as SDSS JPEGs
