@@ -156,3 +156,19 @@ def test_train_on_images(image_set, tmp_path):
     assert d["n_barred_with_length"] == 2  # g03 and g07; g11 has no scale, so no length in model pixels
     assert any("4 files have no pixel scale" in m for m in msgs), msgs
     assert card["export_check"]["grad_rel_err"] <= 1e-3
+
+
+def test_boolean_labels_written_as_text_are_read(tmp_path):
+    """A labels CSV of True/False (as pandas writes booleans) must not turn into unknown labels."""
+    import pandas as pd
+
+    from survey_bars.models.train import load_labels
+    from survey_bars.testing import galaxy_image, write_cutout
+
+    for i in range(4):
+        write_cutout(tmp_path / f"g{i}.fits", galaxy_image(n=32, seed=i))
+    pd.DataFrame({"file": [f"g{i}.fits" for i in range(4)], "class": ["disc"] * 4,
+                  "has_bar": [True, False, "yes", None], "has_spiral": ["false", "TRUE", 1, 0]}).to_csv(tmp_path / "l.csv", index=False)
+    df = load_labels([str(tmp_path)], str(tmp_path / "l.csv"))
+    assert df.has_bar.tolist()[:3] == [1.0, 0.0, 1.0] and np.isnan(df.has_bar.iloc[3])
+    assert df.has_spiral.tolist() == [0.0, 1.0, 1.0, 0.0]

@@ -175,7 +175,11 @@ def load_labels(data_dirs, labels=None):
     def _float(col):
         if col not in t.columns:
             return np.full(len(t), np.nan)
-        return pd.to_numeric(t[col], errors="coerce").astype(float).values
+        v = t[col]
+        if not pd.api.types.is_numeric_dtype(v):  # True/False, yes/no as text (a CSV of booleans): not NaN
+            words = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0, "t": 1.0, "f": 0.0, "y": 1.0, "n": 0.0}
+            v = v.map(lambda x: words.get(x.strip().lower(), x) if isinstance(x, str) else x)
+        return pd.to_numeric(v, errors="coerce").astype(float).values
 
     out["has_bar"] = _float("has_bar")
     if "has_bar" not in t.columns and "class" in t.columns:
