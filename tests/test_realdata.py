@@ -97,6 +97,21 @@ def test_loaders_parse_a_small_labels_file(tmp_path):
     assert m["fold"].iloc[0] == 1
 
 
+def test_training_labels_give_each_set_only_its_own_labels(tmp_path):
+    root = _fake_root(tmp_path)
+    t = realdata.training_labels(root, folds=range(5))
+    gz2, gz1 = t[t.source == "gz2"], t[t.source == "gz1"]
+    assert gz2["class"].tolist() == ["disc", "disc"]  # the undecided 0.3 galaxy is left out
+    assert gz2["has_bar"].tolist() == [1.0, 0.0] and gz2["has_spiral"].isna().all()
+    assert gz2["bar_length_arcsec"].iloc[0] == pytest.approx(5.78201) and gz2["pixel_scale_arcsec"].eq(0.3).all()
+    assert gz1["class"].tolist() == ["smooth", "disc", "edge_on", "disc"]  # no merger, no don't-know
+    assert gz1["has_bar"].tolist()[0] == 0.0 and np.isnan(gz1["has_bar"].tolist()[1])
+    assert gz1["has_spiral"].tolist()[:2] == [0.0, 1.0] and gz1["pixel_scale_arcsec"].isna().all()
+    only = realdata.training_labels(root, folds=[2])
+    in_fold = {f for d in (realdata.load_gz2_bars(root), realdata.load_gz1_morphology(root)) for f, k in zip(d.file, d.fold) if k == 2}
+    assert 0 < len(only) < len(t) and set(only["file"]) <= in_fold
+
+
 def test_loaders_say_where_the_data_are_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="SURVEY_BARS_REAL_DEV"):
         realdata.load_gz2_bars(tmp_path)

@@ -55,6 +55,7 @@ __all__ = [
     "load_gz2_bars",
     "select_folds",
     "split_key",
+    "training_labels",
     "write_input_catalogue",
 ]
 
@@ -360,3 +361,63 @@ def write_input_catalogue(df, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(path, index=False)
     return path
+
+
+def training_labels(root=None, folds=TRAIN_FOLDS):
+    """The real galaxies of ``folds`` as a label table for :func:`survey_bars.models.train.train`.
+
+    Each set trains only the outputs it has labels for (the others are left missing, so they
+    stay out of those losses):
+
+    - ``sdss-gz2-bars``: class ``disc`` (Galaxy Zoo 2 asked the bar question only of featured,
+      not edge-on discs), ``has_bar`` from the vote fractions (1 barred, 0 unbarred), the
+      volunteers' ``bar_length_arcsec`` where Hoyle et al. (2011) have one (it trains the direct
+      length network; without a position angle it is not used by the bar-evidence mask loss), the
+      pixel scale (0.3"); ``has_spiral`` unknown;
+    - ``sdss-gz1-morphology``: ellipticals are ``smooth`` with ``has_bar = has_spiral = 0``;
+      spirals are ``disc`` with ``has_spiral = 1`` and an unknown bar; edge-on discs are
+      ``edge_on``, bar and arms unknown; mergers and "don't know" are left out. The pixel scale
+      is unknown, so these images train the morphology, bar and spiral outputs only.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path, optional
+        The real-dev directory (default :func:`default_root`).
+    folds : iterable of int, optional
+        The folds to use (default :data:`TRAIN_FOLDS`; never the test fold when you mean to
+        report on it).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``file`` (absolute), ``class``, ``has_bar``, ``has_spiral``, ``bar_length_arcsec``,
+        ``bar_pa_deg``, ``pixel_scale_arcsec`` and ``source`` (``gz2`` or ``gz1``).
+    """
+    import pandas as pd
+
+    gz2 = select_folds(load_gz2_bars(root), folds)
+    gz2 = gz2[gz2["has_bar"].notna()]
+    a = pd.DataFrame({
+        "file": gz2["file"],
+        "class": "disc",
+        "has_bar": gz2["has_bar"].astype(float),
+        "has_spiral": np.nan,
+        "bar_length_arcsec": gz2["hoyle_bar_length_arcsec"],
+        "bar_pa_deg": np.nan,
+        "pixel_scale_arcsec": gz2["pixel_scale"],
+        "source": "gz2",
+    })
+    gz1 = select_folds(load_gz1_morphology(root), folds)
+    labels = {"elliptical": ("smooth", 0.0, 0.0), "spiral": ("disc", np.nan, 1.0), "edge_on": ("edge_on", np.nan, np.nan)}
+    gz1 = gz1[gz1["morph"].isin(list(labels))]
+    b = pd.DataFrame({
+        "file": gz1["file"],
+        "class": [labels[m][0] for m in gz1["morph"]],
+        "has_bar": [labels[m][1] for m in gz1["morph"]],
+        "has_spiral": [labels[m][2] for m in gz1["morph"]],
+        "bar_length_arcsec": np.nan,
+        "bar_pa_deg": np.nan,
+        "pixel_scale_arcsec": np.nan,
+        "source": "gz1",
+    })
+    return pd.concat([a, b], ignore_index=True)
