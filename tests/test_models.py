@@ -328,8 +328,29 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("build")
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
-                      length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0)
+                      length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0,
+                      real_dev=None)
     return root, b
+
+
+def test_build_default_training_table_mixes_the_real_training_folds(built, tmp_path):
+    """With real-dev data the table holds the real training folds (never the test fold) beside the simulations."""
+    import pandas as pd
+
+    from survey_bars.models import realdata
+    from survey_bars.models.build_default import _training_table
+
+    from .test_realdata import _fake_root
+
+    root, _ = built
+    fake = _fake_root(tmp_path)
+    path, mix = _training_table(str(root / "sims"), 11, 1, True, str(fake))
+    t = pd.read_csv(path)
+    assert mix["real"]["folds"] == list(realdata.TRAIN_FOLDS) and mix["real"]["split"] == realdata.SPLIT_ID
+    real = t[t.source.isin(["gz1", "gz2"])]
+    folds = {f: k for d in (realdata.load_gz2_bars(fake), realdata.load_gz1_morphology(fake)) for f, k in zip(d.file, d.fold)}
+    assert len(real) > 0 and all(folds[f] != realdata.TEST_FOLD for f in real.file)
+    assert (t.source == "simulation").sum() == 24 and (t.source == "display").sum() == 24
 
 
 def test_build_default_smoke(built):
@@ -337,9 +358,11 @@ def test_build_default_smoke(built):
     root, b = built
     card = load_bundle(b.path).card
     assert card["name"] == "survey-bars-default" and card["training"]["seed"] == 11
-    assert card["training"]["data"]["n_files"] == 24
+    assert card["training"]["data"]["n_files"] == 48  # the simulations and their display copies
+    assert card["training"]["sources"] == {"simulation": 24, "display": 24} and "real" not in card["training"]
     assert card["training"]["simulation"]["n"] == 24
     assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
+    assert card["training"]["command"].endswith("--no-real")
     assert card["training"]["wall_time_s"] > 0
     # the end-to-end time spans the evaluation too (it ends the build)
     assert card["training"]["end_to_end_wall_time_s"] >= card["training"]["wall_time_s"] + card["evaluation"]["seconds"] - 0.2

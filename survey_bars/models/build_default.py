@@ -52,13 +52,14 @@ DEFAULTS = {
     "head_errors_seed": 6160,
     "evaluate_n": 6000,
     "evaluate_seed": 4242,
+    "display_copies": True,
 }
 
 
 def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
-                  head_n=DEFAULTS["head_n"]):
+                  head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev="auto"):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -90,6 +91,15 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     evaluate_n : int, optional
         Fresh simulations (seed 4242) on which :func:`survey_bars.models.evaluate.evaluate_bundle`
         scores the exported forward graph, recorded as the card's ``evaluation`` (0 skips it).
+    display : bool, optional
+        Also train on a display copy of every simulation (an asinh-stretched 8-bit colour JPEG,
+        :func:`survey_bars.simulate.display_copies`), as survey cutout services draw them.
+    real_dev : str, None or "auto", optional
+        The real labelled galaxies (``../shared/data/real-dev``): their training folds
+        (:data:`survey_bars.models.realdata.TRAIN_FOLDS`, never the test fold) train the outputs
+        they have labels for, beside the simulations (:func:`survey_bars.models.realdata.training_labels`).
+        ``"auto"`` uses :func:`survey_bars.models.realdata.default_root` when it exists; None
+        trains on simulations only.
 
     Returns
     -------
@@ -122,8 +132,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     t_sim = time.time() - t0
     command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
-                          f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}")
-    b = train([workdir], out, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
+                          f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
+                          + ("" if display else " --no-display") + (" --no-real" if real_dev is None else
+                                                                      "" if real_dev == "auto" else f" --real-dev {real_dev}"))
+    labels, mix = _training_table(workdir, seed, threads, display, real_dev)
+    b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
               length_arch=length_arch)
@@ -131,6 +144,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),
                                                             "wall_time_s": round(t_sim, 1)},
+                        **mix,
                         "end_to_end_wall_time_s": round(time.time() - t0, 1)}
     write_card(b.path, card)
     if calibrate_n:
@@ -162,6 +176,44 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     return load_bundle(b.path)
 
 
+def _training_table(workdir, seed, threads, display, real_dev):
+    """The label table of the training set (simulations, their display copies, the real folds) and its card entry."""
+    import pandas as pd
+
+    from ..simulate import display_copies
+    from . import realdata
+
+    cols = ["file", "class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec"]
+    truth = pd.read_parquet(os.path.join(workdir, "truth.parquet"))
+    sims = truth.assign(file=[os.path.join(workdir, f) for f in truth["file"]])[cols].assign(source="simulation")
+    parts = [sims]
+    mix = {"sources": {"simulation": int(len(sims))}}
+    if display:
+        ddir = os.path.join(workdir, "display")
+        marker = os.path.join(ddir, "truth.parquet")
+        if os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == len(truth):
+            copies = pd.read_parquet(marker)
+        else:
+            copies = display_copies(workdir, ddir, seed=seed, workers=threads)
+        parts.append(copies.assign(file=[os.path.join(ddir, f) for f in copies["file"]])[cols].assign(source="display"))
+        mix["sources"]["display"] = int(len(copies))
+        mix["display_copies"] = {"seed": int(seed), "how": "survey_bars.simulate.display_copies: asinh-stretched 8-bit colour JPEG"}
+    root = realdata.default_root() if real_dev == "auto" else real_dev
+    if root is not None and (real_dev != "auto" or os.path.isdir(os.path.join(root, realdata.GZ2_DIR))):
+        real = realdata.training_labels(root, realdata.TRAIN_FOLDS)
+        parts.append(real)
+        counts = {str(k): int(v) for k, v in real["source"].value_counts().items()}
+        mix["sources"].update(counts)
+        mix["real"] = {"split": realdata.SPLIT_ID, "folds": list(realdata.TRAIN_FOLDS), "root": str(root), "n": counts,
+                       "labels": "survey_bars.models.realdata.training_labels"}
+    else:
+        print("build_default: no real-dev data found; training on simulations only", file=sys.stderr)
+    table = pd.concat(parts, ignore_index=True)
+    path = os.path.join(workdir, "training_labels.csv")
+    table.to_csv(path, index=False)
+    return path, mix
+
+
 def main(argv=None):
     """Command line of :func:`build_default`.
 
@@ -187,9 +239,16 @@ def main(argv=None):
                    help="barred simulations whose maps train the learned length head (default %(default)s; 0 skips it)")
     p.add_argument("--evaluate-n", type=int, default=DEFAULTS["evaluate_n"],
                    help="fresh simulations for the card's independent evaluation (default %(default)s; 0 skips it)")
+    p.add_argument("--no-display", action="store_true", help="do not train on display (JPEG) copies of the simulations")
+    real = p.add_mutually_exclusive_group()
+    real.add_argument("--real-dev", default="auto", metavar="DIR",
+                      help="real labelled galaxies whose training folds train beside the simulations (default: "
+                           "../shared/data/real-dev or $SURVEY_BARS_REAL_DEV when present)")
+    real.add_argument("--no-real", action="store_true", help="train on simulations only")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
-                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n)
+                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=not a.no_display,
+                      real_dev=None if a.no_real else a.real_dev)
     print(f"wrote {b.path}")
     return 0
 
