@@ -329,7 +329,7 @@ def built(tmp_path_factory):
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
                       length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0,
-                      real_dev=None)
+                      display=True)
     return root, b
 
 
@@ -362,7 +362,7 @@ def test_build_default_smoke(built):
     assert card["training"]["sources"] == {"simulation": 24, "display": 24} and "real" not in card["training"]
     assert card["training"]["simulation"]["n"] == 24
     assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
-    assert card["training"]["command"].endswith("--no-real")
+    assert card["training"]["command"].endswith("--display")
     assert card["training"]["wall_time_s"] > 0
     # the end-to-end time spans the evaluation too (it ends the build)
     assert card["training"]["end_to_end_wall_time_s"] >= card["training"]["wall_time_s"] + card["evaluation"]["seconds"] - 0.2

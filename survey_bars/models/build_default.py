@@ -52,14 +52,16 @@ DEFAULTS = {
     "head_errors_seed": 6160,
     "evaluate_n": 6000,
     "evaluate_seed": 4242,
-    "display_copies": True,
+    # bundle 3.0 was trained on simulations only; these add display copies and the real folds
+    "display_copies": False,
+    "real_dev": None,
 }
 
 
 def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
-                  head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev="auto"):
+                  head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -99,7 +101,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         (:data:`survey_bars.models.realdata.TRAIN_FOLDS`, never the test fold) train the outputs
         they have labels for, beside the simulations (:func:`survey_bars.models.realdata.training_labels`).
         ``"auto"`` uses :func:`survey_bars.models.realdata.default_root` when it exists; None
-        trains on simulations only.
+        (the default, as bundle 3.0 was built) trains on simulations only.
 
     Returns
     -------
@@ -133,9 +135,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
                           f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
-                          + ("" if display else " --no-display") + (" --no-real" if real_dev is None else
-                                                                      "" if real_dev == "auto" else f" --real-dev {real_dev}"))
-    labels, mix = _training_table(workdir, seed, threads, display, real_dev)
+                          + (" --display" if display else "") + ("" if real_dev is None else f" --real-dev {real_dev}"))
+    # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
+    labels, mix = _training_table(workdir, seed, threads, display, real_dev) if (display or real_dev) else (None, {})
     b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
@@ -239,16 +241,15 @@ def main(argv=None):
                    help="barred simulations whose maps train the learned length head (default %(default)s; 0 skips it)")
     p.add_argument("--evaluate-n", type=int, default=DEFAULTS["evaluate_n"],
                    help="fresh simulations for the card's independent evaluation (default %(default)s; 0 skips it)")
-    p.add_argument("--no-display", action="store_true", help="do not train on display (JPEG) copies of the simulations")
-    real = p.add_mutually_exclusive_group()
-    real.add_argument("--real-dev", default="auto", metavar="DIR",
-                      help="real labelled galaxies whose training folds train beside the simulations (default: "
-                           "../shared/data/real-dev or $SURVEY_BARS_REAL_DEV when present)")
-    real.add_argument("--no-real", action="store_true", help="train on simulations only")
+    p.add_argument("--display", action="store_true",
+                   help="also train on display (asinh-stretched 8-bit JPEG) copies of the simulations")
+    p.add_argument("--real-dev", default=None, metavar="DIR",
+                   help="also train on the training folds of these real labelled galaxies ('auto': "
+                        "$SURVEY_BARS_REAL_DEV or ../shared/data/real-dev); default: simulations only")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
-                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=not a.no_display,
-                      real_dev=None if a.no_real else a.real_dev)
+                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
+                      real_dev=a.real_dev)
     print(f"wrote {b.path}")
     return 0
 
