@@ -243,6 +243,22 @@ def model():
     return model_for_tests()
 
 
+def _one_row(p, item, opts, rt):
+    """``process_items`` on one fuzzed file: exactly one row, an error with its reason or a valid p_bar.
+
+    Returns the outcome (``"ok"`` or the error's reason) and the row.
+    """
+    t = _bounded(process_items, [item], opts, runtime=rt).to_pandas()
+    assert len(t) == 1
+    row = t.iloc[0]
+    assert row.status in ("ok", "error") and row.file == str(p)
+    if row.status == "error":
+        assert isinstance(row.error, str) and ": " in row.error and not row.error.startswith("internal:"), row.error
+        return row.error.split(":", 1)[0], row
+    assert 0 <= row.p_bar <= 1
+    return "ok", row
+
+
 def test_process_items_always_one_row(seeds, model, tmp_path_factory):
     from survey_bars.runtime import get_runtime
 
@@ -256,17 +272,7 @@ def test_process_items_always_one_row(seeds, model, tmp_path_factory):
         p = d / f"case{case.suffix}"
         p.write_bytes(case.raw)
         t0 = time.perf_counter()
-        item = InputItem(file=str(p), pixel_scale=0.3 if with_scale else None)
-        t = _bounded(process_items, [item], opts, runtime=rt).to_pandas()
-        assert len(t) == 1
-        row = t.iloc[0]
-        assert row.status in ("ok", "error") and row.file == str(p)
-        if row.status == "error":
-            assert isinstance(row.error, str) and ": " in row.error and not row.error.startswith("internal:"), row.error
-            outcome = row.error.split(":", 1)[0]
-        else:
-            assert 0 <= row.p_bar <= 1
-            outcome = "ok"
+        outcome, _ = _one_row(p, InputItem(file=str(p), pixel_scale=0.3 if with_scale else None), opts, rt)
         _record("process_items", outcome, time.perf_counter() - t0)
 
     check()
@@ -454,19 +460,10 @@ def test_process_items_images_always_one_row(image_seeds, model, tmp_path_factor
         p = d / f"case{case.suffix}"
         p.write_bytes(case.raw)
         t0 = time.perf_counter()
-        item = InputItem(file=str(p), pixel_scale=0.262 if with_scale else None)
-        t = _bounded(process_items, [item], opts, runtime=rt).to_pandas()
-        assert len(t) == 1
-        row = t.iloc[0]
-        assert row.status in ("ok", "error") and row.file == str(p)
-        if row.status == "error":
-            assert isinstance(row.error, str) and ": " in row.error and not row.error.startswith("internal:"), row.error
-            outcome = row.error.split(":", 1)[0]
-        else:
-            assert 0 <= row.p_bar <= 1
+        outcome, row = _one_row(p, InputItem(file=str(p), pixel_scale=0.262 if with_scale else None), opts, rt)
+        if outcome == "ok":
             assert int(row.quality_flags) & Flag.DISPLAY_IMAGE and not int(row.quality_flags) & Flag.LOW_SNR
             assert row.snr is None or np.isnan(row.snr)  # display values: no S/N
-            outcome = "ok"
         _record("process_items_images", outcome, time.perf_counter() - t0)
 
     check()
