@@ -811,8 +811,9 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band):
                 msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
                 raise CutoutError("corrupt", msg) from None
             header = chosen.hdu.header.copy()
-            meta = _merged_header(header, primary_header)
-            inherit = bool(header.get("INHERIT", False)) if "INHERIT" in header else False
+            # ids and redshifts may sit in the primary header of a multi-extension file
+            meta = header if chosen.hdu is hdul[0] else _merged_header(header, primary_header)
+            inherit = meta is not header and "INHERIT" in header and bool(header.get("INHERIT", False))
     finally:
         hdul.close()
 
