@@ -546,6 +546,29 @@ def make_bad_corpus(directory, *, bombs=True):
     p = write_cutout(d / "cube.fits", cube, objid="cube")
     add("3-D cube", [p], "ok", flags=int(Flag.FIRST_PLANE_OF_CUBE), description="3 planes; the first is used")
 
+    from astropy.io import fits
+
+    p = write_cutout(d / "cube_grz.fits", cube.astype(np.float32), objid="cube_grz", extra={"BANDS": "grz"})
+    add("g/r/z cube (Legacy Survey)", [p], "ok", forbid=int(Flag.FIRST_PLANE_OF_CUBE),
+        description="bands named by BANDS = 'grz': the default r band is used, no first-plane flag")
+
+    hsc = galaxy_image(seed=16).astype(np.float32)
+    mask = np.zeros(hsc.shape, np.int32)
+    mask[:3] = 1  # BAD rows; MP_DETECTED (bit 5) over the galaxy must not mask it
+    mask[30:66, 30:66] |= 1 << 5
+    prim = fits.PrimaryHDU()
+    prim.header["FILTER"] = "HSC-I"
+    fits.HDUList([prim, fits.ImageHDU(hsc, header=fits.Header(_tan_wcs(hsc.shape, 0.168)), name="IMAGE"),
+                  fits.ImageHDU(mask, header=fits.Header([("MP_BAD", 0), ("HIERARCH MP_DETECTED", 5)]), name="MASK"),
+                  fits.ImageHDU(np.full(hsc.shape, 0.02**2, np.float32), name="VARIANCE")]).writeto(d / "hsc_mef.fits")
+    add("HSC-like file (IMAGE, MASK, VARIANCE extensions)", [d / "hsc_mef.fits"], "ok", forbid=int(Flag.NAN_NEAR_CENTRE),
+        description="band from the primary FILTER; BAD rows masked, DETECTED not; S/N from the VARIANCE")
+
+    fits.HDUList([fits.PrimaryHDU(hsc, header=fits.Header(_tan_wcs(hsc.shape))),
+                  fits.ImageHDU(np.ones(hsc.shape, np.uint8), name="MASK")]).writeto(d / "all_masked.fits")
+    add("MASK extension masks every pixel", [d / "all_masked.fits"], "error", reason="all_nan",
+        description="a mask of the other convention (1 = good) or a blank exposure")
+
     p = write_cutout(d / "all_nan.fits", np.full((64, 64), np.nan, np.float32))
     add("all NaN", [p], "error", reason="all_nan")
 
