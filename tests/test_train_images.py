@@ -172,3 +172,16 @@ def test_boolean_labels_written_as_text_are_read(tmp_path):
     df = load_labels([str(tmp_path)], str(tmp_path / "l.csv"))
     assert df.has_bar.tolist()[:3] == [1.0, 0.0, 1.0] and np.isnan(df.has_bar.iloc[3])
     assert df.has_spiral.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("pa", [0.0, 30.0, 75.0, 120.0, 160.0])
+def test_inner_angle_finds_the_bar_of_a_frame(pa):
+    """The angle of a bar whose length is known but not its PA (volunteer lengths), from the frame's inner light."""
+    from survey_bars.models.train import inner_angle
+    from survey_bars.normalise import normalise
+    from survey_bars.testing import galaxy_image
+
+    norm = normalise(galaxy_image(n=96, r50=8, bar_len=30, bar_pa_deg=pa, seed=1, noise=0.005))
+    got = float(inner_angle(norm.image[None], [30 / norm.scale])[0])
+    assert min(abs(got - pa), 180 - abs(got - pa)) < 5.0, got
+    assert np.isnan(inner_angle(np.zeros((1, 16, 16)), [8.0])[0])

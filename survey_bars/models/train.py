@@ -55,6 +55,7 @@ __all__ = [
     "roc_auc_interval",
     "expected_calibration_error",
     "fit_temperature",
+    "inner_angle",
     "train",
     "configure_parser",
     "run_cli",
@@ -535,6 +536,42 @@ def bar_masks(length_px, angle_deg, has_bar, size, cells, axis_ratio=0.35, super
     return out
 
 
+def inner_angle(images, length_px, min_radius=3.0):
+    """Angle of the light's second moments within half a bar length of the frame centre.
+
+    A bar dominates the elongation of a barred galaxy's inner light, so this estimates the
+    angle of a bar whose length is known but whose position angle is not.
+
+    Parameters
+    ----------
+    images : ndarray
+        ``(N, size, size)`` model-frame images (galaxy at the centre).
+    length_px : array_like
+        Full bar lengths in model pixels.
+    min_radius : float, optional
+        Smallest radius (model pixels) of the region.
+
+    Returns
+    -------
+    ndarray
+        Angles in degrees from +x towards +y, in [0, 180); NaN where the region holds no light.
+    """
+    images = np.asarray(images, dtype=float)
+    n, ny, nx = images.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    xx = xx - (nx - 1) / 2.0
+    yy = yy - (ny - 1) / 2.0
+    rr = np.hypot(xx, yy)
+    out = np.full(n, np.nan)
+    for i, (img, length) in enumerate(zip(images, np.asarray(length_px, dtype=float))):
+        w = np.clip(img, 0, None) * (rr <= max(length / 2.0, min_radius))
+        if not w.sum() > 0:
+            continue
+        cxx, cyy, cxy = (w * xx * xx).sum(), (w * yy * yy).sum(), (w * xx * yy).sum()
+        out[i] = np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy)) % 180.0
+    return out
+
+
 def _predict(net, images, fn, batch=512):
     import torch
 
@@ -757,7 +794,8 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
 
 def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0, threads=1, workers=None,
           val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None, bar_weight=2.0,
-          mask_weight=1.0, checkpoint=None, name="survey-bars-model", version="0", command=None, cache=True,
+          mask_weight=1.0, bar_pa_from_image=False, checkpoint=None, name="survey-bars-model", version="0", command=None,
+          cache=True,
           preprocessing=None, flips=True, log=_log):
     """Train both networks and export a bundle.
 
@@ -796,6 +834,11 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         a barred galaxy's ``bar_length_arcsec`` and ``bar_pa_deg`` are known, the evidence map
         is asked to be the bar's projected ellipse; unbarred galaxies are asked for none. 0
         trains on morphology labels alone.
+    bar_pa_from_image : bool, optional
+        For barred galaxies with a length but no position angle (e.g. volunteer lengths), take
+        the angle of the second moments of the frame's light within half the bar length (see
+        :func:`inner_angle`), so that their bar-evidence mask can be drawn. False (the default)
+        leaves them out of the mask loss.
     checkpoint : str, optional
         Also save a torch checkpoint here (for ``survey-bars export``).
     name, version : str, optional
@@ -864,7 +907,13 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
 
     pa = lab_df["bar_pa_deg"].values[keep]
     cds = prep["cd"][keep]
-    geometry = {"length_px": length_px, "angle_deg": np.array([pixel_angle(a, c) for a, c in zip(pa, cds)])}
+    angle = np.array([pixel_angle(a, c) for a, c in zip(pa, cds)])
+    if bar_pa_from_image:
+        need = has_len & ~np.isfinite(angle)
+        if need.any():
+            angle[need] = inner_angle(images[need], length_px[need])
+            log(f"{int(need.sum())} bars with a length but no position angle: angle from the frame's inner light")
+    geometry = {"length_px": length_px, "angle_deg": angle}
 
     tr, va, te = _split(len(keep), seed, val_frac, test_frac)
     ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
