@@ -199,6 +199,12 @@ def _labels(root, sub, dtype):
     return d, df
 
 
+def _objids(values):
+    """SDSS objids as text (None where missing or blank), so that 18 digits survive."""
+    return [None if (o is None or (isinstance(o, float) and np.isnan(o)) or str(o).strip() == "") else str(o).strip()
+            for o in values]
+
+
 def _abs_files(d, names):
     base = os.path.abspath(d / "images")
     return [os.path.join(base, str(n)) for n in names]
@@ -238,7 +244,7 @@ def load_gz2_bars(root=None):
     import pandas as pd
 
     d, df = _labels(root, GZ2_DIR, {"objid": str, "file": str})
-    objid = [None if (o is None or (isinstance(o, float) and np.isnan(o)) or str(o).strip() == "") else str(o).strip() for o in df["objid"]]
+    objid = _objids(df["objid"])
     frac = df["gz2_bar_fraction"].astype(float)
     has_bar = pd.array([1 if f >= 0.5 else (0 if f == 0 else pd.NA) for f in frac], dtype="Int8")
     keys = [split_key(o, f) for o, f in zip(objid, df["file"])]
@@ -298,7 +304,7 @@ def load_gz1_morphology(root=None):
     if unknown:
         msg = f"Unknown Galaxy Zoo 1 classes in {d / 'labels.csv'}: {unknown}."
         raise ValueError(msg)
-    objid = [None if (o is None or (isinstance(o, float) and np.isnan(o)) or str(o).strip() == "") else str(o).strip() for o in df["sdss_dr7_objid"]]
+    objid = _objids(df["sdss_dr7_objid"])
     keys = [split_key(o, f) for o, f in zip(objid, df["file"])]
     morph = cls.map(MORPH_CLASSES)
     return pd.DataFrame({
