@@ -97,7 +97,7 @@ def measure(frames, rt, samples, method="auto"):
 def isophote_lengths(df, max_n, seed=0):
     """Isophote bar lengths (arcsec) and scores for a random subset of rows."""
     from survey_bars.cutouts import read_cutout
-    from survey_bars.isophote import measure_isophote_bar
+    from survey_bars.measure.isophote import measure_isophote_bar
     from survey_bars.normalise import estimate_background, normalise
 
     rng = np.random.default_rng(seed)
@@ -235,7 +235,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from survey_bars.models.bundle import load_bundle
-    from survey_bars.pipeline import resolve_method
+    from survey_bars.measure import resolve_method
     from survey_bars.runtime import ModelRuntime
 
     t0 = time.time()

@@ -403,7 +403,7 @@ def bench_e2e(args):
     s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
     every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
     from survey_bars.models.bundle import load_bundle
-    from survey_bars.pipeline import resolve_method
+    from survey_bars.measure import resolve_method
 
     default = resolve_method(load_bundle(None).card, "auto")
     moments = None

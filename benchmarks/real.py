@@ -654,7 +654,8 @@ def main(argv=None):
     from survey_bars.cluster import local_cluster
     from survey_bars.models import realdata
     from survey_bars.models.bundle import load_bundle
-    from survey_bars.pipeline import RunOptions, resolve_method
+    from survey_bars.measure import resolve_method
+    from survey_bars.pipeline import RunOptions
 
     t0 = time.time()
     folds = sorted({int(f) for f in args.folds.split(",") if f.strip()})

@@ -126,7 +126,7 @@ def map_features(m):
     smoothed map's profiles along its major and minor axes (relative to the centre)."""
     from scipy import ndimage
 
-    from survey_bars.bars import measure_moments
+    from survey_bars.measure import measure_moments
 
     f = []
     for floor in (0.0, 0.1, 0.2, 0.35, 0.5):
@@ -144,7 +144,7 @@ def map_features(m):
 def image_features(img, m):
     """30 features of the model frame: its profile along the saliency major axis, and the
     major-minor difference (the bar's contrast over the disc)."""
-    from survey_bars.bars import measure_moments
+    from survey_bars.measure import measure_moments
 
     th = np.radians(measure_moments(m).pa_deg)
     radii = np.arange(0, 30, 2.0) * img.shape[0] / 64.0
@@ -306,7 +306,7 @@ def main(argv=None):
     if args.head and args.head_seed == args.seed:
         ap.error(f"--head-seed {args.head_seed} equals --seed: the length head must not train on the held-out galaxies")
 
-    from survey_bars.bars import measure_moments
+    from survey_bars.measure import measure_moments
     from survey_bars.models.bundle import load_bundle
     from survey_bars.runtime import ModelRuntime
 

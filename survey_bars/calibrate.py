@@ -139,7 +139,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
         The calibration written to the card.
     """
 
-    from .bars import MOMENTS_VERSION
+    from .measure import get_method
     from .models.bundle import load_bundle, write_card
     from .pipeline import RunOptions
     from .runtime import ModelRuntime
@@ -155,8 +155,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
                noise_frac=(bundle.smoothgrad or {}).get("noise_frac"),
                symmetrise=bool((bundle.smoothgrad or {}).get("symmetrise", False)), seconds=round(time.time() - t0, 1),
                units="model-frame pixels")
-    if method == "moments":
-        cal["measurement_version"] = MOMENTS_VERSION
+    cal["measurement_version"] = get_method(method).version
     card = dict(bundle.card)
     calib = dict(card.get("calibration") or {})
     calib[method] = cal
@@ -206,7 +205,7 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
     """
     from scipy.optimize import brentq, minimize
 
-    from .pipeline import length_sigma
+    from .measure import length_sigma
 
     length, true, stat, scale = (np.asarray(v, float) for v in (length, true, stat, scale))
     ok = np.isfinite(length) & np.isfinite(true) & np.isfinite(stat) & np.isfinite(scale) & (scale > 0) & (length > 0)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .flags import flag_table
+from .measure import catalogue_columns
 
 __all__ = [
     "COLUMNS",
@@ -64,9 +65,7 @@ COLUMNS = {
     "bar_length_err_arcsec": (pa.float64(), "arcsec", "Uncertainty of bar_length_arcsec: spread over subsets of the SmoothGrad samples, plus the calibration's systematic error (fitted on simulations to cover 68 % of true lengths)."),
     "bar_pa_deg": (pa.float64(), "deg", "Bar position angle, east of north, in [0, 180)."),
     "bar_axis_ratio": (pa.float64(), "", "Minor-to-major axis ratio of the saliency bar structure."),
-    "bar_length_moments_arcsec": (pa.float64(), "arcsec", "Bar length from the second moments of the same saliency map, linearly calibrated on simulations (the bundle's 'moments' calibration): an analytic cross-check of a learned head, and bar_length_arcsec itself under --method moments."),
-    "bar_length_moments_err_arcsec": (pa.float64(), "arcsec", "Uncertainty of bar_length_moments_arcsec, made like bar_length_err_arcsec."),
-    "bar_length_bhambra2022_arcsec": (pa.float64(), "arcsec", "Bar length by the published Bhambra et al. (2022) threshold sweep, for reproduction."),
+    **catalogue_columns(),  # the measuring methods' own columns (survey_bars.measure)
     "bar_length_direct_arcsec": (pa.float64(), "arcsec", "Bar length regressed directly by the baseline CNN."),
     "bar_length_kpc": (pa.float64(), "kpc", "bar_length_arcsec converted with the redshift and the run's cosmology (null without a redshift)."),
     "quality_flags": (pa.uint32(), "", "Bitmask of quality flags; see the file metadata or survey_bars.flags."),

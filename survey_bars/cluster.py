@@ -32,15 +32,9 @@ from . import __version__
 from .catalogue import assemble, is_done, part_paths, write_part
 from .cutouts import DEFAULT_MAX_PIXELS, is_input_file
 from .flags import Flag
-from .pipeline import (
-    METHODS,
-    InputItem,
-    RunOptions,
-    calibration_for,
-    check_cosmology,
-    process_items,
-    resolve_method,
-)
+from .measure import calibration_for, get_method, resolve_method, run_methods
+from .geometry import check_cosmology
+from .pipeline import InputItem, RunOptions, process_items
 
 __all__ = ["discover_inputs", "read_input_catalogue", "make_partitions", "default_partition_size", "make_security", "local_cluster", "WORKER_CONFIG", "process", "JobError", "JobSummary"]
 
@@ -629,11 +623,11 @@ def configure_parser(parser):
     parser.add_argument("--smoothgrad-samples", type=int, default=None, help="SmoothGrad samples per galaxy (default: the bundle's).")
     parser.add_argument("--smoothgrad-noise", type=float, default=None,
                         help="SmoothGrad noise as a fraction of each frame's range (default: the bundle's).")
-    parser.add_argument("--method", default="auto", choices=list(METHODS),
+    parser.add_argument("--method", default="auto", choices=list(run_methods()),
                         help="Bar measuring method for bar_length_arcsec. auto (default): head when the bundle has a learned "
-                             "length head (the shipped one has), else moments. head: the learned head reads the length off the "
-                             "saliency map. moments: calibrated second moments of the central saliency. bhambra2022: the "
-                             "paper's published algorithm. The catalogue metadata records the method used.")
+                             "length head (the shipped one has), else moments. "
+                             + " ".join(f"{n}: {get_method(n).summary}" for n in run_methods()[1:])
+                             + " The catalogue metadata records the method used.")
     parser.add_argument("--pixel-scale", type=float, default=None, help="Pixel scale (arcsec) to assume for files without a WCS (flagged).")
     parser.add_argument("--band", default=None,
                         help="Band of multi-band FITS files (cubes, one extension per band): a name matched against "

@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .geometry import pixel_direction
+
 __all__ = [
     "GALLERIES",
     "CatalogueScan",
     "scan_catalogue",
     "build_report",
-    "sky_pa_to_pixel",
     "configure_parser",
     "run_cli",
 ]
@@ -427,29 +428,7 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
     return scan
 
 
-# ------------------------------------------------------------------------ geometry
-
-
-def sky_pa_to_pixel(pa_deg, cd=None):
-    """Unit pixel-frame direction of a sky position angle.
-
-    Parameters
-    ----------
-    pa_deg : float
-        Position angle east of north, degrees.
-    cd : array_like, optional
-        2x2 CD (pixel scale) matrix of the image in degrees per pixel, mapping pixel offsets
-        to (east, north) projection-plane offsets. ``None`` assumes north up, east left.
-
-    Returns
-    -------
-    ndarray
-        ``(dx, dy)`` of unit length, in pixel coordinates (x along columns).
-    """
-    cd = np.array([[-1.0, 0.0], [0.0, 1.0]]) if cd is None else np.asarray(cd, dtype=float)
-    t = math.radians(float(pa_deg))
-    d = np.linalg.solve(cd, [math.sin(t), math.cos(t)])
-    return d / np.hypot(*d)
+# ------------------------------------------------------------------------ saliency maps
 
 
 def _saliency_file(directory, object_id):
@@ -757,7 +736,7 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None, ban
     # the reader's matrix is the one the pipeline turned the bar angle into a PA with (that of
     # the band read; north up, east left for an image with a scale)
     cd = cut.cd if cut is not None else None
-    direction = sky_pa_to_pixel(pa_deg, cd) if has_bar else None
+    direction = pixel_direction(pa_deg, cd) if has_bar else None
     length_pix = None
     if has_bar and cd is not None:
         # exact for any pixel grid: the sky offset of the bar end mapped back to pixels
@@ -787,7 +766,7 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None, ban
         # compass: north and east arrows
         size = 0.16 * min(nx, ny)
         ox, oy = 0.82 * nx, 0.1 * ny
-        for lab, vec in (("N", sky_pa_to_pixel(0.0, cd)), ("E", sky_pa_to_pixel(90.0, cd))):
+        for lab, vec in (("N", pixel_direction(0.0, cd)), ("E", pixel_direction(90.0, cd))):
             ax.annotate("", xy=(ox + size * vec[0], oy + size * vec[1]), xytext=(ox, oy), arrowprops=dict(arrowstyle="-|>", color="#ffcc00", lw=1))
             ax.text(ox + 1.3 * size * vec[0], oy + 1.3 * size * vec[1], lab, color="#ffcc00", fontsize=7, ha="center", va="center")
         ax.set_xlim(-0.5, nx - 0.5)

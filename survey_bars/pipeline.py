@@ -18,14 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bars import measure_bar
 from .catalogue import empty_row, rows_to_table
 from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
 from .flags import Flag
+from .geometry import kpc_per_arcsec, sky_pa
 from .normalise import normalise
+from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file", "apply_calibration", "calibrated_length", "calibration_for", "length_sigma", "resolve_method", "check_cosmology", "sky_pa", "pixel_angle", "kpc_per_arcsec"]
+__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -34,8 +35,9 @@ OFF_CENTRE_FRAC = 0.10
 TRUNCATED_FRAC = 0.05
 LARGE_RESAMPLING = 4.0
 P_BAR_AMBIGUOUS = (0.35, 0.65)
-#: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle: :func:`resolve_method`).
-METHODS = ("auto", "head", "moments", "bhambra2022")
+#: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle:
+#: :func:`survey_bars.measure.resolve_method`); the registry of :mod:`survey_bars.measure`.
+METHODS = run_methods()
 
 
 @dataclass(frozen=True)
@@ -125,268 +127,6 @@ class RunOptions:
     def to_dict(self):
         """Return the options as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
-
-
-def apply_calibration(length_raw, calibration):
-    """Map a raw saliency length (model pixels) to a calibrated one.
-
-    Parameters
-    ----------
-    length_raw : float or ndarray
-        Raw lengths in model-frame pixels.
-    calibration : dict
-        ``{"slope": a, "intercept": b}`` from the bundle card (identity when empty).
-
-    Returns
-    -------
-    float or ndarray
-    """
-    if not calibration:
-        return length_raw
-    return calibration.get("slope", 1.0) * np.asarray(length_raw) + calibration.get("intercept", 0.0)
-
-
-def length_sigma(stat, length, resample_scale, scatter_frac=0.0, floor_model_px=0.0, floor_native_px=0.0):
-    """The error model of a saliency length: ``sqrt(stat^2 + (a L)^2 + c^2 + (b / scale)^2)``.
-
-    :func:`survey_bars.calibrate.fit_error_model` fits ``a``, ``b`` and ``c`` with this same
-    function, and :func:`calibrated_length` applies them, so the two cannot drift apart.
-
-    Parameters
-    ----------
-    stat : float or ndarray
-        Statistical error (the SmoothGrad subsets' standard error), model-frame pixels.
-    length : float or ndarray
-        Calibrated length, model-frame pixels.
-    resample_scale : float or ndarray
-        Input pixels per model pixel of the normalised frame.
-    scatter_frac, floor_model_px, floor_native_px : float, optional
-        ``a`` (fraction of the length), ``c`` (model-frame pixels) and ``b`` (input-image pixels).
-
-    Returns
-    -------
-    float or ndarray
-        The uncertainty in model-frame pixels.
-    """
-    return np.sqrt(stat**2 + (scatter_frac * length) ** 2 + floor_model_px**2 + (floor_native_px / resample_scale) ** 2)
-
-
-def calibrated_length(raw, subset_lengths, calibration, resample_scale):
-    """Calibrate a raw length and give it an uncertainty (both in model-frame pixels).
-
-    Parameters
-    ----------
-    raw : float
-        Length measured on the whole SmoothGrad map, model-frame pixels.
-    subset_lengths : sequence of float
-        Lengths measured on the maps of disjoint subsets of the SmoothGrad samples (non-finite
-        ones are ignored; fewer than two give no statistical term).
-    calibration : dict
-        The method's calibration from the bundle card (:func:`calibration_for`): ``slope``,
-        ``intercept`` and the systematic terms ``scatter_frac`` (fraction of the length),
-        ``floor_model_px`` (model-frame pixels) and ``floor_native_px`` (input-image pixels).
-    resample_scale : float
-        Input pixels per model pixel of the normalised frame (turns ``floor_native_px`` into
-        model pixels).
-
-    Returns
-    -------
-    length, err : float
-        The calibrated length and its uncertainty, added in quadrature: the subsets' standard
-        error (scaled by the slope) and the systematic terms.
-    """
-    calibration = calibration or {}
-    subs = np.asarray([s for s in subset_lengths if np.isfinite(s)], dtype=float)
-    length = float(apply_calibration(raw, calibration))
-    slope = float(calibration.get("slope", 1.0))
-    err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
-    err = length_sigma(err_stat, length, resample_scale, **{k: float(calibration.get(k, 0.0)) for k in
-                                                           ("scatter_frac", "floor_model_px", "floor_native_px")})
-    return length, float(err)
-
-
-def _moments_calibration(card, method, calib):
-    """The moments calibration for the ``bar_length_moments_arcsec`` column, None when it cannot be used.
-
-    A run with another method still fills that column; a moments calibration made for another
-    version of the measurement then leaves it null instead of failing the run.
-    """
-    if method == "moments":
-        return calib
-    try:
-        return calibration_for(card, "moments")
-    except ValueError:
-        return None
-
-
-def resolve_method(card, method):
-    """Return the measuring method a run with ``method`` uses on a bundle.
-
-    Parameters
-    ----------
-    card : dict
-        The bundle card.
-    method : str
-        One of :data:`METHODS`. ``"auto"`` becomes ``"head"`` when the bundle has a learned
-        length head (``length_head.onnx``) and ``"moments"`` otherwise; the others are returned
-        as they are.
-
-    Returns
-    -------
-    str
-        ``"head"``, ``"moments"`` or ``"bhambra2022"``.
-
-    Raises
-    ------
-    ValueError
-        For a method that is not one of :data:`METHODS`.
-    """
-    if method not in METHODS:
-        msg = f"Unknown bar measuring method {method!r}; choose one of {', '.join(METHODS)}."
-        raise ValueError(msg)
-    if method == "auto":
-        return "head" if "length_head.onnx" in (card.get("files") or {}) else "moments"
-    return method
-
-
-def calibration_for(card, method):
-    """Return a bundle's length calibration for a measuring method, checking its version.
-
-    Parameters
-    ----------
-    card : dict
-        The bundle card.
-    method : str
-        The measuring method (``"moments"``, ``"bhambra2022"`` or ``"head"``; ``"auto"`` is
-        resolved first with :func:`resolve_method`).
-
-    Returns
-    -------
-    dict
-        ``{"slope": ..., "intercept": ..., "scatter_frac": ...}``, or ``{}`` when the bundle has
-        none for this method (lengths are then raw).
-
-    Raises
-    ------
-    ValueError
-        When the calibration was fitted for another version of the measurement.
-    """
-    from .bars import MOMENTS_VERSION
-
-    method = resolve_method(card, method)
-    if method == "head" and "length_head.onnx" not in (card.get("files") or {}):
-        msg = ("The 'head' measuring method needs a bundle with a learned length head (length_head.onnx), and this "
-               "bundle has none. Use --method moments, or train one with `survey-bars calibrate --model DIR --method head`.")
-        raise ValueError(msg)
-    calib = dict((card.get("calibration") or {}).get(method) or {})
-    if calib and method == "moments" and int(calib.get("measurement_version", 1)) != MOMENTS_VERSION:
-        msg = (
-            f"The bundle's '{method}' length calibration was fitted for measurement version "
-            f"{calib.get('measurement_version', 1)}, but this survey-bars measures with version "
-            f"{MOMENTS_VERSION}. Recalibrate the bundle with `survey-bars calibrate --model DIR`, "
-            "or use a bundle made for this version."
-        )
-        raise ValueError(msg)
-    return calib
-
-
-def sky_pa(pa_pix_deg, cd):
-    """Convert an angle in pixel coordinates to a position angle east of north.
-
-    Parameters
-    ----------
-    pa_pix_deg : float
-        Angle from the +x pixel axis towards +y, degrees.
-    cd : ndarray or None
-        2x2 CD matrix (degrees per pixel). None assumes north up, east left.
-
-    Returns
-    -------
-    float
-        Position angle in [0, 180).
-    """
-    if not np.isfinite(pa_pix_deg):
-        return np.nan
-    t = np.radians(pa_pix_deg)
-    d = np.array([np.cos(t), np.sin(t)])
-    if cd is None:
-        cd = np.array([[-1.0, 0.0], [0.0, 1.0]])
-    xi, eta = np.asarray(cd) @ d
-    pa = float(np.degrees(np.arctan2(xi, eta)) % 180.0)
-    return 0.0 if pa > 180.0 - 1e-9 else pa
-
-
-def pixel_angle(pa_deg, cd):
-    """Convert a position angle east of north to an angle in pixel coordinates.
-
-    The inverse of :func:`sky_pa` (modulo 180 degrees).
-
-    Parameters
-    ----------
-    pa_deg : float
-        Position angle, east of north, degrees.
-    cd : ndarray or None
-        2x2 CD matrix (degrees per pixel). None (or non-finite) assumes north up, east left.
-
-    Returns
-    -------
-    float
-        Angle from the +x pixel axis towards +y, in [0, 180); NaN for a NaN angle.
-    """
-    if not np.isfinite(pa_deg):
-        return np.nan
-    cd = None if cd is None else np.asarray(cd, dtype=float).reshape(2, 2)
-    if cd is None or not np.isfinite(cd).all() or abs(np.linalg.det(cd)) == 0:
-        cd = np.array([[-1.0, 0.0], [0.0, 1.0]])
-    t = np.radians(pa_deg)
-    dx, dy = np.linalg.solve(cd, np.array([np.sin(t), np.cos(t)]))
-    ang = float(np.degrees(np.arctan2(dy, dx)) % 180.0)
-    return 0.0 if ang > 180.0 - 1e-9 else ang
-
-
-def kpc_per_arcsec(redshift, cosmology="Planck18"):
-    """Proper kpc per arcsec at each redshift.
-
-    Parameters
-    ----------
-    redshift : ndarray
-        Redshifts (NaN where unknown).
-    cosmology : str
-        Name of an astropy.cosmology realisation.
-
-    Returns
-    -------
-    ndarray
-        NaN where the redshift is missing or not positive.
-    """
-    z = np.asarray(redshift, dtype=float)
-    out = np.full(z.shape, np.nan)
-    ok = np.isfinite(z) & (z > 0)
-    if ok.any():  # astropy.cosmology takes ~1 s to import: only when a redshift needs it
-        out[ok] = _cosmology(cosmology).kpc_proper_per_arcmin(z[ok]).value / 60.0
-    return out
-
-
-def _cosmology(name):
-    """The astropy.cosmology realisation called ``name`` (ValueError naming the choices)."""
-    from astropy import cosmology as cosmo_mod
-
-    try:
-        return getattr(cosmo_mod, name)
-    except AttributeError:
-        msg = f"Unknown cosmology {name!r}; use one of {list(cosmo_mod.realizations.available)}."
-        raise ValueError(msg) from None
-
-
-def check_cosmology(name):
-    """Raise ValueError unless ``name`` is an astropy.cosmology realisation.
-
-    Parameters
-    ----------
-    name : str
-        E.g. ``"Planck18"``.
-    """
-    _cosmology(name)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -520,7 +260,7 @@ def process_items(items, options=None, *, runtime=None):
     symmetrise = bool(sg["symmetrise"])
     options = dataclasses.replace(options, method=resolve_method(card, options.method))
     calib = calibration_for(card, options.method)
-    calib_moments = _moments_calibration(card, options.method, calib)
+    columns = _column_calibrations(card)
     names = rt.class_names
     rows = []
     for start in range(0, len(items), options.chunk_size):
@@ -530,7 +270,7 @@ def process_items(items, options=None, *, runtime=None):
         if ok:
             try:
                 _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise,
-                             calib_moments)
+                             columns)
             except Exception as exc:  # a model failure marks the chunk's rows, never loses them
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 for i in ok:
@@ -546,21 +286,26 @@ def process_items(items, options=None, *, runtime=None):
     return rows_to_table(rows)
 
 
-def _head_lengths(rt, sal, n_subsets):
-    """``{k: (length, subset lengths)}`` from the learned head, for the SmoothGrad maps in ``sal``."""
-    keys = sorted(sal)
-    main = rt.length_head(np.stack([sal[k].map for k in keys]), orientations=8)
-    subs = {k: [] for k in keys}
-    if n_subsets > 1:
-        stack = [(k, m) for k in keys for m in sal[k].subsets]
-        lengths = rt.length_head(np.stack([m for _, m in stack]), orientations=1)
-        for (k, _), v in zip(stack, lengths):
-            subs[k].append(float(v))
-    return {k: (float(v), subs[k]) for k, v in zip(keys, main)}
+def _column_calibrations(card):
+    """``[(method, calibration or None)]`` of the methods that fill catalogue columns of their own.
+
+    Every measured bar gets these columns whatever the run's method; a calibration made for
+    another version of a method's measurement leaves its columns null instead of failing the run.
+    """
+    out = []
+    for name in method_names():
+        m = get_method(name)
+        if not m.columns:
+            continue
+        try:
+            out.append((m, calibration_for(card, name)))
+        except ValueError:
+            out.append((m, None))
+    return out
 
 
 def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False,
-                 calib_moments=None):
+                 columns=()):
     imgs = np.stack([prepared[i][1].image for i in ok])
     fwd = rt.forward(imgs)
     probs = fwd["probs"]
@@ -575,10 +320,11 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets,
                                 symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
-    # the learned head reads every selected map (and its subsets) in two batched calls; the
-    # map's geometry (position angle, axis ratio, flags) still comes from the moments
-    geometry = "moments" if options.method == "head" else options.method
-    head = _head_lengths(rt, sal, n_subsets) if options.method == "head" and sal else None
+    method = get_method(options.method)
+    geometry = method.geometry or method.name  # position angle, axis ratio and map flags
+    measures = {k: MapMeasures(sg, get_method) for k, sg in sal.items()}
+    candidates = {k: sg for k, sg in sal.items() if p_bar_all[k] >= options.p_bar_min}
+    raws = None
     for k, i in enumerate(ok):
         row, norm, cd = prepared[i]
         flags = int(row["quality_flags"] or 0)
@@ -592,33 +338,23 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         to_arcsec = norm.scale * (row["pixel_scale_arcsec"] or np.nan)
         direct = float(fwd["bar_length_direct"][k])
         sg = sal.get(k)
-        meas = measure_bar(sg.map, geometry) if sg is not None else None
+        meas = measures[k].get(geometry) if sg is not None else None
         measured = p_bar is not None and p_bar >= options.p_bar_min and meas is not None and np.isfinite(meas.length)
         if measured:
-            paper = meas if geometry == "bhambra2022" else measure_bar(sg.map, "bhambra2022")
-            if head is not None:
-                raw, subs = head[k]
-            else:
-                raw = meas.length
-                subs = [measure_bar(m, options.method).length for m in sg.subsets] if n_subsets > 1 else []
+            if raws is None:  # every candidate's raw length at once (a learned head reads them batched)
+                raws = method.raw_lengths(rt, candidates, n_subsets, measures)
+            raw, subs = raws[k]
             length, err = calibrated_length(raw, subs, calib, norm.scale)
-            if options.method == "moments":
-                mom, mom_err = length, err
-            elif calib_moments is None:
-                mom = mom_err = np.nan
-            else:  # the moments length of the same map, as a cross-check of the head
-                mom_raw = meas.length if geometry == "moments" else measure_bar(sg.map, "moments").length
-                mom_subs = [measure_bar(m, "moments").length for m in sg.subsets] if n_subsets > 1 else []
-                mom, mom_err = calibrated_length(mom_raw, mom_subs, calib_moments, norm.scale)
+            own = {}
+            for m, m_calib in columns:
+                own.update(m.column_values(measures[k], m_calib, norm.scale, to_arcsec))
             row.update(
                 bar_length_arcsec=_finite_or_none(length * to_arcsec),
                 bar_length_err_arcsec=_finite_or_none(err * to_arcsec),
-                bar_length_moments_arcsec=_finite_or_none(mom * to_arcsec),
-                bar_length_moments_err_arcsec=_finite_or_none(mom_err * to_arcsec),
                 bar_pa_deg=_finite_or_none(sky_pa(meas.pa_deg, cd)),
                 bar_axis_ratio=_finite_or_none(meas.axis_ratio),
-                bar_length_bhambra2022_arcsec=_finite_or_none(paper.length * to_arcsec),
                 bar_length_direct_arcsec=_finite_or_none(direct * to_arcsec),
+                **{c: _finite_or_none(v) for c, v in own.items()},
             )
             flags |= meas.flags & ~int(Flag.BAR_NOT_MEASURED)
         else:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from survey_bars.bars import measure_bar, measure_bhambra2022, measure_moments
+from survey_bars.measure import measure_bar, measure_bhambra2022, measure_moments
 from survey_bars.flags import Flag
 
 

@@ -186,7 +186,7 @@ def test_augment_moves_masks_with_images():
 
 
 def test_pixel_angle_inverts_sky_pa():
-    from survey_bars.pipeline import pixel_angle, sky_pa
+    from survey_bars.geometry import pixel_angle, sky_pa
 
     north_up = np.array([[-1e-4, 0.0], [0.0, 1e-4]])
     assert pixel_angle(0.0, north_up) == pytest.approx(90.0)  # north is +y

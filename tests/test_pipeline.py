@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from survey_bars.flags import Flag
-from survey_bars.pipeline import InputItem, RunOptions, kpc_per_arcsec, process_items, sky_pa
+from survey_bars.geometry import kpc_per_arcsec, sky_pa
+from survey_bars.pipeline import InputItem, RunOptions, process_items
 from survey_bars.runtime import get_runtime
 from survey_bars.saliency import object_seed, smoothgrad_batch
 
@@ -143,8 +144,8 @@ def test_saliency_only_where_a_bar_is_measured(runtime, tmp_path):
 
 
 def test_calibration_version_is_checked():
-    from survey_bars.bars import MOMENTS_VERSION
-    from survey_bars.pipeline import calibration_for
+    from survey_bars.measure import MOMENTS_VERSION
+    from survey_bars.measure import calibration_for
 
     card = {"calibration": {"moments": {"slope": 2.0, "intercept": 1.0, "measurement_version": MOMENTS_VERSION}}}
     assert calibration_for(card, "moments")["slope"] == 2.0

@@ -222,7 +222,7 @@ def test_display_copies_look_like_service_jpegs_and_keep_the_truth(run, tmp_path
 
     out, df = run
     a = sim.display_copies(out, tmp_path / "jpeg", seed=3)
-    b = sim.display_copies(out, tmp_path / "jpeg2", seed=3, workers=2)
+    sim.display_copies(out, tmp_path / "jpeg2", seed=3, workers=2)
     assert list(a.file) == [f.replace(".fits", ".jpg") for f in df.file]
     assert a.drop(columns="file").equals(df.drop(columns="file"))
     assert pd.read_parquet(tmp_path / "jpeg" / "truth.parquet").file.tolist() == a.file.tolist()

@@ -121,7 +121,7 @@ def test_preprocess_images(image_set):
     np.testing.assert_allclose(prep["cd"][:8], np.tile([-SCALE / 3600, 0, 0, SCALE / 3600], (8, 1)))
     assert np.isnan(prep["pixel_scale"][8:]).all() and np.isnan(prep["cd"][8:]).all()
     # the labelled PA is the drawn bar's angle in the frame
-    from survey_bars.pipeline import pixel_angle
+    from survey_bars.geometry import pixel_angle
 
     assert pixel_angle(120.0, prep["cd"][3]) == pytest.approx(30.0)
     assert pixel_angle(120.0, prep["cd"][11]) == pytest.approx(30.0)  # no scale: north up, east left assumed

@@ -1,6 +1,6 @@
 """The learned length head: a small CNN that reads a bar length off a SmoothGrad map (torch).
 
-The ``moments`` measurement of :mod:`survey_bars.bars` turns a saliency map into a length with
+The ``moments`` measurement of :mod:`survey_bars.measure.moments` turns a saliency map into a length with
 second moments and a linear calibration. Both lose what the map holds about short bars, whose
 maps are footprint-sized blobs. The head instead learns the mapping from the whole map to the
 true length, on the maps of simulated barred galaxies the morphology network never saw (like

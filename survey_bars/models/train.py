@@ -903,7 +903,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         length_px = lab_df["bar_length_arcsec"].values[keep] / scale_to_arcsec
     has_len = np.isfinite(length_px) & (length_px > 0) & (np.nan_to_num(lab["has_bar"], nan=1.0) > 0.5)
     logl = np.where(has_len, np.log(np.where(has_len, length_px, 1.0)), np.nan)
-    from ..pipeline import pixel_angle
+    from ..geometry import pixel_angle
 
     pa = lab_df["bar_pa_deg"].values[keep]
     cds = prep["cd"][keep]
