@@ -96,7 +96,7 @@ def measure(frames, rt, samples, method="auto"):
 
 def isophote_lengths(df, max_n, seed=0):
     """Isophote bar lengths (arcsec) and scores for a random subset of rows."""
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.measure.isophote import measure_isophote_bar
     from survey_bars.normalise import estimate_background, normalise
 

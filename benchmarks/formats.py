@@ -65,7 +65,7 @@ def write_jpegs(frames, out, stretch):
     """Write every simulated galaxy as a JPEG; return the input catalogue (file, object_id, pixel_scale)."""
     from PIL import Image
 
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
 
     out.mkdir(parents=True, exist_ok=True)
     rows = []

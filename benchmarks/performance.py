@@ -243,7 +243,7 @@ def bench_saliency(args):
 
 
 def bench_io(args):
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.normalise import normalise
 
     d = _sims(args.n_io)
@@ -293,7 +293,7 @@ def _stamps(n, size=64):
 
 def bench_formats(args):
     """Read throughput of 64-pixel stamps per format, against normalise and the model's per-galaxy cost."""
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.normalise import normalise
     from survey_bars.pipeline import RunOptions, process_items
     from survey_bars.runtime import get_runtime

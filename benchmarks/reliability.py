@@ -93,7 +93,7 @@ def run_corpus(work, model):
 
 def run_limits(work):
     """Time and peak Python memory of refusing the huge header and the bombs."""
-    from survey_bars.cutouts import CutoutError, read_cutout
+    from survey_bars.io import CutoutError, read_cutout
 
     out = []
     for name in ["huge_header_only.fits", "gzip_bomb.fits.gz", "gzip_bomb_two_members.fits.gz", "bzip2_bomb.fits", "xz_bomb.fits", "zip_bomb.fits",
@@ -115,8 +115,8 @@ def run_limits(work):
 
 def run_unreadable_simulated(work):
     """EACCES on open, simulated (root reads chmod 000 files)."""
-    import survey_bars.cutouts as cutouts
-    from survey_bars.cutouts import CutoutError, read_cutout
+    import survey_bars.io.cutout as cutouts
+    from survey_bars.io import CutoutError, read_cutout
     from survey_bars.testing import galaxy_image, write_cutout
 
     p = write_cutout(work / "locked.fits", galaxy_image(seed=3))

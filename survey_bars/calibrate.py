@@ -50,7 +50,8 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
 
     import pandas as pd
 
-    from .pipeline import InputItem, RunOptions, process_items
+    from .io.inputs import InputItem
+    from .pipeline import RunOptions, process_items
 
     options = options or RunOptions()
     options = dataclasses.replace(options, p_bar_min=0.0)
@@ -511,7 +512,7 @@ def _read_maps(directory, object_ids):
     import numpy as np
     from astropy.io import fits
 
-    from .pipeline import saliency_file
+    from .io.saliency_maps import saliency_file
 
     out = []
     for oid in object_ids:

@@ -35,13 +35,15 @@ import math
 import os
 import re
 import sys
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .geometry import pixel_direction
+from .io import CutoutError, read_cutout
+from .io.cutout import safe_name
+from .io.saliency_maps import find_saliency_map, read_saliency_map
 
 __all__ = [
     "GALLERIES",
@@ -91,7 +93,6 @@ _LENGTHS = {
     "bar_length_direct_arcsec": ("direct CNN", "#ff7f0e"),
     "bar_length_bhambra2022_arcsec": ("Bhambra et al. 2022 sweep", "#2ca02c"),
 }
-_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 _QUERY_WORDS = {"and", "or", "not", "in", "is", "True", "False", "None", "nan", "inf"}
 
 
@@ -305,7 +306,7 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .catalogue import read_metadata
+    from .io.catalogue import read_metadata
     from .flags import flag_table
 
     files = _catalogue_files(path)
@@ -431,36 +432,6 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
 # ------------------------------------------------------------------------ saliency maps
 
 
-def _saliency_file(directory, object_id):
-    if not directory:
-        return None
-    for name in (str(object_id), _SAFE.sub("_", str(object_id)) or "object"):
-        p = os.path.join(directory, f"{name}.fits")
-        if os.path.isfile(p):
-            return p
-    return None
-
-
-def _read_saliency(path):
-    """Read a ``process --save-saliency`` map: dict(map, image, scale, x0, y0) or raise."""
-    from astropy.io import fits
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with fits.open(path, memmap=False) as hdul:
-            sal = np.asarray(hdul[0].data, dtype=float)
-            hdr = hdul[0].header
-            image = np.asarray(hdul["IMAGE"].data, dtype=float) if "IMAGE" in hdul else None
-    if sal.ndim != 2 or sal.shape[0] != sal.shape[1]:
-        msg = f"{path}: the saliency map must be a square 2-D image, got shape {sal.shape}."
-        raise ValueError(msg)
-    for key in ("SCALE", "X0", "Y0"):
-        if key not in hdr:
-            msg = f"{path}: header keyword {key} is missing; was it written by `survey-bars process --save-saliency`?"
-            raise ValueError(msg)
-    return {"map": sal, "image": image, "scale": float(hdr["SCALE"]), "x0": float(hdr["X0"]), "y0": float(hdr["Y0"])}
-
-
 def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=None):
     """Recompute SmoothGrad maps for a few rows with the model runtime.
 
@@ -488,7 +459,6 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=N
         ``object_id`` -> ``{"map", "image", "scale", "x0", "y0"}``, or -> an error string
         for rows that could not be recomputed.
     """
-    from .cutouts import CutoutError, read_cutout
     from .normalise import normalise
     from .saliency import smoothgrad_batch
 
@@ -691,7 +661,6 @@ def _render_tile(row, path, *, saliency=None, saliency_note=None, prep=None, ban
     """
     from matplotlib.patches import Ellipse, Rectangle
 
-    from .cutouts import CutoutError, read_cutout
     from .normalise import normalise
 
     notes = []
@@ -878,7 +847,7 @@ def _kv_table(d):
 
 def _tile_name(row):
     h = hashlib.sha1(f"{row.get('object_id')}|{row.get('file')}".encode()).hexdigest()[:8]
-    return f"tile-{_SAFE.sub('_', str(row.get('object_id')))[:60]}-{h}.png"
+    return f"tile-{safe_name(row.get('object_id'))[:60]}-{h}.png"
 
 
 def _caption(row, flag_names, notes):
@@ -1013,10 +982,10 @@ def build_report(
             shown.setdefault(_tile_name(r), r)
     maps, notes = {}, {}
     for name, r in shown.items():
-        p = _saliency_file(saliency_dir, r["object_id"])
+        p = find_saliency_map(saliency_dir, r["object_id"])
         if p:
             try:
-                maps[name] = _read_saliency(p)
+                maps[name] = read_saliency_map(p)
             except Exception as exc:
                 notes[name] = f"saliency unreadable: {exc}"
     if recompute_saliency:

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import traceback
 from dataclasses import dataclass
 
 import numpy as np
 
-from .catalogue import empty_row, rows_to_table
-from .cutouts import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
+from .io.catalogue import empty_row, rows_to_table
+from .io import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
+from .io.inputs import InputItem
+from .io.saliency_maps import write_saliency_map
 from .flags import Flag
 from .geometry import kpc_per_arcsec, sky_pa
 from .normalise import normalise
 from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
 from .saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["InputItem", "RunOptions", "process_items", "saliency_file"]
+__all__ = ["RunOptions", "process_items"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -38,32 +39,6 @@ P_BAR_AMBIGUOUS = (0.35, 0.65)
 #: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle:
 #: :func:`survey_bars.measure.resolve_method`); the registry of :mod:`survey_bars.measure`.
 METHODS = run_methods()
-
-
-@dataclass(frozen=True)
-class InputItem:
-    """One input file and what an input catalogue says about it.
-
-    Parameters
-    ----------
-    file : str
-        Path of the cutout (FITS, JPEG or PNG).
-    object_id, ra, dec, redshift : optional
-        Override the values from the FITS header.
-    r50_arcsec : float, optional
-        Galaxy half-light radius, used instead of measuring it.
-    pixel_scale : float, optional
-        Pixel scale (arcsec) to assume when the file has no WCS (JPEG and PNG images never
-        have one).
-    """
-
-    file: str
-    object_id: str | None = None
-    ra: float | None = None
-    dec: float | None = None
-    redshift: float | None = None
-    r50_arcsec: float | None = None
-    pixel_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +65,7 @@ class RunOptions:
         Pixel scale (arcsec) to assume for files without a WCS.
     band : str or None
         Band of multi-band FITS files: a name or an index (see
-        :func:`survey_bars.cutouts.select_band`); None takes the survey default.
+        :func:`survey_bars.io.fits.select_band`); None takes the survey default.
     max_pixels : int
         Larger images are refused unread.
     save_saliency : str or None
@@ -127,44 +102,6 @@ class RunOptions:
     def to_dict(self):
         """Return the options as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
-
-
-_SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-def saliency_file(directory, object_id):
-    """Path of the FITS file that ``--save-saliency DIR`` writes for ``object_id``.
-
-    Parameters
-    ----------
-    directory : str
-        The ``--save-saliency`` directory.
-    object_id : str
-        The catalogue's object id (characters unsafe in file names become ``_``).
-
-    Returns
-    -------
-    str
-    """
-    return os.path.join(directory, (_SAFE.sub("_", str(object_id)) or "object") + ".fits")
-
-
-def _save_saliency(directory, object_id, sal, norm, meas):
-    from astropy.io import fits
-
-    os.makedirs(directory, exist_ok=True)
-    name = _SAFE.sub("_", str(object_id)) or "object"
-    hdr = fits.Header()
-    hdr["OBJID"] = str(object_id)
-    hdr["SCALE"] = (norm.scale, "input pixels per model pixel")
-    hdr["X0"] = (norm.x0, "frame centre, 0-based input x")
-    hdr["Y0"] = (norm.y0, "frame centre, 0-based input y")
-    hdr["BARLEN_M"] = (float(meas.length) if np.isfinite(meas.length) else -1.0, "raw bar length, model px")
-    hdr["BARPA_M"] = (float(meas.pa_deg) if np.isfinite(meas.pa_deg) else -1.0, "bar angle from +x, deg")
-    hdul = fits.HDUList([fits.PrimaryHDU(sal.astype(np.float32), header=hdr), fits.ImageHDU(norm.image, name="IMAGE")])
-    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}.fits")
-    hdul.writeto(tmp, overwrite=True)
-    os.replace(tmp, saliency_file(directory, object_id))
 
 
 def _prepare(item, options, prep_cfg):
@@ -361,4 +298,4 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             flags |= Flag.BAR_NOT_MEASURED | (meas.flags & int(Flag.DIFFUSE_SALIENCY) if meas is not None else 0)
         row["quality_flags"] = flags
         if options.save_saliency and sg is not None:
-            _save_saliency(options.save_saliency, row["object_id"], sg.map, norm, meas)
+            write_saliency_map(options.save_saliency, row["object_id"], sg.map, norm, meas)

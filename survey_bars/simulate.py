@@ -1038,7 +1038,7 @@ def display_rgb(data, rng):
 def _display_one(args):
     from PIL import Image
 
-    from .cutouts import read_cutout
+    from .io import read_cutout
 
     src, dst, seed, i = args
     rng = np.random.default_rng([seed, i])

@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from survey_bars.cutouts import CutoutError, read_cutout
+from survey_bars.io import CutoutError, read_cutout
 from survey_bars.flags import Flag
 from survey_bars.testing import galaxy_display, make_bad_corpus, write_cutout, write_png_declaring
 

@@ -111,7 +111,7 @@ def local_catalogue(sim_dir, tmp_path_factory):
 def test_every_input_exactly_once_and_reads_back(local_catalogue, sim_dir):
     from astropy.table import Table
 
-    from survey_bars.catalogue import read_catalogue, read_metadata
+    from survey_bars.io.catalogue import read_catalogue, read_metadata
 
     df = _read(local_catalogue)
     files = sorted(str(p) for p in sim_dir.glob("*.fits"))
@@ -186,7 +186,7 @@ def test_interrupted_then_resume_equals_clean(sim_dir, local_catalogue, tmp_path
 
 def test_resume_redoes_a_part_with_other_columns(tmp_path):
     """A part left by a survey-bars with other catalogue columns is not taken as done."""
-    from survey_bars.catalogue import (
+    from survey_bars.io.catalogue import (
         empty_row,
         is_done,
         part_paths,
@@ -246,7 +246,7 @@ def test_discovery_finds_every_format_and_the_catalogue_names_images(tmp_path):
     """Directories with mixed formats, globs, @lists and a catalogue's file column all find JPEG/PNG."""
     from PIL import Image
 
-    from survey_bars.cluster import discover_inputs, read_input_catalogue
+    from survey_bars.io.inputs import discover_inputs, read_input_catalogue
     from survey_bars.testing import write_cutout
 
     d = tmp_path / "mixed"

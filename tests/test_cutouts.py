@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from survey_bars.cutouts import CutoutError, read_cutout
+from survey_bars.io import CutoutError, read_cutout
 from survey_bars.flags import Flag
 
 from .conftest import galaxy_image, write_fits

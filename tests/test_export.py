@@ -99,7 +99,7 @@ def test_random_inputs_match_torch(tiny, batch):
 
 
 def _real_frames(real_dir, n):
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.normalise import normalise
 
     frames = [normalise(read_cutout(p).data).image for p in sorted(real_dir.glob("*.fits"))]

@@ -34,8 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from survey_bars.cutouts import Cutout, CutoutError, read_cutout
-from survey_bars.pipeline import InputItem, RunOptions, process_items
+from survey_bars.io import Cutout, CutoutError, read_cutout
+from survey_bars.io.inputs import InputItem
+from survey_bars.pipeline import RunOptions, process_items
 from survey_bars.flags import Flag
 from survey_bars.testing import galaxy_display, galaxy_image, model_for_tests, write_cutout
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from survey_bars.cutouts import CutoutError, file_stem, is_input_file, read_cutout
+from survey_bars.io import CutoutError, file_stem, is_input_file, read_cutout
 from survey_bars.flags import Flag
-from survey_bars.images import COLOUR_RULE, to_band
+from survey_bars.io.image import COLOUR_RULE, to_band
 
 from .conftest import galaxy_image
 

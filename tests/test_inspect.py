@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from survey_bars import inspect as sbi
-from survey_bars.catalogue import assemble, empty_row, rows_to_table, write_part
+from survey_bars.io.catalogue import assemble, empty_row, rows_to_table, write_part
 from survey_bars.flags import Flag
 from survey_bars.geometry import pixel_direction, sky_pa
 from survey_bars.normalise import normalise
@@ -441,7 +441,8 @@ def image_catalogue(tmp_path_factory):
     without one and a FITS file, in a run with ``--band r``."""
     from PIL import Image
 
-    from survey_bars.pipeline import InputItem, RunOptions, process_items
+    from survey_bars.io.inputs import InputItem
+    from survey_bars.pipeline import RunOptions, process_items
     from survey_bars.runtime import get_runtime
 
     from .conftest import galaxy_image, write_fits
@@ -485,20 +486,18 @@ def test_report_shows_colour_images_in_colour(image_catalogue, tmp_path, monkeyp
     top left); greyscale and FITS tiles stay grey; a PNG without a pixel scale renders (its bar,
     which has no length, is not drawn); every cutout is read in the run's band, for the tiles and
     the recomputed saliency maps alike."""
-    import survey_bars.cutouts as cutouts
-
     out_cat, rows = image_catalogue
     assert rows["colour"]["band"] == "rgb-mean" and rows["grey"]["band"] == "grey"
     assert rows["grey"]["pixel_scale_arcsec"] is None and rows["grey"]["bar_length_arcsec"] is None
     assert rows["grey"]["quality_flags"] & Flag.NO_PIXEL_SCALE
     bands = []
-    real = cutouts.read_cutout
+    real = sbi.read_cutout
 
     def spy(path, **kw):
         bands.append(kw.get("band"))
         return real(path, **kw)
 
-    monkeypatch.setattr(cutouts, "read_cutout", spy)
+    monkeypatch.setattr(sbi, "read_cutout", spy)
     empty = tmp_path / "no-maps"
     empty.mkdir()
     index = sbi.build_report(str(out_cat), str(tmp_path / "report"), n_gallery=3, saliency_dir=str(empty),

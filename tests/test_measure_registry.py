@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from survey_bars import measure
-from survey_bars.catalogue import COLUMNS
+from survey_bars.io.catalogue import COLUMNS
 from survey_bars.measure import MapMeasures, MeasuringMethod, calibration_for, get_method, resolve_method
 from survey_bars.saliency import SmoothGradResult
 

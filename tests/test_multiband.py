@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from survey_bars.cutouts import DEFAULT_BANDS, CutoutError, read_cutout, select_band
+from survey_bars.io import CutoutError, read_cutout
+from survey_bars.io.fits import DEFAULT_BANDS, select_band
 from survey_bars.flags import Flag
 from survey_bars.normalise import normalise
 from survey_bars.testing import _tan_wcs

@@ -89,7 +89,7 @@ def test_config_rejects_bad_values(kw, match):
 
 
 def test_real_images_normalise(real_dir):
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
 
     for f in sorted(real_dir.glob("*.fits")):
         c = read_cutout(f)

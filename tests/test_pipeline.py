@@ -9,7 +9,8 @@ import pytest
 
 from survey_bars.flags import Flag
 from survey_bars.geometry import kpc_per_arcsec, sky_pa
-from survey_bars.pipeline import InputItem, RunOptions, process_items
+from survey_bars.io.inputs import InputItem
+from survey_bars.pipeline import RunOptions, process_items
 from survey_bars.runtime import get_runtime
 from survey_bars.saliency import object_seed, smoothgrad_batch
 

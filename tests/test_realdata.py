@@ -127,7 +127,7 @@ def test_default_root_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_input_catalogue_is_what_process_reads(tmp_path):
-    from survey_bars.cluster import read_input_catalogue
+    from survey_bars.io.inputs import read_input_catalogue
 
     root = _fake_root(tmp_path)
     g = realdata.load_gz2_bars(root)

@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 
 
-from survey_bars.cutouts import CutoutError, read_cutout
-from survey_bars.pipeline import InputItem, RunOptions, process_items
+from survey_bars.io import CutoutError, read_cutout
+from survey_bars.io.inputs import InputItem
+from survey_bars.pipeline import RunOptions, process_items
 from survey_bars.testing import (
     check_row,
     corpus_inputs,
@@ -157,7 +158,7 @@ def test_decompression_bombs_are_bounded(corpus):
 
 def test_unreadable_file_simulated(tmp_path, monkeypatch):
     """Permission errors, simulated because root (as in CI) reads chmod 000 files anyway."""
-    import survey_bars.cutouts as cutouts
+    import survey_bars.io.cutout as cutouts
 
     p = write_cutout(tmp_path / "locked.fits", galaxy_image(seed=3))
     os.chmod(p, 0)
@@ -197,7 +198,7 @@ def test_unreadable_file_simulated(tmp_path, monkeypatch):
 
 
 def test_discovery_terminates_on_symlink_loops(corpus):
-    from survey_bars.cluster import discover_inputs
+    from survey_bars.io.inputs import discover_inputs
 
     d, cases = corpus
     inputs = d / "inputs"
@@ -213,7 +214,8 @@ def test_discovery_terminates_on_symlink_loops(corpus):
 
 
 def test_unlistable_directory_is_an_error_not_a_silent_loss(tmp_path, monkeypatch):
-    from survey_bars.cluster import JobError, discover_inputs
+    from survey_bars.errors import JobError
+    from survey_bars.io.inputs import discover_inputs
 
     sub = tmp_path / "in" / "locked"
     sub.mkdir(parents=True)
@@ -249,7 +251,7 @@ def test_full_staging_disk_clear_error_then_resume(tmp_path, model):
     import pyarrow.parquet as pq
     from distributed import Client, LocalCluster
 
-    from survey_bars.catalogue import is_done, part_paths
+    from survey_bars.io.catalogue import is_done, part_paths
     from survey_bars.cluster import JobError, process
 
     files = _good_inputs(tmp_path / "in")

@@ -132,7 +132,7 @@ def test_wcs_scale_and_centre(run):
 
 
 def test_reads_back_with_pipeline(run):
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.normalise import normalise
 
     out, df = run
@@ -217,7 +217,7 @@ def test_disc_and_smooth_orientation_matches_truth_pa():
 
 
 def test_display_copies_look_like_service_jpegs_and_keep_the_truth(run, tmp_path):
-    from survey_bars.cutouts import read_cutout
+    from survey_bars.io import read_cutout
     from survey_bars.flags import Flag
 
     out, df = run

@@ -128,8 +128,8 @@ def test_preprocess_images(image_set):
 
 
 def test_code_digest_covers_the_image_reader(monkeypatch, tmp_path):
-    """A change to images.py (how JPEG/PNG are read) invalidates the preprocessing cache."""
-    from survey_bars import images
+    """A change to io/image.py (how JPEG/PNG are read) invalidates the preprocessing cache."""
+    from survey_bars.io import image as images
 
     before = tr._code_digest()
     changed = tmp_path / "images.py"

@@ -15,7 +15,7 @@
   table, and an image without one still trains the morphology, bar and spiral heads, while its
   bar length (known only in arcsec) is left out of the length and mask losses.
 
-Every file goes through :func:`survey_bars.cutouts.read_cutout` and
+Every file goes through :func:`survey_bars.io.read_cutout` and
 :func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
 process pool; the frames are cached in an ``.npz`` keyed by a hash of the file list (with
 sizes and modification times), the preprocessing configuration and the preprocessing code.
@@ -197,7 +197,7 @@ def load_labels(data_dirs, labels=None):
 
 def _prep_one(args):
     path, pixel_scale, cfg_dict = args
-    from ..cutouts import CutoutError, read_cutout
+    from ..io import CutoutError, read_cutout
     from ..normalise import normalise
 
     cfg = NormaliseConfig.from_dict(cfg_dict)
@@ -216,10 +216,11 @@ def _prep_one(args):
 
 def _code_digest():
     """Hash of the preprocessing code, so a changed normalise() or reader invalidates the cache."""
-    from .. import cutouts, images, normalise
+    from .. import normalise
+    from ..io import cutout, fits, image, readers
 
     h = hashlib.sha256()
-    for mod in (cutouts, images, normalise):
+    for mod in (cutout, readers, fits, image, normalise):
         with open(mod.__file__, "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()[:16]

@@ -14,6 +14,7 @@ in the *file* metadata under the key ``survey_bars``. :func:`read_catalogue` ret
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -21,9 +22,9 @@ import tempfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
-from .flags import flag_table
-from .measure import catalogue_columns
+from .. import __version__
+from ..flags import flag_table
+from ..measure import catalogue_columns
 
 __all__ = [
     "COLUMNS",
@@ -139,21 +140,42 @@ def part_paths(staging_dir, partition):
     return stem + ".parquet", stem + ".done"
 
 
-def _atomic_write_bytes(path, data: bytes):
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+@contextlib.contextmanager
+def atomic_file(path, *, prefix=".tmp-", suffix=""):
+    """Write a file atomically: yield a temporary path beside ``path``, then move it over ``path``.
+
+    On success the temporary file is synced to disk and renamed to ``path`` (readers see the
+    old file or the whole new one, never a part); on any failure it is removed.
+
+    Parameters
+    ----------
+    path : str
+        The file to write.
+    prefix, suffix : str, optional
+        Of the temporary file's name.
+
+    Yields
+    ------
+    str
+        The temporary path to write to.
+    """
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=d)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
+
+
+def _atomic_write_bytes(path, data: bytes):
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
 
 
 def write_part(table, staging_dir, partition, *, digest=""):
@@ -178,19 +200,8 @@ def write_part(table, staging_dir, partition, *, digest=""):
     """
     os.makedirs(staging_dir, exist_ok=True)
     part, done = part_paths(staging_dir, partition)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-part-", suffix=".parquet", dir=staging_dir)
-    os.close(fd)
-    try:
+    with atomic_file(part, prefix=".tmp-part-", suffix=".parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, part)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     marker = {"partition": int(partition), "rows": table.num_rows, "digest": digest}
     _atomic_write_bytes(done, json.dumps(marker).encode())
     return part
@@ -301,9 +312,7 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
 
     d = os.path.dirname(os.path.abspath(out))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-catalogue-", suffix=".parquet", dir=d)
-    os.close(fd)
-    try:
+    with atomic_file(out, prefix=".tmp-catalogue-", suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for p in partitions:
                 part, _ = part_paths(staging_dir, p)
@@ -314,13 +323,6 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
                         t = transform(t).cast(schema)
                     writer.write_table(t)
                     total += t.num_rows
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return total
 
 

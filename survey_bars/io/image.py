@@ -30,13 +30,15 @@ The rules, documented in the README:
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 
-from .flags import Flag
+from ..flags import Flag
+from .cutout import Cutout, CutoutError, Reader, check_pixels
 
-__all__ = ["IMAGE_SUFFIXES", "IMAGE_FORMATS", "COLOUR_RULE", "is_image_magic", "read_image", "to_band"]
+__all__ = ["ImageReader", "IMAGE_SUFFIXES", "IMAGE_FORMATS", "COLOUR_RULE", "is_image_magic", "read_image", "to_band"]
 
 #: file-name suffixes that are read as images (the content decides: a FITS file named .png is FITS)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png")
@@ -84,12 +86,6 @@ def to_band(pixels):
     return arr
 
 
-def _error(reason, message):
-    from .cutouts import CutoutError
-
-    return CutoutError(reason, message)
-
-
 #: a declared size over this many pixels must also be less than this many times the file size:
 #: a small file that declares a huge image is a decompression bomb (a JPEG of dark sky packs
 #: 10-50 pixels per byte, a PNG of it a few hundred)
@@ -116,42 +112,42 @@ def _open(path, max_pixels):
         if max_pixels < limit:
             msg = (f"The image declares more than {limit} pixels ({exc}), over --max-pixels {max_pixels}; "
                    "it was not decoded. Make a smaller cutout.")
-            raise _error("too_large", msg) from None
+            raise CutoutError("too_large", msg) from None
         msg = (f"The image declares more pixels than Pillow will decode ({exc}); it looks like a decompression "
                f"bomb and was not read. Pillow refuses images over {limit} pixels whatever --max-pixels says: "
                "make a smaller cutout, or convert it to FITS.")
-        raise _error("decompression_bomb", msg) from None
+        raise CutoutError("decompression_bomb", msg) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # SyntaxError: Pillow's broken-header error
         if is_image_magic(magic):
             reason = "truncated" if size_bytes < 64 else "corrupt"
             msg = (f"The file starts like a {'PNG' if magic.startswith(_PNG_MAGIC) else 'JPEG'} image but its header "
                    f"is damaged ({type(exc).__name__}: {exc}). Download or copy the cutout again.")
-            raise _error(reason, msg) from None
+            raise CutoutError(reason, msg) from None
         if isinstance(exc, UnidentifiedImageError):
             msg = ("Not a readable JPEG or PNG image: its content is not an image (a web page or text "
                    "saved under an image name?). Download the cutout again.")
-            raise _error("not_image", msg) from None
+            raise CutoutError("not_image", msg) from None
         msg = f"The image header is damaged ({type(exc).__name__}: {exc}). Download the cutout again."
-        raise _error("corrupt", msg) from None
+        raise CutoutError("corrupt", msg) from None
     if im.format not in IMAGE_FORMATS:
         fmt = im.format
         im.close()
         msg = (f"The file is a {fmt} image; survey-bars reads JPEG and PNG images and FITS files. "
                "Convert it to PNG or FITS.")
-        raise _error("unsupported_format", msg)
+        raise CutoutError("unsupported_format", msg)
     nx, ny = im.size
     if nx * ny > max_pixels:
         im.close()
         msg = (f"The image declares {nx} x {ny} = {nx * ny} pixels, over --max-pixels {max_pixels}; "
                "it was not decoded (a decompression bomb, or a cutout far larger than a galaxy "
                "stamp). Make a smaller cutout or raise --max-pixels.")
-        raise _error("too_large", msg)
+        raise CutoutError("too_large", msg)
     if nx * ny > _BOMB_MIN_PIXELS and nx * ny > _BOMB_PIXELS_PER_BYTE * size_bytes:
         im.close()
         msg = (f"The image declares {nx} x {ny} pixels from a file of only {size_bytes} bytes (over "
                f"{_BOMB_PIXELS_PER_BYTE} pixels per byte): a decompression bomb or a damaged file; it was not "
                "decoded. Download the cutout again.")
-        raise _error("decompression_bomb", msg)
+        raise CutoutError("decompression_bomb", msg)
     return im
 
 
@@ -163,17 +159,17 @@ def _decode(im):
     if mode == "1":
         msg = ("The image is bilevel (1 bit per pixel): it holds no brightness levels to measure. "
                "Give an 8- or 16-bit greyscale or colour cutout.")
-        raise _error("unsupported_mode", msg)
+        raise CutoutError("unsupported_mode", msg)
     try:
         im.load()
     except Image.DecompressionBombError as exc:  # pragma: no cover - checked at open
-        raise _error("decompression_bomb", str(exc)) from None
+        raise CutoutError("decompression_bomb", str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc)
         reason = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
         what = "ends early" if reason == "truncated" else "cannot be decoded"
         msg = f"The image data {what} ({type(exc).__name__}: {text}). Download or copy the cutout again."
-        raise _error(reason, msg) from None
+        raise CutoutError(reason, msg) from None
     im = ImageOps.exif_transpose(im)  # honour the camera/scan orientation tag
     alpha = None
     if mode in ("L", "RGB") and "transparency" in im.info:  # a tRNS colour key: its pixels are masked
@@ -197,12 +193,12 @@ def _decode(im):
         colour = None
     else:
         msg = f"The image mode {mode!r} is not supported. Give an 8- or 16-bit greyscale or colour (RGB) cutout."
-        raise _error("unsupported_mode", msg)
+        raise CutoutError("unsupported_mode", msg)
     valid = None if alpha is None else alpha > 0
     return band, colour, valid, mode
 
 
-def read_image(path, *, pixel_scale=None, max_pixels):
+def read_image(path, *, pixel_scale=None, max_pixels, object_id=None):
     """Read one JPEG or PNG cutout.
 
     Parameters
@@ -214,22 +210,22 @@ def read_image(path, *, pixel_scale=None, max_pixels):
         row is flagged ``NO_PIXEL_SCALE`` and gets no lengths in arcsec.
     max_pixels : int
         Images that declare more pixels are refused before decoding.
+    object_id : str, optional
+        The row's id (default: the file name without its suffix).
 
     Returns
     -------
-    survey_bars.cutouts.Cutout
+    survey_bars.io.cutout.Cutout
         ``data`` north up in FITS orientation (row 0 at the bottom), ``colour`` the RGB pixels
         in the same orientation (None for greyscale), ``display`` True, ``band`` ``"rgb-mean"``
         or ``"grey"``; ``cd`` is the north-up, east-left matrix of the assumed scale.
 
     Raises
     ------
-    survey_bars.cutouts.CutoutError
+    survey_bars.io.cutout.CutoutError
         ``not_image``, ``unsupported_format``, ``unsupported_mode``, ``too_large``,
         ``decompression_bomb``, ``truncated`` or ``corrupt``.
     """
-    from .cutouts import Cutout, file_stem
-
     im = _open(path, max_pixels)
     try:
         n_frames = int(getattr(im, "n_frames", 1) or 1)
@@ -256,7 +252,7 @@ def read_image(path, *, pixel_scale=None, max_pixels):
         flags |= int(Flag.NO_PIXEL_SCALE)
     return Cutout(
         path=path,
-        object_id=file_stem(path),
+        object_id=object_id if object_id is not None else os.path.splitext(os.path.basename(path))[0],
         data=band,
         pixel_scale_arcsec=scale,
         ra=None,
@@ -268,3 +264,18 @@ def read_image(path, *, pixel_scale=None, max_pixels):
         display=True,
         colour=colour,
     )
+
+
+class ImageReader(Reader):
+    """JPEG and PNG display images (:func:`read_image`), told by their signature or name."""
+
+    name = "image"
+    suffixes = IMAGE_SUFFIXES
+
+    def sniff(self, magic):
+        return is_image_magic(magic)
+
+    def read(self, path, st, magic, *, pixel_scale, max_pixels, band, object_id):
+        cut = read_image(path, pixel_scale=pixel_scale, max_pixels=max_pixels, object_id=object_id)
+        cut.data = check_pixels(cut.data)
+        return cut

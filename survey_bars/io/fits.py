@@ -1,140 +1,35 @@
-"""Reading and validating one cutout: FITS (single- or multi-band), JPEG or PNG.
-
-:func:`read_cutout` returns a :class:`Cutout` or raises :class:`CutoutError` with a short
-machine-readable ``reason`` and a message that says what was wrong and what to do. The
-pipeline turns a ``CutoutError`` into an ``status="error"`` catalogue row, so a bad file never
-stops a job and never loses its row.
-
-The format is told by the file's content, not its name: JPEG and PNG images go to
-:func:`survey_bars.images.read_image`; everything else is read as FITS: ``.fits``, ``.fit``,
-``.fts``, gzip-compressed (``.gz``) and tile-compressed (``.fz``) files.
+"""Reading FITS cutouts, single- or multi-band: :class:`FitsReader`.
 
 FITS files may hold several bands, as a cube (bands x y x x) or as one image extension per band
 (e.g. HSC or Euclid files, with MASK and VARIANCE extensions beside the image). ``band`` picks
 one (see :func:`select_band` for the names matched and the default per survey); a MASK (or
 FLAGS/DQ/BITMASK) extension masks pixels, and a VARIANCE (or IVAR/INVVAR/WEIGHT, or
-RMS/SIGMA/ERR) extension gives the per-pixel noise used for the S/N.
+RMS/SIGMA/ERR) extension gives the per-pixel noise used for the S/N. Plain, gzip-compressed
+(``.gz``) and tile-compressed (``.fz``) files are read; damaged headers and decompression
+bombs are refused before astropy parses them.
 """
 
 from __future__ import annotations
 
-import errno
 import gzip
-import os
 import re
-import stat
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .flags import Flag
-from .images import IMAGE_SUFFIXES, is_image_magic, read_image
+from ..flags import Flag
+from .cutout import Cutout, CutoutError, Reader, check_pixels
 
-__all__ = ["Cutout", "CutoutError", "read_cutout", "FITS_SUFFIXES", "INPUT_SUFFIXES", "DEFAULT_MAX_PIXELS",
-           "DEFAULT_BANDS", "file_stem", "is_input_file", "select_band"]
+__all__ = ["FitsReader", "FITS_SUFFIXES", "DEFAULT_BANDS", "select_band"]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
-#: every suffix that input discovery picks up in directories and globs: FITS and images
-INPUT_SUFFIXES = FITS_SUFFIXES + IMAGE_SUFFIXES
-DEFAULT_MAX_PIXELS = 64_000_000
 _GZIP_RATIO_LIMIT = 200  # a compressed file that unpacks beyond this ratio (and 50 MB) is refused as a bomb
 _BOMB_MIN_BYTES = 50_000_000
 _MAX_REDSHIFT = 20.0  # header redshifts above this are ignored (a "Z" keyword holding cz in km/s, junk)
 _MAX_HDUS = 64  # HDUs searched for the image: damaged files can parse as thousands of pseudo-HDUs
 
 
-class CutoutError(Exception):
-    """A cutout that cannot be used.
-
-    Parameters
-    ----------
-    reason : str
-        Short machine-readable cause, e.g. ``"not_fits"`` or ``"no_image"``.
-    message : str
-        Human-readable explanation with the remedy.
-    """
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return f"{self.reason}: {self.message}"
-
-
-@dataclass
-class Cutout:
-    """A validated 2-D cutout.
-
-    Attributes
-    ----------
-    path : str
-        Absolute path of the file.
-    object_id : str
-        ``OBJID`` (or ``OBJECT``/``ID``) header keyword, else the file name without suffix.
-    data : ndarray
-        float64 image; NaN where pixels were non-finite.
-    pixel_scale_arcsec : float or None
-        Pixel scale from the WCS (geometric mean of the two axes) or the assumed value.
-    ra, dec : float or None
-        Sky position of the stamp centre in degrees (ICRS), from the WCS.
-    redshift : float or None
-        ``REDSHIFT`` or ``Z`` header keyword, when present and in (0, 20].
-    cd : ndarray or None
-        2x2 pixel-to-sky matrix of the celestial WCS in degrees per pixel (None without one):
-        turns angles in pixel coordinates into position angles.
-    flags : int
-        Quality-flag bits already known from reading (see :mod:`survey_bars.flags`).
-    notes : list of str
-        What the reader did that a person may want to know (the plane or band used...).
-    band : str or None
-        The band used: the FITS band name (or ``"#k"``, its index, when unnamed),
-        ``"rgb-mean"`` for a colour image (the mean of its channels) or ``"grey"``; None for a
-        single-band FITS file that names no band.
-    display : bool
-        True for display images (JPEG, PNG): stretched and quantised values, no photometry.
-    variance : ndarray or None
-        Per-pixel variance of ``data`` (from a VARIANCE/IVAR/RMS extension), or None.
-    colour : ndarray or None
-        ``(ny, nx, 3)`` uint8 RGB pixels of a colour image, in the orientation of ``data``,
-        for display.
-    """
-
-    path: str
-    object_id: str
-    data: np.ndarray
-    pixel_scale_arcsec: float | None
-    ra: float | None
-    dec: float | None
-    redshift: float | None = None
-    cd: np.ndarray | None = None
-    flags: int = 0
-    notes: list[str] = field(default_factory=list)
-    band: str | None = None
-    display: bool = False
-    variance: np.ndarray | None = None
-    colour: np.ndarray | None = None
-
-
-def is_input_file(name):
-    """True when a file name has a suffix that input discovery reads (FITS or image).
-
-    Parameters
-    ----------
-    name : str
-        File name or path.
-
-    Returns
-    -------
-    bool
-    """
-    low = os.fspath(name).lower()
-    return any(low.endswith(s) for s in INPUT_SUFFIXES)
-
-
-def _object_id(header, path):
+def _object_id(header, default):
     for key in ("OBJID", "OBJECT_ID", "OBJECT", "ID"):
         try:
             value = str(header[key]).strip() if key in header else ""
@@ -142,25 +37,7 @@ def _object_id(header, path):
             continue
         if value:
             return value
-    return file_stem(path)
-
-
-def file_stem(path):
-    """The file name without its FITS or image suffix: the object id of a file without one.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    str
-    """
-    name = os.path.basename(os.fspath(path))
-    for suf in sorted(INPUT_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suf) and len(name) > len(suf):
-            return name[: -len(suf)]
-    return os.path.splitext(name)[0] or name
+    return default
 
 
 class _CardScanner:
@@ -634,108 +511,24 @@ def _merged_header(header, primary):
     return out
 
 
-def read_cutout(path, *, pixel_scale=None, max_pixels=DEFAULT_MAX_PIXELS, band=None):
-    """Read and validate one cutout: FITS, JPEG or PNG.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file. Its content decides the format: JPEG and PNG images are read by
-        :func:`survey_bars.images.read_image`, anything else as FITS.
-    pixel_scale : float, optional
-        Pixel scale in arcsec to assume when the file has no celestial WCS (always, for
-        images). The row is then flagged ``ASSUMED_PIXEL_SCALE``.
-    max_pixels : int, optional
-        Images with more pixels (per plane) than this are refused before their data are read.
-    band : str or int, optional
-        The band of a multi-band FITS file (see :func:`select_band`); ignored by single-band
-        files and images.
-
-    Returns
-    -------
-    Cutout
-
-    Raises
-    ------
-    CutoutError
-        When the file cannot be used; ``reason`` names the cause. No other exception
-        escapes: an unforeseen failure inside astropy or Pillow is reported as ``corrupt``.
-    """
-    try:
-        return _read_cutout(path, pixel_scale=pixel_scale, max_pixels=max_pixels, band=band)
-    except CutoutError:
-        raise
-    except MemoryError:
-        msg = "Reading the file ran out of memory. Lower --max-pixels or give the workers more memory."
-        raise CutoutError("out_of_memory", msg) from None
-    except Exception as exc:  # astropy and Pillow raise many types (VerifyError, OverflowError...) on damaged files
-        msg = f"The file is damaged and could not be read ({type(exc).__name__}: {exc}). Download or copy it again."
-        raise CutoutError("corrupt", msg) from None
-
-
-def _check_file(path):
-    """Stat and open checks shared by every format; return (stat result, first 80 bytes)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            msg = f"Cannot open {path!r}: its symbolic links form a loop. Point the link at a real file."
-            raise CutoutError("symlink_loop", msg) from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            msg = f"Cannot open {path!r}: {exc.strerror}. Fix the permissions of the file or its directories."
-            raise CutoutError("unreadable", msg) from None
-        what = "a symbolic link to a missing file" if os.path.islink(path) else "missing"
-        msg = f"Cannot open {path!r}: {exc.strerror} ({what}). Check that the file exists."
-        raise CutoutError("missing", msg) from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "not a regular file")
-        msg = f"{path!r} is {kind}, not a cutout file; it was not read. Give regular FITS, JPEG or PNG files."
-        raise CutoutError("not_a_file", msg)
-    if st.st_size == 0:
-        raise CutoutError("empty_file", "The file is empty (0 bytes). Re-create the cutout.")
-    if not os.access(path, os.R_OK):
-        msg = "The file is not readable (permission denied). Fix its permissions (chmod +r)."
-        raise CutoutError("unreadable", msg)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(80)
-    except OSError as exc:
-        msg = f"The file could not be read: {exc.strerror}. Fix its permissions or storage."
-        raise CutoutError("unreadable", msg) from None
-    return st, magic
-
-
-def _check_pixels(data):
-    """Refuse images too small, without finite pixels or constant; return data with NaN for non-finite."""
-    if min(data.shape) < 8:
-        msg = f"The image is only {data.shape[1]} x {data.shape[0]} pixels; at least 8 x 8 are needed."
-        raise CutoutError("too_small", msg)
-    finite = np.isfinite(data)
-    if not finite.any():
-        msg = "Every pixel is NaN, infinite or masked. Check the cutout's source image (and its MASK extension, if any)."
-        raise CutoutError("all_nan", msg)
-    vals = data[finite]
-    if float(vals.max()) == float(vals.min()):
-        msg = f"Every finite pixel has the same value ({vals.max():g}): there is no image. Check the cutout's source image."
-        raise CutoutError("constant_image", msg)
-    return data if finite.all() else np.where(finite, data, np.nan)
-
-
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZ", b"\xfd7zXZ\x00", b"PK\x03\x04")
 
 
-def _read_cutout(path, *, pixel_scale, max_pixels, band):
-    path = os.path.abspath(os.fspath(path))
-    st, magic = _check_file(path)
-    looks_fits = magic.startswith(b"SIMPLE") or magic.startswith(_COMPRESSED_MAGIC)
-    if is_image_magic(magic) or (path.lower().endswith(IMAGE_SUFFIXES) and not looks_fits):
-        cut = read_image(path, pixel_scale=pixel_scale, max_pixels=max_pixels)
-        cut.data = _check_pixels(cut.data)
-        return cut
-    return _read_fits(path, st, magic, pixel_scale=pixel_scale, max_pixels=max_pixels, band=band)
+class FitsReader(Reader):
+    """FITS files: plain, gzip- or tile-compressed; single-band, cubes or one extension per band."""
+
+    name = "fits"
+    suffixes = FITS_SUFFIXES
+
+    def sniff(self, magic):
+        return magic.startswith(b"SIMPLE") or magic.startswith(_COMPRESSED_MAGIC)
+
+    def read(self, path, st, magic, *, pixel_scale, max_pixels, band, object_id):
+        return _read_fits(path, st, magic, pixel_scale=pixel_scale, max_pixels=max_pixels, band=band,
+                          object_id=object_id)
 
 
-def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band):
+def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
     from astropy.io import fits
 
     head = _check_compressed(path, magic, st.st_size)
@@ -817,7 +610,7 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band):
     finally:
         hdul.close()
 
-    data = _check_pixels(data)
+    data = check_pixels(data)
     scale, ra, dec, wflags, cd = _celestial_wcs(meta if inherit else header, data.shape)
     flags |= wflags
     if scale is None:
@@ -841,7 +634,7 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band):
                 break
     return Cutout(
         path=path,
-        object_id=_object_id(meta, path),
+        object_id=_object_id(meta, object_id),
         data=data,
         pixel_scale_arcsec=scale,
         ra=ra,
