@@ -42,8 +42,8 @@ MIX = {"sdss": 0.4, "decals": 0.3, "hsc": 0.2, "euclid": 0.1}
 
 
 def auc(score, label):
-    """ROC AUC (:func:`survey_bars.models.train.roc_auc`) over the galaxies with a finite score."""
-    from survey_bars.models.train import roc_auc
+    """ROC AUC (:func:`survey_bars.training.train.roc_auc`) over the galaxies with a finite score."""
+    from survey_bars.training.metrics import roc_auc
 
     score = np.asarray(score, float)
     ok = np.isfinite(score)
@@ -84,7 +84,7 @@ def method_columns(default):
 
 
 def measure(frames, rt, samples, method="auto"):
-    from survey_bars.calibrate import measure_simulation
+    from survey_bars.training.calibrate import measure_simulation
     from survey_bars.pipeline import RunOptions
 
     out = []
@@ -234,9 +234,9 @@ def main(argv=None):
                          "it in benchmarks/results, RESULTS.md and docs/")
     args = ap.parse_args(argv)
 
-    from survey_bars.models.bundle import load_bundle
+    from survey_bars.inference.bundle import load_bundle
     from survey_bars.measure import resolve_method
-    from survey_bars.runtime import ModelRuntime
+    from survey_bars.inference.runtime import ModelRuntime
 
     t0 = time.time()
     bundle = load_bundle(args.model)
@@ -262,7 +262,7 @@ def main(argv=None):
     for thr in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
         mt = metrics(df["bar_length_arcsec"].to_numpy(float), true, pbar >= thr, has_bar, pbar, disc)
         thresholds.append({"p_bar_min": thr, **{k: mt[k] for k in ("frac_bars_measured", "false_bar_rate", "pearson_r", "rmse_arcsec", "median_rel_err", "n_measured")}})
-    from survey_bars.models.train import roc_auc_interval
+    from survey_bars.training.metrics import roc_auc_interval
 
     okd = disc & np.isfinite(pbar)
     auc_ci = roc_auc_interval(pbar[okd], has_bar[okd])

@@ -119,10 +119,10 @@ def sgemm_scaling():
 def bench_saliency(args):
     import torch
 
-    from survey_bars.models.bundle import load_bundle
-    from survey_bars.models.export import export_saliency
-    from survey_bars.models.nets import MorphologyNet, fold_batchnorm
-    from survey_bars.runtime import _session
+    from survey_bars.inference.bundle import load_bundle
+    from survey_bars.training.export import export_saliency
+    from survey_bars.training.nets import MorphologyNet, fold_batchnorm
+    from survey_bars.inference.runtime import _session
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -296,7 +296,7 @@ def bench_formats(args):
     from survey_bars.io import read_cutout
     from survey_bars.normalise import normalise
     from survey_bars.pipeline import RunOptions, process_items
-    from survey_bars.runtime import get_runtime
+    from survey_bars.inference.runtime import get_runtime
 
     files = _stamps(args.n_io)
     n = len(files["fits"])
@@ -355,7 +355,7 @@ def _run_process(inputs, workers, samples, partition_size, memory=False, salienc
         out.unlink()
     with local_cluster(workers, 1, "4GiB") as cluster, Client(cluster) as client:
         # warm: load the model once per worker before timing
-        from survey_bars.runtime import get_runtime
+        from survey_bars.inference.runtime import get_runtime
 
         client.run(lambda: get_runtime(None) and None)
         trace = []
@@ -402,7 +402,7 @@ def bench_e2e(args):
     cand = _frac_bar_candidates(WORK / "e2e-1.parquet")
     s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, saliency_all=True)
     every = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt}
-    from survey_bars.models.bundle import load_bundle
+    from survey_bars.inference.bundle import load_bundle
     from survey_bars.measure import resolve_method
 
     default = resolve_method(load_bundle(None).card, "auto")
@@ -500,7 +500,7 @@ def main(argv=None):
     ap.add_argument("--samples-mem", type=int, default=8)
     args = ap.parse_args(argv)
     if args.samples is None:
-        from survey_bars.models.bundle import load_bundle
+        from survey_bars.inference.bundle import load_bundle
 
         args.samples = int((load_bundle(args.model).smoothgrad or {}).get("samples", 32))
     for name, fn in [("saliency", bench_saliency), ("io", bench_io), ("formats", bench_formats), ("e2e", bench_e2e), ("memory", bench_memory)]:

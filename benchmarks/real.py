@@ -1,12 +1,12 @@
 """Real-data benchmark: a bundle on real SDSS galaxies with Galaxy Zoo labels, and two Spitzer bars.
 
-The galaxies (``../shared/data/real-dev``, read by :mod:`survey_bars.models.realdata`; nothing
+The galaxies (``../shared/data/real-dev``, read by :mod:`survey_bars.training.realdata`; nothing
 is copied into the repository) go through ``survey-bars process`` (:func:`survey_bars.cluster.process`
 on a 2-worker LocalCluster: the product's own path, JPEGs read directly, pixel scale and position
 from an input catalogue), with the default options. Only the held-out test fold is scored:
 
 * the split is fixed: 5 folds by sha256 of the SDSS objid (else the file name), see
-  :mod:`survey_bars.models.realdata`; **fold 4 is the test fold**, folds 0-3 are for training,
+  :mod:`survey_bars.training.realdata`; **fold 4 is the test fold**, folds 0-3 are for training,
   tuning and calibration;
 * ``sdss-gz2-bars``: bar ROC AUC (``p_bar``, GZ2 barred against unbarred) with a stratified
   bootstrap 95 % interval; for the Hoyle et al. (2011) volunteer bars that fit the 19.2" stamp
@@ -89,7 +89,7 @@ def auc_with_interval(score, label, n_boot=N_BOOT, seed=0):
     dict
         ``n``, ``n_pos``, ``auc`` and ``ci95`` (``[low, high]``; NaNs when a class is absent).
     """
-    from survey_bars.models.train import roc_auc, roc_auc_interval
+    from survey_bars.training.metrics import roc_auc, roc_auc_interval
 
     s = np.asarray(score, float)
     y = np.asarray(label, bool)
@@ -422,7 +422,7 @@ def gz1_scores(d):
 
 def spitzer_rows(cat):
     """The Spitzer galaxies' rows against their references."""
-    from survey_bars.models.realdata import SPITZER_REFERENCES
+    from survey_bars.training.realdata import SPITZER_REFERENCES
 
     rows = []
     for _, r in cat.sort_values("name").iterrows():
@@ -458,7 +458,7 @@ def bundle_note(card, folds):
         A sentence for the report, and True when the scored folds are held out from the
         bundle's training as far as its card says.
     """
-    from survey_bars.models.realdata import SPLIT_ID
+    from survey_bars.training.realdata import SPLIT_ID
 
     training = card.get("training") or {}
     real = training.get("real") if isinstance(training, dict) else None
@@ -567,7 +567,7 @@ def _overall_table(lengths):
 def markdown(info, gz2, gz1, spitzer, fig_link):
     md = [
         (f"Real galaxies that the scored bundle never trained on: fold(s) {info['folds_text']} of 5 of `../shared/data/real-dev`, "
-         f"split by sha256 of the SDSS objid, else the file name (`{info['split_id']}`, `survey_bars.models.realdata`; folds 0-3 are for "
+         f"split by sha256 of the SDSS objid, else the file name (`{info['split_id']}`, `survey_bars.training.realdata`; folds 0-3 are for "
          f"training, tuning and calibration). {info['bundle_note']}"),
         "",
         (f"Scored through `survey-bars process` (`survey_bars.cluster.process`, a 2-worker LocalCluster, JPEGs read directly, "
@@ -652,8 +652,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from survey_bars.cluster import local_cluster
-    from survey_bars.models import realdata
-    from survey_bars.models.bundle import load_bundle
+    from survey_bars.training import realdata
+    from survey_bars.inference.bundle import load_bundle
     from survey_bars.measure import resolve_method
     from survey_bars.pipeline import RunOptions
 

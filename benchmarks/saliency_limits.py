@@ -84,7 +84,7 @@ def run_pipeline(sim_dir, rt, map_dir):
     """The pipeline's catalogue joined with the truth, plus each galaxy's map and frame."""
     from astropy.io import fits
 
-    from survey_bars.calibrate import measure_simulation
+    from survey_bars.training.calibrate import measure_simulation
     from survey_bars.pipeline import RunOptions
 
     df = measure_simulation(str(sim_dir), rt, RunOptions(save_saliency=str(map_dir), method="moments"), calibrated=True)
@@ -257,7 +257,7 @@ def peak_normalised(maps):
 
 def cross_fit_linear(raw, true):
     """Linear calibration fitted on alternate halves and applied to the other half."""
-    from survey_bars.calibrate import fit_calibration
+    from survey_bars.training.calibrate import fit_calibration
 
     half = np.arange(len(raw)) % 2 == 0
     out = np.full(len(raw), np.nan)
@@ -270,8 +270,8 @@ def cross_fit_linear(raw, true):
 
 def smoothgrad_variants(rt, frames, ids, noises, n_samples=16, chunk=64):
     """Maps of SmoothGrad variants, from the pipeline's own noisy gradients
-    (:func:`survey_bars.saliency.smoothgrad_gradients`, symmetrised): ``{(noise, aggregate): (B, S, S)}``."""
-    from survey_bars.saliency import smoothgrad_gradients
+    (:func:`survey_bars.inference.saliency.smoothgrad_gradients`, symmetrised): ``{(noise, aggregate): (B, S, S)}``."""
+    from survey_bars.inference.saliency import smoothgrad_gradients
 
     out = {}
     for noise in noises:
@@ -307,8 +307,8 @@ def main(argv=None):
         ap.error(f"--head-seed {args.head_seed} equals --seed: the length head must not train on the held-out galaxies")
 
     from survey_bars.measure import measure_moments
-    from survey_bars.models.bundle import load_bundle
-    from survey_bars.runtime import ModelRuntime
+    from survey_bars.inference.bundle import load_bundle
+    from survey_bars.inference.runtime import ModelRuntime
 
     t0 = time.time()
     bundle = load_bundle(args.model)

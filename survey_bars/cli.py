@@ -19,11 +19,11 @@ __all__ = ["main", "COMMANDS", "EXTRAS", "missing_extra_message"]
 COMMANDS = {
     "process": ("survey_bars.cluster", "Measure morphology and bars for FITS cutouts on Dask; write a Parquet catalogue."),
     "simulate": ("survey_bars.simulate", "Write simulated survey cutouts with a truth table."),
-    "train": ("survey_bars.models.train", "Train the morphology CNN and the direct bar-length CNN (needs survey-bars[train])."),
-    "export": ("survey_bars.models.export", "Export a trained checkpoint to an ONNX model bundle (needs survey-bars[train])."),
-    "calibrate": ("survey_bars.calibrate", "Calibrate a bundle's saliency bar lengths on simulations and record it in the bundle."),
-    "evaluate": ("survey_bars.models.evaluate", "Score a bundle's ONNX forward graph on labelled or fresh simulated cutouts."),
-    "models": ("survey_bars.models.bundle", "List the installed model bundles and their cards."),
+    "train": ("survey_bars.training.train", "Train the morphology CNN and the direct bar-length CNN (needs survey-bars[train])."),
+    "export": ("survey_bars.training.export", "Export a trained checkpoint to an ONNX model bundle (needs survey-bars[train])."),
+    "calibrate": ("survey_bars.training.calibrate", "Calibrate a bundle's saliency bar lengths on simulations and record it in the bundle."),
+    "evaluate": ("survey_bars.training.evaluate", "Score a bundle's ONNX forward graph on labelled or fresh simulated cutouts."),
+    "models": ("survey_bars.inference.bundle", "List the installed model bundles and their cards."),
     "inspect": ("survey_bars.inspect", "Write an HTML QA report for a catalogue."),
 }
 

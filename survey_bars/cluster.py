@@ -306,7 +306,7 @@ def process(
     """
     from distributed import as_completed
 
-    from .models.bundle import BundleError, load_bundle
+    from .inference.bundle import BundleError, load_bundle
 
     t0 = time.time()
     options = options or RunOptions()

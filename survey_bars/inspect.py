@@ -447,7 +447,7 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=N
         Model bundle (default: the catalogue's ``model_path``, else the shipped bundle).
     metadata : dict, optional
         The catalogue metadata (for the run's SmoothGrad settings).
-    runtime : survey_bars.runtime.ModelRuntime, optional
+    runtime : survey_bars.inference.runtime.ModelRuntime, optional
         A runtime to use instead of loading ``model``.
     band : str or int, optional
         The band of multi-band FITS files (default: the run's ``--band``, ``run_config["band"]``
@@ -460,14 +460,14 @@ def _recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=N
         for rows that could not be recomputed.
     """
     from .normalise import normalise
-    from .saliency import smoothgrad_batch
+    from .inference.saliency import smoothgrad_batch
 
     metadata = metadata or {}
     run = metadata.get("run_config") or {}
     if band is None:
         band = run.get("band")
     if runtime is None:
-        from .runtime import get_runtime
+        from .inference.runtime import get_runtime
 
         runtime = get_runtime(model or metadata.get("model_path") or run.get("model"))
     prep = runtime.bundle.preprocessing

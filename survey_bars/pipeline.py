@@ -25,7 +25,7 @@ from .flags import Flag
 from .geometry import kpc_per_arcsec, sky_pa
 from .normalise import normalise
 from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
-from .saliency import bundle_settings, smoothgrad_batch
+from .inference.saliency import bundle_settings, smoothgrad_batch
 
 __all__ = ["RunOptions", "process_items"]
 
@@ -175,7 +175,7 @@ def process_items(items, options=None, *, runtime=None):
         The partition's inputs, in order.
     options : RunOptions, optional
         Run settings.
-    runtime : survey_bars.runtime.ModelRuntime, optional
+    runtime : survey_bars.inference.runtime.ModelRuntime, optional
         A runtime to use (default: the per-process cached runtime of ``options.model``).
 
     Returns
@@ -183,7 +183,7 @@ def process_items(items, options=None, *, runtime=None):
     pyarrow.Table
         Exactly ``len(items)`` rows in input order, with the catalogue schema.
     """
-    from .runtime import get_runtime
+    from .inference.runtime import get_runtime
 
     options = options or RunOptions()
     items = [it if isinstance(it, InputItem) else InputItem(file=str(it)) for it in items]

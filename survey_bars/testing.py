@@ -882,8 +882,8 @@ def forget_tasks(cluster, timeout=20.0):
 
 def _bundle_key():
     h = hashlib.sha256()
-    here = pathlib.Path(__file__).resolve().parent / "models"
-    for name in ("nets.py", "export.py", "bundle.py"):
+    here = pathlib.Path(__file__).resolve().parent
+    for name in ("training/nets.py", "training/export.py", "inference/bundle.py"):
         try:
             h.update((here / name).read_bytes())
         except OSError:
@@ -912,9 +912,9 @@ def tiny_bundle(cache_dir=None):
     Returns
     -------
     str
-        The bundle directory (loads with :func:`survey_bars.models.bundle.load_bundle`).
+        The bundle directory (loads with :func:`survey_bars.inference.bundle.load_bundle`).
     """
-    from .models.bundle import BundleError, load_bundle
+    from .inference.bundle import BundleError, load_bundle
 
     cache_dir = cache_dir or os.environ.get("SURVEY_BARS_TEST_BUNDLE_CACHE") or tempfile.gettempdir()
     path = pathlib.Path(cache_dir) / f"survey-bars-tiny-bundle-{_bundle_key()}"
@@ -925,8 +925,8 @@ def tiny_bundle(cache_dir=None):
         shutil.rmtree(path, ignore_errors=True)
     import torch
 
-    from .models.export import export_bundle
-    from .models.nets import LengthNet, MorphologyNet
+    from .training.export import export_bundle
+    from .training.nets import LengthNet, MorphologyNet
 
     torch.manual_seed(0)
     work = pathlib.Path(tempfile.mkdtemp(prefix=".tiny-bundle-", dir=cache_dir))
@@ -949,7 +949,7 @@ def model_for_tests():
     str or None
         None when the shipped default bundle loads, else the path of :func:`tiny_bundle`.
     """
-    from .models.bundle import BundleError, load_bundle
+    from .inference.bundle import BundleError, load_bundle
 
     try:
         load_bundle()

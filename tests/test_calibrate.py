@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from survey_bars.calibrate import fit_error_model
+from survey_bars.training.calibrate import fit_error_model
 
 
 def lengths(n=4000, a=0.08, b=1.5, c=1.0, seed=0, outliers=0.0):

@@ -12,7 +12,7 @@ from survey_bars import cli
 @pytest.mark.parametrize("command", ["export", "train"])
 def test_train_and_export_without_torch_say_what_to_install(command, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a worker-only install
-    for mod in ("survey_bars.models.export", "survey_bars.models.train"):
+    for mod in ("survey_bars.training.export", "survey_bars.training.train"):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     args = {"export": ["export", "--help"], "train": ["train", "--data", "nowhere", "--out", "nowhere"]}[command]
     try:

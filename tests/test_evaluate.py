@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 from survey_bars.cli import main
-from survey_bars.models.bundle import DEFAULT_BUNDLE, load_bundle
-from survey_bars.models.evaluate import evaluate_bundle, score_forward
+from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
+from survey_bars.training.evaluate import evaluate_bundle, score_forward
 from survey_bars.simulate import simulate
 
 NAMES = ["p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral"]
 
 
 def _labels(cls, has_bar, length=None):
-    from survey_bars.models.train import CLASS_MAP
+    from survey_bars.training.data import CLASS_MAP
 
     n = len(cls)
     return pd.DataFrame({"class": cls, "morph": [CLASS_MAP[c] for c in cls], "has_bar": np.asarray(has_bar, float),
@@ -107,7 +107,7 @@ def test_evaluate_runs_without_torch(sims):
             "        if name == 'torch' or name.startswith('torch.'):\n"
             "            raise ImportError('torch is blocked in this test')\n"
             "sys.meta_path.insert(0, NoTorch())\n"
-            "from survey_bars.models.evaluate import evaluate_bundle\n"
+            "from survey_bars.training.evaluate import evaluate_bundle\n"
             f"r = evaluate_bundle(None, [{str(sims)!r}])\n"
             "assert 'torch' not in sys.modules\n"
             "print(r['metrics']['n'])\n")

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from survey_bars.models.bundle import DEFAULT_BUNDLE, load_bundle  # noqa: E402
-from survey_bars.models.export import (  # noqa: E402
+from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle  # noqa: E402
+from survey_bars.training.export import (  # noqa: E402
     export_bundle,
     load_checkpoint,
     relative_error,
@@ -19,7 +19,7 @@ from survey_bars.models.export import (  # noqa: E402
     torch_from_bundle,
     torch_reference,
 )
-from survey_bars.models.nets import LengthNet, MorphologyNet, fold_batchnorm  # noqa: E402
+from survey_bars.training.nets import LengthNet, MorphologyNet, fold_batchnorm  # noqa: E402
 
 from .test_bundle import _run_no_torch  # noqa: E402
 

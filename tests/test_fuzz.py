@@ -261,7 +261,7 @@ def _one_row(p, item, opts, rt):
 
 
 def test_process_items_always_one_row(seeds, model, tmp_path_factory):
-    from survey_bars.runtime import get_runtime
+    from survey_bars.inference.runtime import get_runtime
 
     d = tmp_path_factory.mktemp("fuzz_rows")
     opts = RunOptions(model=model, smoothgrad_samples=8, pixel_scale=None)
@@ -449,7 +449,7 @@ def test_read_cutout_images_never_raise_anything_else(image_seeds, tmp_path_fact
 
 
 def test_process_items_images_always_one_row(image_seeds, model, tmp_path_factory):
-    from survey_bars.runtime import get_runtime
+    from survey_bars.inference.runtime import get_runtime
 
     d = tmp_path_factory.mktemp("fuzz_image_rows")
     opts = RunOptions(model=model, smoothgrad_samples=8, pixel_scale=None, max_pixels=IMAGE_MAX_PIXELS)

@@ -12,16 +12,16 @@ import pytest
 pytest.importorskip("torch")
 
 from survey_bars.measure import MOMENTS_VERSION
-from survey_bars.calibrate import (
+from survey_bars.training.calibrate import (
     calibrate_head,
     calibrate_head_errors,
     uncalibrated_head,
 )
-from survey_bars.models.bundle import BundleError, load_bundle
-from survey_bars.models.head import export_head, train_head
+from survey_bars.inference.bundle import BundleError, load_bundle
+from survey_bars.training.head import export_head, train_head
 from survey_bars.measure import calibration_for, resolve_method
 from survey_bars.pipeline import RunOptions, process_items
-from survey_bars.runtime import ModelRuntime
+from survey_bars.inference.runtime import ModelRuntime
 from survey_bars.testing import tiny_bundle
 
 

@@ -241,7 +241,7 @@ def test_recomputed_saliency_is_the_pipelines(tmp_path):
     from astropy.io import fits
 
     from survey_bars.pipeline import RunOptions, process_items
-    from survey_bars.runtime import get_runtime
+    from survey_bars.inference.runtime import get_runtime
 
     from .conftest import galaxy_image, write_fits
 
@@ -443,7 +443,7 @@ def image_catalogue(tmp_path_factory):
 
     from survey_bars.io.inputs import InputItem
     from survey_bars.pipeline import RunOptions, process_items
-    from survey_bars.runtime import get_runtime
+    from survey_bars.inference.runtime import get_runtime
 
     from .conftest import galaxy_image, write_fits
 

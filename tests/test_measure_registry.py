@@ -6,7 +6,7 @@ import pytest
 from survey_bars import measure
 from survey_bars.io.catalogue import COLUMNS
 from survey_bars.measure import MapMeasures, MeasuringMethod, calibration_for, get_method, resolve_method
-from survey_bars.saliency import SmoothGradResult
+from survey_bars.inference.saliency import SmoothGradResult
 
 
 def test_built_in_methods_are_registered_in_order():

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from survey_bars.models.bundle import load_bundle  # noqa: E402
-from survey_bars.models.nets import (  # noqa: E402
+from survey_bars.inference.bundle import load_bundle  # noqa: E402
+from survey_bars.training.nets import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ARCH,
     GRID16_ARCH,
@@ -19,16 +19,14 @@ from survey_bars.models.nets import (  # noqa: E402
     MorphologyNet,
     forward_flops,
 )
-from survey_bars.models.train import (  # noqa: E402
-    _augment,
-    _split,
+from survey_bars.training.data import load_labels, preprocess  # noqa: E402
+from survey_bars.training.metrics import (  # noqa: E402
     expected_calibration_error,
     fit_temperature,
-    load_labels,
-    preprocess,
     roc_auc,
     roc_auc_interval,
 )
+from survey_bars.training.train import _augment, _split  # noqa: E402
 from survey_bars.normalise import NormaliseConfig
 
 from .conftest import galaxy_image, write_fits  # noqa: E402
@@ -133,7 +131,7 @@ def test_skip_training_path_equals_the_exported_form(batchnorm):
 
 
 def test_skip_upsampling_is_nearest():
-    from survey_bars.models.nets import _upsample_nearest
+    from survey_bars.training.nets import _upsample_nearest
 
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     torch.testing.assert_close(_upsample_nearest(x, 2), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
@@ -162,7 +160,7 @@ def test_bar_logit_pools_the_evidence():
 
 
 def test_bar_masks_geometry():
-    from survey_bars.models.train import bar_masks
+    from survey_bars.training.train import bar_masks
 
     m = bar_masks([32.0, 20.0, np.nan, np.nan], [0.0, 90.0, 0.0, np.nan], [1, 1, 0, 1], 64, 16)
     assert m.shape == (4, 16, 16) and m.dtype == np.float32
@@ -323,7 +321,7 @@ def test_user_label_table_and_cache(tmp_path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """``build_default`` end to end (simulate -> train -> export) on 24 galaxies, tiny net, 1 epoch."""
-    from survey_bars.models.build_default import build_default
+    from survey_bars.training.build_default import build_default
 
     root = tmp_path_factory.mktemp("build")
     torch.set_num_threads(1)
@@ -337,8 +335,8 @@ def test_build_default_training_table_mixes_the_real_training_folds(built, tmp_p
     """With real-dev data the table holds the real training folds (never the test fold) beside the simulations."""
     import pandas as pd
 
-    from survey_bars.models import realdata
-    from survey_bars.models.build_default import _training_table
+    from survey_bars.training import realdata
+    from survey_bars.training.build_default import _training_table
 
     from .test_realdata import _fake_root
 
@@ -361,7 +359,7 @@ def test_build_default_smoke(built):
     assert card["training"]["data"]["n_files"] == 48  # the simulations and their display copies
     assert card["training"]["sources"] == {"simulation": 24, "display": 24} and "real" not in card["training"]
     assert card["training"]["simulation"]["n"] == 24
-    assert "python -m survey_bars.models.build_default --n 24 --seed 11" in card["training"]["command"]
+    assert "python -m survey_bars.training.build_default --n 24 --seed 11" in card["training"]["command"]
     assert card["training"]["command"].endswith("--display")
     assert card["training"]["wall_time_s"] > 0
     # the end-to-end time spans the evaluation too (it ends the build)
@@ -415,7 +413,7 @@ def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
 def test_train_refuses_a_frame_the_network_cannot_take(built, tmp_path):
     """A frame size that breaks the skip connection's grids is refused before any preprocessing,
     naming the option and the size."""
-    from survey_bars.models.train import train
+    from survey_bars.training.train import train
 
     root, _ = built
     msgs = []
@@ -428,7 +426,7 @@ def test_train_refuses_a_frame_the_network_cannot_take(built, tmp_path):
 
 def test_train_with_a_skip_architecture(built, tmp_path):
     """Training builds the bar masks on the skip connection's finer grid and exports it."""
-    from survey_bars.models.train import train
+    from survey_bars.training.train import train
 
     root, _ = built
     arch = {**TINY_EVIDENCE, "skip": {"after": 1, "fuse": [8, 1]}}
@@ -444,7 +442,7 @@ def test_train_without_bar_geometry_skips_the_mask_loss(built, tmp_path):
     """A label table with bars but no bar PA: no bar can be drawn, so no mask loss (logged)."""
     import pandas as pd
 
-    from survey_bars.models.train import train
+    from survey_bars.training.train import train
 
     root, _ = built
     truth = pd.read_parquet(root / "sims" / "truth.parquet").drop(columns=["bar_pa_deg"])
@@ -464,9 +462,9 @@ def test_card_metrics_are_the_evaluate_scores_of_the_forward_graph(flips):
     torch-only extras (ECEs before temperature scaling, median bias, r in model pixels)."""
     import pandas as pd
 
-    from survey_bars.models.evaluate import score_forward
-    from survey_bars.models.export import ForwardGraph
-    from survey_bars.models.train import _metrics
+    from survey_bars.training.evaluate import score_forward
+    from survey_bars.training.export import ForwardGraph
+    from survey_bars.training.train import _metrics
 
     torch.manual_seed(1)
     rng = np.random.default_rng(1)

@@ -11,8 +11,8 @@ from survey_bars.flags import Flag
 from survey_bars.geometry import kpc_per_arcsec, sky_pa
 from survey_bars.io.inputs import InputItem
 from survey_bars.pipeline import RunOptions, process_items
-from survey_bars.runtime import get_runtime
-from survey_bars.saliency import object_seed, smoothgrad_batch
+from survey_bars.inference.runtime import get_runtime
+from survey_bars.inference.saliency import object_seed, smoothgrad_batch
 
 from .conftest import galaxy_image, write_fits
 
@@ -270,10 +270,10 @@ def test_calibrate_head_without_torch_says_what_to_install(monkeypatch, capsys):
     import argparse
     import sys
 
-    from survey_bars import calibrate
+    from survey_bars.training import calibrate
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as on a worker-only install
-    monkeypatch.delitem(sys.modules, "survey_bars.models.head", raising=False)
+    monkeypatch.delitem(sys.modules, "survey_bars.training.head", raising=False)
     parser = argparse.ArgumentParser()
     calibrate.configure_parser(parser)
     assert calibrate.run_cli(parser.parse_args(["--model", "unused", "--method", "head"])) == 2

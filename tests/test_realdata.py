@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import real as bench
-from survey_bars.models import realdata
+from survey_bars.training import realdata
 
 ROOT = realdata.default_root()
 HAVE_GZ2 = (ROOT / realdata.GZ2_DIR / "labels.csv").is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from survey_bars.saliency import _dihedral, _dihedral_inverse, smoothgrad_batch
+from survey_bars.inference.saliency import _dihedral, _dihedral_inverse, smoothgrad_batch
 
 
 class _Runtime:
@@ -67,7 +67,7 @@ def test_defaults_are_the_bundles_settings():
     """Without explicit settings, smoothgrad_batch() uses the bundle card's (samples, noise,
     symmetrisation), so a direct call gives the maps the pipeline measures; a runtime without
     a card gets the fallback."""
-    from survey_bars.saliency import FALLBACK_SETTINGS, bundle_settings
+    from survey_bars.inference.saliency import FALLBACK_SETTINGS, bundle_settings
 
     pattern = _bar(20.0)
 
@@ -88,7 +88,7 @@ def test_defaults_are_the_bundles_settings():
 def test_smoothgrad_map_is_the_mean_absolute_gradient():
     """smoothgrad_batch() averages |g| of exactly the gradients smoothgrad_gradients() returns
     (the building block the saliency-limits benchmark uses for its variants)."""
-    from survey_bars.saliency import normalise_map, smoothgrad_gradients
+    from survey_bars.inference.saliency import normalise_map, smoothgrad_gradients
 
     pattern = _bar(20.0)
     rt = _Runtime(lambda x: np.broadcast_to(pattern, x.shape) * x)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from survey_bars.models import train as tr
+from survey_bars.training import data as tr
+from survey_bars.training.train import train
 
 from .conftest import galaxy_image, write_fits
 
@@ -142,12 +143,12 @@ def test_train_on_images(image_set, tmp_path):
     """One epoch on the twelve images writes a loadable bundle; the images without a scale
     are used, and only the barred images with a scale give bar lengths."""
     torch = pytest.importorskip("torch")
-    from survey_bars.models.bundle import load_bundle
+    from survey_bars.inference.bundle import load_bundle
 
     data, labels, _ = image_set
     torch.set_num_threads(1)
     msgs = []
-    b = tr.train([str(data)], tmp_path / "bundle", labels=str(labels), epochs=1, length_epochs=1, seed=2,
+    b = train([str(data)], tmp_path / "bundle", labels=str(labels), epochs=1, length_epochs=1, seed=2,
                  arch=TINY_EVIDENCE, length_arch=TINY, batch_size=16, cache=False, flips=False, log=msgs.append)
     card = load_bundle(b.path).card
     d = card["training"]["data"]
@@ -162,7 +163,7 @@ def test_boolean_labels_written_as_text_are_read(tmp_path):
     """A labels CSV of True/False (as pandas writes booleans) must not turn into unknown labels."""
     import pandas as pd
 
-    from survey_bars.models.train import load_labels
+    from survey_bars.training.data import load_labels
     from survey_bars.testing import galaxy_image, write_cutout
 
     for i in range(4):
@@ -177,7 +178,7 @@ def test_boolean_labels_written_as_text_are_read(tmp_path):
 @pytest.mark.parametrize("pa", [0.0, 30.0, 75.0, 120.0, 160.0])
 def test_inner_angle_finds_the_bar_of_a_frame(pa):
     """The angle of a bar whose length is known but not its PA (volunteer lengths), from the frame's inner light."""
-    from survey_bars.models.train import inner_angle
+    from survey_bars.training.train import inner_angle
     from survey_bars.normalise import normalise
     from survey_bars.testing import galaxy_image
 

@@ -205,7 +205,7 @@ class MeasuringMethod:
 
         Parameters
         ----------
-        runtime : survey_bars.runtime.ModelRuntime
+        runtime : survey_bars.inference.runtime.ModelRuntime
             The model (methods that read maps with a network use it).
         maps : dict
             ``key -> SmoothGradResult``.
@@ -252,7 +252,7 @@ class MapMeasures:
 
     Parameters
     ----------
-    result : survey_bars.saliency.SmoothGradResult
+    result : survey_bars.inference.saliency.SmoothGradResult
         The map and its subset maps.
     registry : callable
         ``name -> MeasuringMethod`` (:func:`survey_bars.measure.get_method`).

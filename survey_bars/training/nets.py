@@ -45,8 +45,8 @@ scatter). Batch normalisation is used while training and folded into the convolu
 export (:func:`fold_batchnorm`), so the exported graphs hold only Conv, ReLU, Softplus-like
 elementwise ops, means and Gemm.
 
-Torch is imported here; the inference path (:mod:`survey_bars.models.bundle`,
-:mod:`survey_bars.runtime`) never imports this module.
+Torch is imported here; the inference path (:mod:`survey_bars.inference.bundle`,
+:mod:`survey_bars.inference.runtime`) never imports this module.
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ class MorphologyNet(nn.Module):
         instead of the body's and skips the concatenation, which makes a training step of
         ``{"after": 2, "fuse": [16, 1]}`` 1.5-1.9x faster on a CPU and the exported saliency
         graph faster. The exported forward graph keeps the concatenation, from which
-        :func:`survey_bars.models.export.torch_from_bundle` recovers the weights.
+        :func:`survey_bars.training.export.torch_from_bundle` recovers the weights.
         """
         conv, rest = self.fuse[0], list(self.fuse)[1:]
         cf = f.shape[1]

@@ -1,20 +1,20 @@
 """Rebuild the shipped default bundle end to end from a seed: simulate -> train -> export.
 
-This is the documented, reproducible command for ``survey_bars/models/default``::
+This is the documented, reproducible command for ``survey_bars/inference/default``::
 
-    python -m survey_bars.models.build_default --n 20000 --seed 1 --workdir /tmp/sb-build
+    python -m survey_bars.training.build_default --n 20000 --seed 1 --workdir /tmp/sb-build
 
 It simulates ``n`` galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``,
-trains both networks with :func:`survey_bars.models.train.train` (the same seed, the default
+trains both networks with :func:`survey_bars.training.train.train` (the same seed, the default
 architecture and epochs below), writes the bundle (default: the package's ``default``
 directory), and calibrates its saliency lengths with
-:func:`survey_bars.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
+:func:`survey_bars.training.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
 (seed 90210, never used in training), and trains the learned length head with
-:func:`survey_bars.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n`` fresh barred
+:func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n`` fresh barred
 simulations (seed 5150, never used in training), and fits its uncertainty with
-:func:`survey_bars.calibrate.calibrate_head_errors` on 1500 more (seed 6160). It then scores the exported forward graph on
+:func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more (seed 6160). It then scores the exported forward graph on
 ``--evaluate-n`` fresh simulations of the training mix (seed 4242) with
-:func:`survey_bars.models.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
+:func:`survey_bars.training.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
 held-out estimate than the training run's test split. Given the same seed, thread count and
 software versions the weights are identical; the card records the command, the seed, the
 data, the calibration and the wall times (``end_to_end_wall_time_s`` spans simulation,
@@ -83,24 +83,24 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     command : str, optional
         Command line recorded in the card.
     arch, length_arch : dict, optional
-        Architectures (defaults :data:`survey_bars.models.nets.DEFAULT_ARCH` and
-        :data:`~survey_bars.models.nets.LENGTH_ARCH`; for tests).
+        Architectures (defaults :data:`survey_bars.training.nets.DEFAULT_ARCH` and
+        :data:`~survey_bars.training.nets.LENGTH_ARCH`; for tests).
     calibrate_n : int, optional
         Barred simulations for the saliency-length calibration (0 skips it).
     head_n : int, optional
         Barred simulations (seed 5150) whose saliency maps train the learned length head (0
         skips it, and the head's error fit on 1500 more, seed 6160).
     evaluate_n : int, optional
-        Fresh simulations (seed 4242) on which :func:`survey_bars.models.evaluate.evaluate_bundle`
+        Fresh simulations (seed 4242) on which :func:`survey_bars.training.evaluate.evaluate_bundle`
         scores the exported forward graph, recorded as the card's ``evaluation`` (0 skips it).
     display : bool, optional
         Also train on a display copy of every simulation (an asinh-stretched 8-bit colour JPEG,
         :func:`survey_bars.simulate.display_copies`), as survey cutout services draw them.
     real_dev : str, None or "auto", optional
         The real labelled galaxies (``../shared/data/real-dev``): their training folds
-        (:data:`survey_bars.models.realdata.TRAIN_FOLDS`, never the test fold) train the outputs
-        they have labels for, beside the simulations (:func:`survey_bars.models.realdata.training_labels`).
-        ``"auto"`` uses :func:`survey_bars.models.realdata.default_root` when it exists; None
+        (:data:`survey_bars.training.realdata.TRAIN_FOLDS`, never the test fold) train the outputs
+        they have labels for, beside the simulations (:func:`survey_bars.training.realdata.training_labels`).
+        ``"auto"`` uses :func:`survey_bars.training.realdata.default_root` when it exists; None
         (the default, as bundle 3.0 was built) trains on simulations only.
 
     Returns
@@ -112,7 +112,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     import pandas as pd
 
     from ..simulate import simulate
-    from .bundle import DEFAULT_BUNDLE, load_bundle, write_card
+    from ..inference.bundle import DEFAULT_BUNDLE, load_bundle, write_card
     from .train import train
 
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
@@ -132,7 +132,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         with open(marker, "w", encoding="utf-8") as fh:
             json.dump(spec, fh)
     t_sim = time.time() - t0
-    command = command or (f"python -m survey_bars.models.build_default --n {n} --seed {seed} "
+    command = command or (f"python -m survey_bars.training.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
                           f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
                           + (" --display" if display else "") + ("" if real_dev is None else f" --real-dev {real_dev}"))
@@ -150,13 +150,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                         "end_to_end_wall_time_s": round(time.time() - t0, 1)}
     write_card(b.path, card)
     if calibrate_n:
-        from ..calibrate import calibrate_bundle
+        from .calibrate import calibrate_bundle
 
         calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
     if head_n:
-        from ..calibrate import calibrate_head, calibrate_head_errors
+        from .calibrate import calibrate_head, calibrate_head_errors
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
@@ -207,7 +207,7 @@ def _training_table(workdir, seed, threads, display, real_dev):
         counts = {str(k): int(v) for k, v in real["source"].value_counts().items()}
         mix["sources"].update(counts)
         mix["real"] = {"split": realdata.SPLIT_ID, "folds": list(realdata.TRAIN_FOLDS), "root": str(root), "n": counts,
-                       "labels": "survey_bars.models.realdata.training_labels"}
+                       "labels": "survey_bars.training.realdata.training_labels"}
     else:
         print("build_default: no real-dev data found; training on simulations only", file=sys.stderr)
     table = pd.concat(parts, ignore_index=True)
@@ -227,7 +227,7 @@ def main(argv=None):
     -------
     int
     """
-    p = argparse.ArgumentParser(prog="python -m survey_bars.models.build_default", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m survey_bars.training.build_default", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=DEFAULTS["n"], help="simulated galaxies (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="simulation and training seed (default %(default)s)")
     p.add_argument("--workdir", help="directory for the simulations")

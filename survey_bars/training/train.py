@@ -32,429 +32,21 @@ given seed and thread count.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import multiprocessing
-import os
 import pathlib
 import shlex
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from ..normalise import NormaliseConfig
+from .data import load_labels, log, preprocess
+from .metrics import expected_calibration_error, fit_temperature
 
-__all__ = [
-    "CLASS_MAP",
-    "bar_masks",
-    "load_labels",
-    "preprocess",
-    "roc_auc",
-    "roc_auc_interval",
-    "expected_calibration_error",
-    "fit_temperature",
-    "inner_angle",
-    "train",
-    "configure_parser",
-    "run_cli",
-]
+__all__ = ["bar_masks", "inner_angle", "train", "configure_parser", "run_cli"]
 
-#: Accepted spellings of the morphology class -> index in the 3-way softmax.
-CLASS_MAP = {
-    "smooth": 0, "elliptical": 0, "early": 0,
-    "edge_on": 1, "edge-on": 1, "edgeon": 1,
-    "disc": 2, "disk": 2, "barred": 2, "spiral": 2, "featured": 2, "face_on": 2,
-}
-_CACHE_VERSION = 2
-_LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec")
-#: accepted names of the label table's pixel-scale column (arcsec per pixel), first found first used
-_PIXEL_SCALE_COLUMNS = ("pixel_scale_arcsec", "pixel_scale")
-
-
-def _log(msg):
-    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# data
-
-
-def _read_table(path):
-    import pandas as pd
-
-    p = str(path)
-    if p.endswith((".parquet", ".pq")):
-        return pd.read_parquet(p)
-    if p.endswith((".csv", ".txt")):
-        return pd.read_csv(p)
-    if p.endswith((".fits", ".fit")):
-        from astropy.table import Table
-
-        return Table.read(p).to_pandas()
-    msg = f"Cannot read the label table {p!r}: use a .csv, .parquet or .fits table."
-    raise ValueError(msg)
-
-
-def load_labels(data_dirs, labels=None):
-    """Collect the training files and their labels.
-
-    Parameters
-    ----------
-    data_dirs : list of str
-        Directories written by ``survey-bars simulate`` (each with ``truth.parquet``), or
-        directories of the FITS, JPEG or PNG files named in ``labels``.
-    labels : str, optional
-        CSV/Parquet/FITS table with a ``file`` column and label columns (see the module
-        docstring; the pixel scale may be ``pixel_scale_arcsec`` or ``pixel_scale``). Without
-        it each directory's ``truth.parquet`` is used.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``path`` (absolute), ``morph`` (0/1/2 or -1 when unknown), ``has_bar`` and
-        ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec``, ``bar_pa_deg`` and
-        ``pixel_scale_arcsec`` (NaN when unknown: a FITS file's is then taken from its WCS; an
-        image without one gives no bar length), and ``class`` (the original label or "").
-
-    Raises
-    ------
-    ValueError
-        When no table is found, a required column is missing or files are missing.
-    """
-    import pandas as pd
-
-    dirs = [pathlib.Path(d).expanduser().resolve() for d in data_dirs]
-    for d in dirs:
-        if not d.is_dir():
-            msg = f"The data directory {str(d)!r} does not exist."
-            raise ValueError(msg)
-    frames = []
-    if labels is None:
-        for d in dirs:
-            truth = d / "truth.parquet"
-            if not truth.is_file():
-                msg = (f"{str(d)!r} has no truth.parquet. Pass a directory written by `survey-bars "
-                       "simulate`, or give --labels TABLE for your own FITS, JPEG or PNG files.")
-                raise ValueError(msg)
-            t = pd.read_parquet(truth)
-            t["path"] = [str(d / f) for f in t["file"]]
-            frames.append(t)
-    else:
-        t = _read_table(labels)
-        if "file" not in t.columns:
-            msg = f"The label table {labels!r} has no 'file' column (columns: {list(t.columns)})."
-            raise ValueError(msg)
-        bases = dirs + [pathlib.Path(labels).resolve().parent]
-        paths = []
-        for f in t["file"].astype(str):
-            p = pathlib.Path(f).expanduser()
-            if not p.is_absolute():
-                p = next((b / f for b in bases if (b / f).exists()), bases[0] / f)
-            paths.append(str(p))
-        t["path"] = paths
-        if not any(c in t.columns for c in ("class", "has_bar", "has_spiral", "bar_length_arcsec")):
-            msg = (f"The label table {labels!r} has no label column; give at least one of class, "
-                   "has_bar, has_spiral, bar_length_arcsec.")
-            raise ValueError(msg)
-        frames.append(t)
-    t = pd.concat(frames, ignore_index=True)
-    missing = [p for p in t["path"] if not os.path.exists(p)]
-    if missing:
-        msg = f"{len(missing)} labelled files are missing, e.g. {missing[0]!r}. Check --data and the 'file' column."
-        raise ValueError(msg)
-    out = pd.DataFrame({"path": t["path"].astype(str)})
-    cls = t["class"].astype(str).str.strip().str.lower() if "class" in t.columns else pd.Series([""] * len(t))
-    unknown = sorted(set(cls) - set(CLASS_MAP) - {"", "nan", "none"})
-    if unknown:
-        msg = f"Unknown class labels {unknown}; use one of {sorted(set(CLASS_MAP))}."
-        raise ValueError(msg)
-    out["class"] = cls.where(cls.isin(list(CLASS_MAP)), "").values
-    out["morph"] = [CLASS_MAP.get(c, -1) for c in out["class"]]
-
-    def _float(col):
-        if col not in t.columns:
-            return np.full(len(t), np.nan)
-        v = t[col]
-        if not pd.api.types.is_numeric_dtype(v):  # True/False, yes/no as text (a CSV of booleans): not NaN
-            words = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0, "t": 1.0, "f": 0.0, "y": 1.0, "n": 0.0}
-            v = v.map(lambda x: words.get(x.strip().lower(), x) if isinstance(x, str) else x)
-        return pd.to_numeric(v, errors="coerce").astype(float).values
-
-    out["has_bar"] = _float("has_bar")
-    if "has_bar" not in t.columns and "class" in t.columns:
-        out["has_bar"] = np.where(out["class"] == "barred", 1.0, np.where(out["morph"] >= 0, 0.0, np.nan))
-    out["has_spiral"] = _float("has_spiral")
-    out["bar_length_arcsec"] = _float("bar_length_arcsec")
-    out["bar_pa_deg"] = _float("bar_pa_deg")
-    scale = np.full(len(t), np.nan)
-    for col in _PIXEL_SCALE_COLUMNS:  # pixel_scale_arcsec first; pixel_scale fills its gaps
-        scale = np.where(np.isfinite(scale), scale, _float(col))
-    out["pixel_scale_arcsec"] = np.where(scale > 0, scale, np.nan)  # 0 or negative: unknown
-    return out
-
-
-def _prep_one(args):
-    path, pixel_scale, cfg_dict = args
-    from ..io import CutoutError, read_cutout
-    from ..normalise import normalise
-
-    cfg = NormaliseConfig.from_dict(cfg_dict)
-    try:
-        # no usable scale: a FITS file's comes from its WCS; an image then has none (NaN), so
-        # its bar length cannot be put in model pixels and is left out of the length loss
-        ps = float(pixel_scale) if np.isfinite(pixel_scale) and pixel_scale > 0 else None
-        cut = read_cutout(path, pixel_scale=ps)
-        norm = normalise(cut.data, cfg)
-        scale = ps if ps is not None else cut.pixel_scale_arcsec
-        cd = np.asarray(cut.cd, dtype=float).ravel() if cut.cd is not None else np.full(4, np.nan)
-        return norm.image, float(norm.scale), float(scale or np.nan), cd, ""
-    except (CutoutError, ValueError) as exc:
-        return np.zeros((cfg.size, cfg.size), np.float32), np.nan, np.nan, np.full(4, np.nan), str(exc)[:200]
-
-
-def _code_digest():
-    """Hash of the preprocessing code, so a changed normalise() or reader invalidates the cache."""
-    from .. import normalise
-    from ..io import cutout, fits, image, readers
-
-    h = hashlib.sha256()
-    for mod in (cutout, readers, fits, image, normalise):
-        with open(mod.__file__, "rb") as fh:
-            h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
-def _cache_key(paths, pixel_scales, cfg):
-    h = hashlib.sha256()
-    h.update(json.dumps({"v": _CACHE_VERSION, "cfg": cfg.to_dict(), "code": _code_digest()}, sort_keys=True).encode())
-    for p, s in zip(paths, pixel_scales):
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{s!r}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def _cache_dirs(paths):
-    first = pathlib.Path(paths[0]).parent
-    return [first / ".survey-bars-cache", pathlib.Path.home() / ".cache" / "survey-bars"]
-
-
-def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=_log):
-    """Read and normalise every file, with a cache.
-
-    Parameters
-    ----------
-    paths : list of str
-        FITS, JPEG or PNG cutouts.
-    pixel_scales : array_like
-        Pixel scale (arcsec) per file to use, NaN to take it from the WCS (a JPEG or PNG image
-        then has none: its ``pixel_scale`` is NaN, and its frame is still made).
-    config : NormaliseConfig, optional
-        Preprocessing (default ``NormaliseConfig()``).
-    workers : int, optional
-        Processes of the preprocessing pool.
-    cache : bool, optional
-        Read and write the ``.npz`` cache (in ``.survey-bars-cache/`` next to the data, or
-        ``~/.cache/survey-bars``).
-    log : callable, optional
-        Progress messages (default: the training log on standard error).
-
-    Returns
-    -------
-    dict
-        ``images`` float32 ``(N, S, S)``, ``scale`` (input pixels per model pixel),
-        ``pixel_scale`` (arcsec), ``cd`` ``(N, 4)`` (the WCS CD matrix in degrees per pixel,
-        row-major, NaN without a celestial WCS) and ``error`` (empty string when the file was
-        usable).
-    """
-    cfg = config or NormaliseConfig()
-    paths = [str(p) for p in paths]
-    scales = [float(s) for s in np.asarray(pixel_scales, dtype=float)]
-    key = _cache_key(paths, scales, cfg)
-    if cache:
-        for d in _cache_dirs(paths):
-            f = d / f"prep-{key}.npz"
-            if f.is_file():
-                try:
-                    with np.load(f, allow_pickle=False) as z:
-                        res = {k: z[k] for k in ("images", "scale", "pixel_scale", "cd", "error")}
-                    log(f"preprocessed frames read from the cache {f}")
-                    return res
-                except (OSError, ValueError, KeyError):
-                    pass
-    t0 = time.time()
-    jobs = [(p, s, cfg.to_dict()) for p, s in zip(paths, scales)]
-    if workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            results = pool.map(_prep_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
-    else:
-        results = [_prep_one(j) for j in jobs]
-    res = {
-        "images": np.stack([r[0] for r in results]).astype(np.float32),
-        "scale": np.array([r[1] for r in results], dtype=np.float64),
-        "pixel_scale": np.array([r[2] for r in results], dtype=np.float64),
-        "cd": np.array([r[3] for r in results], dtype=np.float64).reshape(len(results), 4),
-        "error": np.array([r[4] for r in results], dtype=str),
-    }
-    log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
-    if cache:
-        for d in _cache_dirs(paths):
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **res)
-                os.replace(tmp, d / f"prep-{key}.npz")
-                break
-            except OSError:
-                continue
-    return res
-
-
-# --------------------------------------------------------------------------------------------
-# metrics
-
-
-def roc_auc(score, label):
-    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half).
-
-    Parameters
-    ----------
-    score : array_like
-        Scores, higher meaning positive.
-    label : array_like of bool
-        True labels.
-
-    Returns
-    -------
-    float
-        NaN when one class is absent.
-    """
-    from scipy.stats import rankdata
-
-    s = np.asarray(score, dtype=float)
-    y = np.asarray(label, dtype=bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def roc_auc_interval(score, label, level=0.95, n_boot=1000, seed=0):
-    """Bootstrap confidence interval of :func:`roc_auc`.
-
-    Positives and negatives are resampled separately (a stratified bootstrap), so every
-    replicate keeps the class counts; the interval is the percentile interval of the
-    replicates. With ~2000 test galaxies the 95 % interval of a bar AUC near 0.97 is about
-    +-0.006 wide, which is the precision a card metric can claim.
-
-    Parameters
-    ----------
-    score : array_like
-        Scores, higher meaning positive.
-    label : array_like of bool
-        True labels.
-    level : float, optional
-        Confidence level (default 0.95).
-    n_boot : int, optional
-        Bootstrap replicates.
-    seed : int, optional
-        Seed of the resampling (the interval is reproducible).
-
-    Returns
-    -------
-    tuple of float
-        ``(low, high)``; NaNs when one class is absent.
-    """
-    if not 0 < level < 1 or n_boot < 1:
-        msg = f"roc_auc_interval() needs 0 < level < 1 and n_boot >= 1; got level={level}, n_boot={n_boot}."
-        raise ValueError(msg)
-    s = np.asarray(score, dtype=float)
-    y = np.asarray(label, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    is_pos = np.arange(len(pos) + len(neg)) < len(pos)
-    reps = [roc_auc(np.concatenate([pos[rng.integers(0, len(pos), len(pos))],
-                                    neg[rng.integers(0, len(neg), len(neg))]]), is_pos)
-            for _ in range(n_boot)]
-    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
-
-
-def expected_calibration_error(prob, label, n_bins=15):
-    """Expected calibration error with equal-width bins.
-
-    Parameters
-    ----------
-    prob : array_like
-        Predicted probability of the event (binary) or confidence of the predicted class.
-    label : array_like of bool
-        Whether the event happened (or the predicted class was right).
-    n_bins : int, optional
-        Number of bins on [0, 1].
-
-    Returns
-    -------
-    float
-        ``sum_b (n_b / N) |mean(label_b) - mean(prob_b)|``.
-    """
-    p = np.asarray(prob, dtype=float)
-    y = np.asarray(label, dtype=float)
-    if p.size == 0:
-        return float("nan")
-    idx = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        sel = idx == b
-        if sel.any():
-            ece += sel.sum() / p.size * abs(y[sel].mean() - p[sel].mean())
-    return float(ece)
-
-
-def _nll_softmax(z, y, t):
-    z = z / t
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
-
-
-def _nll_sigmoid(z, y, t):
-    z = z / t
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
-def fit_temperature(logits, labels, kind="binary"):
-    """Fit a temperature by minimising the negative log-likelihood.
-
-    Parameters
-    ----------
-    logits : ndarray
-        ``(N,)`` for ``kind="binary"`` or ``(N, K)`` for ``kind="softmax"``.
-    labels : ndarray
-        0/1 labels, or class indices.
-    kind : {"binary", "softmax"}
-
-    Returns
-    -------
-    float
-        The temperature ``T`` (probabilities are ``sigmoid(z / T)`` or ``softmax(z / T)``).
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels)
-    if len(y) == 0:
-        return 1.0
-    f = _nll_softmax if kind == "softmax" else _nll_sigmoid
-    if kind != "softmax":
-        y = y.astype(np.float64)
-    res = minimize_scalar(lambda lt: f(z, y, np.exp(lt)), bounds=(-3.0, 3.0), method="bounded")
-    return float(np.exp(res.x))
+_log = log  # the trainer's progress lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -739,7 +331,7 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
 
     The networks' outputs are turned into the forward graph's (probabilities calibrated with
     the net's temperatures; with ``flips``, averaged over four flips) and scored by
-    :func:`~survey_bars.models.evaluate.score_forward`, as ``survey-bars evaluate`` scores the
+    :func:`~survey_bars.training.evaluate.score_forward`, as ``survey-bars evaluate`` scores the
     exported graph. Added here, since only the torch networks give them: the ECEs before
     temperature scaling, the smooth and edge-on ECEs, and the direct length's Pearson r in
     model pixels and median bias.
@@ -825,7 +417,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         Peak learning rate (one-cycle schedule).
     arch, length_arch : dict, optional
         Architectures of the morphology and length networks (default
-        :data:`survey_bars.models.nets.DEFAULT_ARCH` and :data:`~survey_bars.models.nets.LENGTH_ARCH`).
+        :data:`survey_bars.training.nets.DEFAULT_ARCH` and :data:`~survey_bars.training.nets.LENGTH_ARCH`).
         Without ``length_arch``, a pooled ``arch`` (``stem``/``layers``) also serves the length
         network; a bar-evidence ``arch`` does not (the length network is always pooled).
     bar_weight : float, optional
@@ -852,7 +444,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         Preprocessing (default ``NormaliseConfig()``).
     flips : bool, optional
         Average the forward outputs over four flips of the frame
-        (:func:`survey_bars.models.nets.flip_average`), in the exported forward graph, in the
+        (:func:`survey_bars.training.nets.flip_average`), in the exported forward graph, in the
         temperature fit and in the card's metrics alike.
     log : callable, optional
         Progress messages.
@@ -984,7 +576,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
     bundle = export_bundle(net, length_net, out, card_extra, seed=seed)
     # the wall time includes the export
-    from .bundle import load_bundle, write_card
+    from ..inference.bundle import load_bundle, write_card
 
     card = dict(bundle.card)
     card["training"] = {**card["training"], "wall_time_s": round(time.time() - t_start, 1)}

@@ -5,11 +5,11 @@ second moments and a linear calibration. Both lose what the map holds about shor
 maps are footprint-sized blobs. The head instead learns the mapping from the whole map to the
 true length, on the maps of simulated barred galaxies the morphology network never saw (like
 the calibration), and is exported as a third ONNX graph of the bundle (``length_head.onnx``)
-that the workers run with onnxruntime (:meth:`survey_bars.runtime.ModelRuntime.length_head`).
+that the workers run with onnxruntime (:meth:`survey_bars.inference.runtime.ModelRuntime.length_head`).
 
 The exported graph takes raw SmoothGrad maps ``saliency`` ``[B, 1, S, S]`` (any positive
 scale; it divides each map by its peak) and returns ``length`` ``[B]``, the full bar length in
-model-frame pixels. :func:`survey_bars.calibrate.calibrate_head` trains, exports and records it.
+model-frame pixels. :func:`survey_bars.training.calibrate.calibrate_head` trains, exports and records it.
 
 Only training and export import torch; the worker path does not import this module.
 """

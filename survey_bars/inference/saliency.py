@@ -106,7 +106,7 @@ def bundle_settings(runtime):
 
     Parameters
     ----------
-    runtime : survey_bars.runtime.ModelRuntime
+    runtime : survey_bars.inference.runtime.ModelRuntime
         The model (anything with ``bundle.smoothgrad`` works; without it the fallback applies).
 
     Returns
@@ -125,7 +125,7 @@ def smoothgrad_gradients(runtime, images, object_ids, *, n_samples=None, noise_f
 
     Parameters
     ----------
-    runtime : survey_bars.runtime.ModelRuntime
+    runtime : survey_bars.inference.runtime.ModelRuntime
         Provides ``gradient(images)``.
     images : ndarray
         (B, S, S) normalised frames.
@@ -194,7 +194,7 @@ def smoothgrad_batch(runtime, images, object_ids, *, n_samples=None, noise_frac=
 
     Parameters
     ----------
-    runtime : survey_bars.runtime.ModelRuntime
+    runtime : survey_bars.inference.runtime.ModelRuntime
         Provides ``gradient(images)``.
     images : ndarray
         (B, S, S) normalised frames.

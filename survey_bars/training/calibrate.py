@@ -9,7 +9,7 @@ scatter into the bundle card under ``calibration[method]``. The scatter enters
 ``bar_length_err_arcsec``.
 
 :func:`calibrate_head` goes further for the ``head`` measuring method: it trains the learned
-length head (:mod:`survey_bars.models.head`) on the SmoothGrad maps of fresh simulated bars
+length head (:mod:`survey_bars.training.head`) on the SmoothGrad maps of fresh simulated bars
 and adds it to the bundle as ``length_head.onnx``.
 """
 
@@ -23,6 +23,14 @@ import time
 
 import numpy as np
 
+from ..inference.bundle import load_bundle, write_card
+from ..inference.runtime import ModelRuntime, clear_cache
+from ..io.inputs import InputItem
+from ..io.saliency_maps import saliency_file
+from ..measure import get_method, length_sigma
+from ..pipeline import RunOptions, process_items
+from ..simulate import simulate
+
 __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors", "uncalibrated_head"]
 
 
@@ -33,7 +41,7 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
     ----------
     sim_dir : str
         Directory written by :func:`survey_bars.simulate.simulate` (with ``truth.parquet``).
-    runtime : survey_bars.runtime.ModelRuntime
+    runtime : survey_bars.inference.runtime.ModelRuntime
         The model.
     options : survey_bars.pipeline.RunOptions, optional
         Run settings; ``p_bar_min`` is set to 0 so every galaxy is measured.
@@ -50,8 +58,6 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
 
     import pandas as pd
 
-    from .io.inputs import InputItem
-    from .pipeline import RunOptions, process_items
 
     options = options or RunOptions()
     options = dataclasses.replace(options, p_bar_min=0.0)
@@ -140,10 +146,6 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
         The calibration written to the card.
     """
 
-    from .measure import get_method
-    from .models.bundle import load_bundle, write_card
-    from .pipeline import RunOptions
-    from .runtime import ModelRuntime
 
     bundle = load_bundle(bundle_path)
     _check_seed(bundle, seed, "calibration seed")
@@ -206,7 +208,6 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
     """
     from scipy.optimize import brentq, minimize
 
-    from .measure import length_sigma
 
     length, true, stat, scale = (np.asarray(v, float) for v in (length, true, stat, scale))
     ok = np.isfinite(length) & np.isfinite(true) & np.isfinite(stat) & np.isfinite(scale) & (scale > 0) & (length > 0)
@@ -252,7 +253,6 @@ def _barred_simulations(workdir, n, seed, survey, workers, prefix):
     """
     import shutil
 
-    from .simulate import simulate
 
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix=prefix)
@@ -288,7 +288,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
     maps with the bundle, keeps the bars the model detects (p_bar >= 0.5), trains a
-    :class:`~survey_bars.models.head.LengthHead` on the maps of all but ``holdout_frac`` of
+    :class:`~survey_bars.training.head.LengthHead` on the maps of all but ``holdout_frac`` of
     them, and fits the systematic part of its uncertainty on the rest with
     :func:`fit_error_model` (a fractional scatter and floors in model and input pixels, scaled so that
     68.3 % of the held-out lengths lie within one sigma; they enter ``bar_length_err_arcsec``
@@ -329,10 +329,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
 
     import numpy as np
 
-    from .models.bundle import load_bundle, write_card
-    from .models.head import HEAD_ARCH, export_head, train_head
-    from .pipeline import RunOptions
-    from .runtime import ModelRuntime, clear_cache
+    from .head import HEAD_ARCH, export_head, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bundle = load_bundle(bundle_path)
@@ -397,7 +394,7 @@ def uncalibrated_head(runtime, files):
 
     Parameters
     ----------
-    runtime : survey_bars.runtime.ModelRuntime
+    runtime : survey_bars.inference.runtime.ModelRuntime
         A runtime of a bundle with a learned length head.
     files : list of str
         FITS cutouts.
@@ -407,7 +404,6 @@ def uncalibrated_head(runtime, files):
     pandas.DataFrame
         The catalogue rows, in order, measured at ``p_bar_min=0``.
     """
-    from .pipeline import RunOptions, process_items
 
     card = runtime.card
     runtime.card = {**card, "calibration": {k: v for k, v in (card.get("calibration") or {}).items() if k != "head"}}
@@ -476,9 +472,6 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     """
 
 
-    from .models.bundle import load_bundle, write_card
-    from .pipeline import RunOptions
-    from .runtime import ModelRuntime
 
     bundle = load_bundle(bundle_path)
     head = dict((bundle.card.get("calibration") or {}).get("head") or {})
@@ -512,7 +505,6 @@ def _read_maps(directory, object_ids):
     import numpy as np
     from astropy.io import fits
 
-    from .io.saliency_maps import saliency_file
 
     out = []
     for oid in object_ids:

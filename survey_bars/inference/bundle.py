@@ -8,7 +8,7 @@ A bundle holds
 * ``saliency.onnx``: ``image`` ``[B, 1, S, S]`` -> ``grad`` ``[B, 1, S, S]``, the gradient of
   each item's ``bar_logit`` with respect to its input frame;
 * ``length_head.onnx`` (optional): ``saliency`` ``[B, 1, S, S]`` -> ``length`` ``[B]``, the
-  learned length head of :mod:`survey_bars.models.head`, which reads a bar length (model-frame
+  learned length head of :mod:`survey_bars.training.head`, which reads a bar length (model-frame
   pixels) off a SmoothGrad map; the ``head`` measuring method needs it;
 * ``card.json``: the model card (schema version, name, version, input shape, preprocessing
   parameters, output and class names, training command, seed and data, held-out metrics, the
@@ -157,7 +157,7 @@ class Bundle:
         """Recommended SmoothGrad settings, e.g. ``{"samples": 16, "noise_frac": 0.05, "symmetrise": True}``.
 
         ``symmetrise`` (default False for cards without it) averages the gradients over the
-        eight rotations/flips of the frame (see :func:`survey_bars.saliency.smoothgrad_batch`).
+        eight rotations/flips of the frame (see :func:`survey_bars.inference.saliency.smoothgrad_batch`).
         """
         return dict(self.card.get("smoothgrad") or {})
 
@@ -256,7 +256,7 @@ def load_bundle(path=None, *, verify=True):
     if not p.exists():
         if path is None:
             _fail(p, "the default bundle is not installed.",
-                  "Reinstall survey-bars, or build it with `python -m survey_bars.models.build_default`.")
+                  "Reinstall survey-bars, or build it with `python -m survey_bars.training.build_default`.")
         _fail(p, "does not exist.", "Check the path, or list the installed bundles with `survey-bars models`.")
     if not p.is_dir():
         _fail(p, "is not a directory.", "A bundle is a directory holding card.json, forward.onnx and saliency.onnx.")
@@ -273,7 +273,7 @@ def load_bundle(path=None, *, verify=True):
             if digest != expected:
                 _fail(p, f"{fname} is corrupt or was changed: its sha256 is {digest[:12]}..., the card says "
                       f"{expected[:12]}....", "Copy the bundle again, or re-export it; if you changed the graph "
-                      "on purpose, record it with survey_bars.models.bundle.write_card().")
+                      "on purpose, record it with survey_bars.inference.bundle.write_card().")
         paths[fname] = fpath
     return Bundle(path=p, card=card, forward_path=paths["forward.onnx"], saliency_path=paths["saliency.onnx"],
                   head_path=paths.get("length_head.onnx"))

@@ -46,7 +46,7 @@ from torch import nn
 
 from .. import __version__
 from ..normalise import NormaliseConfig
-from .bundle import SCHEMA_VERSION, load_bundle, write_card
+from ..inference.bundle import SCHEMA_VERSION, load_bundle, write_card
 from .nets import (
     CLASS_NAMES,
     DEFAULT_ARCH,
@@ -179,7 +179,7 @@ class ForwardGraph(nn.Module):
         Direct bar-length regressor (batch norm folded).
     flips : bool, optional
         Average the logits and the log length over four flips of the frame
-        (:func:`~survey_bars.models.nets.flip_average`) before the temperatures.
+        (:func:`~survey_bars.training.nets.flip_average`) before the temperatures.
     """
 
     def __init__(self, morph, length, flips=False):
@@ -540,8 +540,8 @@ def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, see
     seed : int, optional
         Seed of the check inputs.
 
-    The forward graph averages over four flips (:func:`~survey_bars.models.nets.flip_average`)
-    when ``card_extra["forward"]["flip_average"]`` is true, as :func:`survey_bars.models.train.train`
+    The forward graph averages over four flips (:func:`~survey_bars.training.nets.flip_average`)
+    when ``card_extra["forward"]["flip_average"]`` is true, as :func:`survey_bars.training.train.train`
     writes it; the temperatures must then have been fitted on flip-averaged logits.
 
     Returns

@@ -370,7 +370,7 @@ def write_input_catalogue(df, path):
 
 
 def training_labels(root=None, folds=TRAIN_FOLDS):
-    """The real galaxies of ``folds`` as a label table for :func:`survey_bars.models.train.train`.
+    """The real galaxies of ``folds`` as a label table for :func:`survey_bars.training.train.train`.
 
     Each set trains only the outputs it has labels for (the others are left missing, so they
     stay out of those losses):

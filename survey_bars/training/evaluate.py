@@ -46,7 +46,7 @@ def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model
     length_direct_px : ndarray
         (N,) direct bar length in model-frame pixels.
     labels : pandas.DataFrame
-        :func:`survey_bars.models.train.load_labels` rows of the same galaxies.
+        :func:`survey_bars.training.train.load_labels` rows of the same galaxies.
     arcsec_per_model_px : ndarray
         (N,) model-frame pixel size in arcsec.
 
@@ -59,7 +59,8 @@ def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model
         Discs are the galaxies whose ``class`` is one of :data:`DISC_CLASSES`; where no galaxy
         has a known class, every galaxy with a bar label counts.
     """
-    from .train import CLASS_MAP, expected_calibration_error, roc_auc, roc_auc_interval
+    from .data import CLASS_MAP
+    from .metrics import expected_calibration_error, roc_auc, roc_auc_interval
 
     col = {c: i for i, c in enumerate(class_names)}
     missing = [c for c in ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral") if c not in col]
@@ -161,9 +162,9 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
     import pandas as pd
 
     from ..normalise import NormaliseConfig
-    from ..runtime import ModelRuntime
-    from .bundle import load_bundle, write_card
-    from .train import load_labels, preprocess
+    from ..inference.runtime import ModelRuntime
+    from ..inference.bundle import load_bundle, write_card
+    from .data import load_labels, preprocess
 
     t0 = time.time()
     bundle = load_bundle(bundle_path)

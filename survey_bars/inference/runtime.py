@@ -35,7 +35,7 @@ class ModelRuntime:
 
     Parameters
     ----------
-    bundle : survey_bars.models.bundle.Bundle
+    bundle : survey_bars.inference.bundle.Bundle
         A loaded (verified) bundle.
     threads : int, optional
         onnxruntime intra-op threads per session. One thread per Dask worker thread is the
@@ -185,7 +185,7 @@ def get_runtime(bundle_path=None, threads=1):
     -------
     ModelRuntime
     """
-    from .models.bundle import load_bundle
+    from .bundle import load_bundle
 
     key = (str(bundle_path), int(threads))
     with _LOCK:
