@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from . import __version__
+from .errors import filter_input_warnings
 
 __all__ = ["main", "COMMANDS", "EXTRAS", "missing_extra_message"]
 
@@ -98,6 +99,7 @@ def main(argv=None):
         The process exit code.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    filter_input_warnings()  # the command owns its process: astropy's notes on damaged inputs are in the rows
     command = next((a for a in argv if not a.startswith("-")), None)
     only = command if command in COMMANDS else None
     if only is None and not any(a in ("-h", "--help", "--version") for a in argv):

@@ -25,11 +25,11 @@ import sys
 import time
 import uuid
 
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import __version__
-from .errors import JobError
+from .errors import JobError, OptionError, filter_input_warnings
 from .flags import Flag
-from .geometry import check_cosmology
 from .io.catalogue import assemble, is_done, part_paths, write_part
 from .io.cutout import DEFAULT_MAX_PIXELS
 from .io.inputs import InputItem, discover_inputs, read_input_catalogue
@@ -233,7 +233,17 @@ def _connect(client, scheduler, scheduler_file, workers, threads_per_worker, mem
             raise JobError(msg) from None
         return c, None, True
     cluster = local_cluster(workers, threads_per_worker, memory_limit)
-    return Client(cluster), cluster, True
+    c = Client(cluster)
+    c.register_plugin(_QuietInputs(), name="survey-bars-quiet-inputs")  # our own workers: we own their warnings
+    return c, cluster, True
+
+
+class _QuietInputs(WorkerPlugin):
+    """Worker plugin for the job's own LocalCluster: :func:`~survey_bars.errors.filter_input_warnings`
+    in each worker process, restarted ones included."""
+
+    def setup(self, worker):
+        filter_input_warnings()
 
 
 def process(
@@ -304,29 +314,66 @@ def process(
     JobError
         No inputs, an unusable model, an unreachable scheduler, or an existing ``out``.
     """
-    from distributed import as_completed
-
-    from .inference.bundle import BundleError, load_bundle
-
     t0 = time.time()
-    options = options or RunOptions()
     out = os.path.abspath(os.fspath(out))
     if os.path.exists(out) and not (overwrite or resume):
         msg = f"{out!r} exists. Pass --overwrite to replace it, or --resume to finish an interrupted run."
         raise JobError(msg)
+    bundle, options, requested = _job_options(options or RunOptions())
+    items = _job_items(inputs, catalogue)
+    if partition_size is None:
+        partition_size = default_partition_size(len(items))
+    parts = make_partitions(items, partition_size)
+    model_id = json.dumps(bundle.card.get("files", {}), sort_keys=True) + json.dumps(bundle.card.get("calibration", {}), sort_keys=True)
+    digests = [_digest(p, model_id, options) for p in parts]
+    staging = _staging_dir(out, resume)
+    todo = [i for i in range(len(parts)) if not (resume and is_done(staging, i, digests[i]))]
+
+    c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security)
+    bar = _Progress(len(parts), enabled=progress)
+    bar.done = len(parts) - len(todo)
+    try:
+        _run_partitions(c, parts, todo, options, staging, digests, retries, bar)
+    finally:
+        if owned:
+            c.close()
+            if cluster is not None:
+                cluster.close()
+
+    run_config = {
+        **options.to_dict(),
+        "method_requested": requested,
+        "partition_size": partition_size,
+        "inputs": [os.fspath(p) for p in ([inputs] if isinstance(inputs, str) else (inputs or []))],
+        "catalogue": os.fspath(catalogue) if catalogue else None,
+        "n_inputs": len(items),
+    }
+    summary = _assemble_job(staging, len(parts), out, bundle, run_config, overwrite or resume)
+    if not keep_parts:
+        shutil.rmtree(staging, ignore_errors=True)
+    return JobSummary(**summary, partitions=len(parts), seconds=time.time() - t0, out=out)
+
+
+def _job_options(options):
+    """Load the bundle and settle the options: ``(bundle, options, method requested)``; JobError if unusable."""
+    from .inference.bundle import BundleError, load_bundle
+
     try:
         bundle = load_bundle(options.model)
         requested = options.method
         options = dataclasses.replace(options, method=resolve_method(bundle.card, options.method))
         calibration_for(bundle.card, options.method)
-        check_cosmology(options.cosmology)
     except (BundleError, ValueError) as exc:
         raise JobError(str(exc)) from None
     if options.save_saliency:
-        options = RunOptions(**{**options.to_dict(), "save_saliency": os.path.abspath(options.save_saliency)})
+        options = dataclasses.replace(options, save_saliency=os.path.abspath(options.save_saliency))
     if options.model:
-        options = RunOptions(**{**options.to_dict(), "model": os.path.abspath(options.model)})
+        options = dataclasses.replace(options, model=os.path.abspath(options.model))
+    return bundle, options, requested
 
+
+def _job_items(inputs, catalogue):
+    """The job's inputs, sorted, each with what the input catalogue says about it; JobError if none."""
     cat_items = read_input_catalogue(catalogue) if catalogue else {}
     files = discover_inputs(inputs) if inputs else []
     if not files:
@@ -336,11 +383,11 @@ def process(
         msg = ("No input cutouts were found. Give files, directories or globs of FITS (.fits, .fit, .fits.gz, .fz), "
                "JPEG (.jpg, .jpeg) or PNG (.png) cutouts, or an input catalogue with a 'file' column.")
         raise JobError(msg)
-    model_id = json.dumps(bundle.card.get("files", {}), sort_keys=True) + json.dumps(bundle.card.get("calibration", {}), sort_keys=True)
-    if partition_size is None:
-        partition_size = default_partition_size(len(items))
-    parts = make_partitions(items, partition_size)
-    digests = [_digest(p, model_id, options) for p in parts]
+    return items
+
+
+def _staging_dir(out, resume):
+    """Create (or, without ``resume``, empty) the staging directory ``<out>.parts`` of the parts."""
     staging = out.rstrip(os.sep) + ".parts"
     if os.path.exists(staging) and not resume:
         shutil.rmtree(staging)
@@ -349,72 +396,62 @@ def process(
     except OSError as exc:
         msg = f"Cannot create the staging directory {staging!r}: {exc.strerror}. Choose a writable --out location."
         raise JobError(msg) from None
-    todo = [i for i in range(len(parts)) if not (resume and is_done(staging, i, digests[i]))]
+    return staging
+
+
+def _run_partitions(c, parts, todo, options, staging, digests, retries, bar):
+    """Submit the partitions still to do, one task each, and wait for them; the first failure stops the job."""
+    from distributed import as_completed
 
     run_token = uuid.uuid4().hex[:8]  # task keys unique per run: a long-lived client may hold old futures
-    c, cluster, owned = _connect(client, scheduler, scheduler_file, workers, threads_per_worker, memory_limit, timeout, security)
-    bar = _Progress(len(parts), enabled=progress)
-    bar.done = len(parts) - len(todo)
-    try:
-        futures = [
-            c.submit(
-                _run_partition,
-                i,
-                parts[i],
-                options,
-                staging,
-                digests[i],
-                key=f"survey-bars-partition-{digests[i][:16]}-{run_token}-{i}",
-                retries=retries,
-                pure=False,
-            )
-            for i in todo
-        ]
-        for fut in as_completed(futures):
-            try:
-                fut.result()
-            except Exception as exc:
-                for f in futures:
-                    f.cancel()
-                msg = f"A partition failed: {exc}. Finished partitions are kept; fix the cause and rerun with --resume."
-                raise JobError(msg) from None
-            bar.update()
-            fut.release()
-    finally:
-        if owned:
-            c.close()
-            if cluster is not None:
-                cluster.close()
+    futures = [
+        c.submit(
+            _run_partition,
+            i,
+            parts[i],
+            options,
+            staging,
+            digests[i],
+            key=f"survey-bars-partition-{digests[i][:16]}-{run_token}-{i}",
+            retries=retries,
+            pure=False,
+        )
+        for i in todo
+    ]
+    for fut in as_completed(futures):
+        try:
+            fut.result()
+        except Exception as exc:
+            for f in futures:
+                f.cancel()
+            msg = f"A partition failed: {exc}. Finished partitions are kept; fix the cause and rerun with --resume."
+            raise JobError(msg) from None
+        bar.update()
+        fut.release()
 
-    dups = _duplicate_ids(staging, range(len(parts)))
+
+def _assemble_job(staging, n_parts, out, bundle, run_config, replace):
+    """Stream the parts into the catalogue at ``out``, duplicates flagged; return the row counts."""
+    dups = _duplicate_ids(staging, range(n_parts))
     metadata = {
         "model_card": bundle.card,
         "model_path": str(bundle.path),
-        "run_config": {
-            **options.to_dict(),
-            "method_requested": requested,
-            "partition_size": partition_size,
-            "inputs": [os.fspath(p) for p in ([inputs] if isinstance(inputs, str) else (inputs or []))],
-            "catalogue": os.fspath(catalogue) if catalogue else None,
-            "n_inputs": len(items),
-        },
+        "run_config": run_config,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "software_version": __version__,
     }
     transform = _flag_duplicates(dups) if dups else None
-    if os.path.exists(out) and (overwrite or resume) and os.path.isdir(out):
+    if os.path.exists(out) and replace and os.path.isdir(out):
         for f in os.listdir(out):
             if f.startswith("catalogue-") and f.endswith(".parquet"):
                 os.unlink(os.path.join(out, f))
     try:
-        rows = assemble(staging, list(range(len(parts))), out, metadata=metadata, transform=transform)
+        rows = assemble(staging, list(range(n_parts)), out, metadata=metadata, transform=transform)
     except OSError as exc:
         msg = f"Cannot write the catalogue {out!r}: {exc.strerror or exc}. The partitions are kept in {staging!r}; free space and rerun with --resume."
         raise JobError(msg) from None
-    n_err = _count_errors(staging, range(len(parts)))
-    if not keep_parts:
-        shutil.rmtree(staging, ignore_errors=True)
-    return JobSummary(rows=rows, ok=rows - n_err, errors=n_err, duplicates=len(dups), partitions=len(parts), seconds=time.time() - t0, out=out)
+    n_err = _count_errors(staging, range(n_parts))
+    return {"rows": rows, "ok": rows - n_err, "errors": n_err, "duplicates": len(dups)}
 
 
 def _duplicate_ids(staging, partitions):
@@ -503,27 +540,35 @@ def configure_parser(parser):
     parser.add_argument("--quiet", "-q", action="store_true", help="No progress output.")
 
 
+#: RunOptions fields whose command-line flag is not the field's own name
+_CLI_FLAGS = {"noise_frac": "--smoothgrad-noise"}
+
+
 def run_cli(args):
     """Run ``survey-bars process``; returns the exit code."""
-    options = RunOptions(
-        model=args.model,
-        smoothgrad_samples=args.smoothgrad_samples,
-        noise_frac=args.smoothgrad_noise,
-        method=args.method,
-        pixel_scale=args.pixel_scale,
-        band=args.band,
-        max_pixels=args.max_pixels,
-        save_saliency=args.save_saliency,
-        cosmology=args.cosmology,
-        threads=1,
-        p_bar_min=args.p_bar_min,
-        saliency_all=args.saliency_all,
-    )
-    if not 0.0 <= args.p_bar_min <= 1.0:
-        print(f"survey-bars process: --p-bar-min must lie in [0, 1]; got {args.p_bar_min}.", file=sys.stderr)
-        return 2
     if not args.input and not args.catalogue:
         print("survey-bars process: give --input PATH... or --catalogue TABLE.", file=sys.stderr)
+        return 2
+    try:
+        options = RunOptions(
+            model=args.model,
+            smoothgrad_samples=args.smoothgrad_samples,
+            noise_frac=args.smoothgrad_noise,
+            method=args.method,
+            pixel_scale=args.pixel_scale,
+            band=args.band,
+            max_pixels=args.max_pixels,
+            save_saliency=args.save_saliency,
+            cosmology=args.cosmology,
+            threads=1,
+            p_bar_min=args.p_bar_min,
+            saliency_all=args.saliency_all,
+        )
+    except OptionError as exc:  # an option out of range: the message names it by its flag
+        flag = _CLI_FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))
+        msg = str(exc)
+        msg = flag + msg[len(exc.option):] if msg.startswith(exc.option) else f"{flag}: {msg}"
+        print(f"survey-bars process: {msg}", file=sys.stderr)
         return 2
     try:
         security = make_security(args.tls_ca_file, args.tls_cert, args.tls_key)

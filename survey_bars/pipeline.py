@@ -21,8 +21,9 @@ from .io.catalogue import empty_row, rows_to_table
 from .io import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
 from .io.inputs import InputItem
 from .io.saliency_maps import write_saliency_map
+from .errors import OptionError
 from .flags import Flag
-from .geometry import kpc_per_arcsec, sky_pa
+from .geometry import check_cosmology, kpc_per_arcsec, sky_pa
 from .normalise import normalise
 from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
 from .inference.saliency import bundle_settings, smoothgrad_batch
@@ -77,7 +78,10 @@ class RunOptions:
     chunk_size : int
         Files normalised and inferred together; bounds the worker's memory.
     p_bar_min : float
-        Bars are measured only where ``p_bar`` reaches this.
+        Bars are measured only where ``p_bar`` reaches this (in [0, 1]).
+
+    Every value is checked when the options are made: a ValueError names the option and what
+    it takes.
     saliency_all : bool
         Compute SmoothGrad maps for every galaxy, not only for those whose ``p_bar`` reaches
         ``p_bar_min`` (the only ones whose bar is measured). Costs time; useful with
@@ -99,9 +103,48 @@ class RunOptions:
     p_bar_min: float = 0.5
     saliency_all: bool = False
 
+    def __post_init__(self):
+        _check_options(self)
+
     def to_dict(self):
         """Return the options as a JSON-serialisable dict."""
         return dataclasses.asdict(self)
+
+
+def _check_options(o):
+    """Raise OptionError (a ValueError), naming the option and what it takes, for a value out of range."""
+
+    def bad(name, value, want):
+        msg = f"{name} must be {want}; got {value!r}."
+        raise OptionError(name, msg)
+
+    def number(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+    def count(name, minimum=1):
+        v = getattr(o, name)
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum):
+            bad(name, v, f"an integer >= {minimum}")
+
+    if o.method not in METHODS:
+        bad("method", o.method, f"one of {', '.join(METHODS)}")
+    if not (number(o.p_bar_min) and 0.0 <= o.p_bar_min <= 1.0):
+        bad("p_bar_min", o.p_bar_min, "a number in [0, 1]")
+    for name in ("n_subsets", "threads", "chunk_size", "max_pixels"):
+        count(name)
+    if o.smoothgrad_samples is not None:
+        count("smoothgrad_samples")
+    for name in ("noise_frac", "pixel_scale"):
+        v = getattr(o, name)
+        if v is not None and not (number(v) and v > 0):
+            bad(name, v, "a positive number or None")
+    if o.band is not None and not isinstance(o.band, (str, int, np.integer)):
+        bad("band", o.band, "a band name, an index or None")
+    if o.cosmology != "Planck18":  # the default needs no check (and no astropy.cosmology import)
+        try:
+            check_cosmology(o.cosmology)
+        except ValueError as exc:
+            raise OptionError("cosmology", str(exc)) from None
 
 
 def _prepare(item, options, prep_cfg):

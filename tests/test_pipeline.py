@@ -134,9 +134,9 @@ def test_saliency_only_where_a_bar_is_measured(runtime, tmp_path):
             return real(images)
 
     rt = Counting()
-    t = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.01, n_subsets=1), runtime=rt).to_pandas()
+    t = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.0, n_subsets=1), runtime=rt).to_pandas()
     assert calls == [] and (t.quality_flags & int(Flag.BAR_NOT_MEASURED)).astype(bool).all()
-    t_all = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.01, n_subsets=1, saliency_all=True, save_saliency=str(tmp_path / "sal")), runtime=rt).to_pandas()
+    t_all = process_items(paths, RunOptions(smoothgrad_samples=8, p_bar_min=1.0, n_subsets=1, saliency_all=True, save_saliency=str(tmp_path / "sal")), runtime=rt).to_pandas()
     assert sum(calls) == 4 * 8 and len(list((tmp_path / "sal").glob("*"))) >= 4
     assert t_all.bar_length_arcsec.isna().all()
     calls.clear()

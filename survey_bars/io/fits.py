@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import warnings
 
 import numpy as np
 
@@ -205,29 +204,19 @@ def _celestial_wcs(header, shape):
     if not has_wcs_keys:
         return None, None, None, int(Flag.NO_WCS), None
     hdr = _wcs_cards(header)
-    # SIP coefficients without the -SIP suffix on CTYPE are common in archive files; astropy
-    # applies them and logs an INFO message per file, which we silence (the distortion is
-    # negligible over a cutout either way).
-    from astropy import log as astropy_log
-
-    old_level = astropy_log.level
-    astropy_log.setLevel("WARNING")
+    # (SIP coefficients without the -SIP suffix on CTYPE are common in archive files; astropy
+    # applies them and logs an INFO line: survey_bars.errors.filter_input_warnings quiets it)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w = WCS(hdr, naxis=2, fix=True)
+        w = WCS(hdr, naxis=2, fix=True)
     except Exception:  # astropy raises several types on malformed WCS
         return None, None, None, int(Flag.NO_WCS), None
-    finally:
-        astropy_log.setLevel(old_level)
     if not w.has_celestial:
         return None, None, None, int(Flag.NO_WCS | Flag.NON_CELESTIAL_WCS), None
     # a 2-axis celestial WCS is its own celestial part (sub-setting it would build a second WCS)
     wc = w if (w.naxis == 2 and w.wcs.lng == 0 and w.wcs.lat == 1) else w.celestial
     try:
         # absurd CD values overflow here; the results are checked for finiteness below
-        with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             scales = proj_plane_pixel_scales(wc)
             scale = float(np.sqrt(abs(scales[0] * scales[1]))) * 3600.0
             ny, nx = shape
@@ -547,9 +536,7 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
     flags = 0
     notes = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdul = fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False)
+        hdul = fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False)
     except OSError as exc:
         msg = f"Not a readable FITS file ({exc}). Check that it is FITS and not truncated."
         raise CutoutError("not_fits", msg) from None
@@ -559,54 +546,52 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
 
     variance = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            primary_header = hdul[0].header
-            science, aux = _scan_hdus(hdul, primary_header)
-            names = [s.name for s in science]
-            # --band chooses among several bands; a single-band file is used as it is
-            k, defaulted = select_band(names, band) if len(science) > 1 else (0, False)
-            chosen = science[k]
-            dims = chosen.dims
-            plane_pix = dims[0] * dims[1]
-            if plane_pix > max_pixels:
-                msg = (
-                    f"The image has {dims[0]} x {dims[1]} = {plane_pix} pixels, over --max-pixels "
-                    f"{max_pixels}; it was not read. Make a smaller cutout or raise --max-pixels."
-                )
-                raise CutoutError("too_large", msg)
-            band_name = chosen.name if chosen.name is not None else (f"#{k}" if len(science) > 1 else None)
-            if len(science) > 1:
-                notes.append(f"{len(science)} bands ({', '.join(n or f'#{i}' for i, n in enumerate(names))}); {band_name} used")
-            if defaulted:
-                flags |= int(Flag.FIRST_PLANE_OF_CUBE)
-            if len(dims) > 3 and any(d > 1 for d in dims[3:]):
-                flags |= int(Flag.FIRST_PLANE_OF_CUBE)
-                notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane of the extra axes used")
-            try:
-                data = chosen.read()
-                mask_plane = _companion(aux, "mask", chosen, science)
-                var_plane = _companion(aux, "variance", chosen, science)
-                if mask_plane is not None:
-                    bad = _bad_pixels(mask_plane)
-                    data[bad] = np.nan
-                    notes.append(f"mask {mask_plane.name}: {int(bad.sum())} pixels masked")
-                if var_plane is not None:
-                    variance, nodata = _variance(var_plane)
-                    data[nodata] = np.nan
-                    notes.append(f"noise from {var_plane.name} ({var_plane.kind})")
-            except CutoutError:
-                raise
-            except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
-                msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
-                raise CutoutError("truncated", msg) from None
-            except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
-                msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
-                raise CutoutError("corrupt", msg) from None
-            header = chosen.hdu.header.copy()
-            # ids and redshifts may sit in the primary header of a multi-extension file
-            meta = header if chosen.hdu is hdul[0] else _merged_header(header, primary_header)
-            inherit = meta is not header and "INHERIT" in header and bool(header.get("INHERIT", False))
+        primary_header = hdul[0].header
+        science, aux = _scan_hdus(hdul, primary_header)
+        names = [s.name for s in science]
+        # --band chooses among several bands; a single-band file is used as it is
+        k, defaulted = select_band(names, band) if len(science) > 1 else (0, False)
+        chosen = science[k]
+        dims = chosen.dims
+        plane_pix = dims[0] * dims[1]
+        if plane_pix > max_pixels:
+            msg = (
+                f"The image has {dims[0]} x {dims[1]} = {plane_pix} pixels, over --max-pixels "
+                f"{max_pixels}; it was not read. Make a smaller cutout or raise --max-pixels."
+            )
+            raise CutoutError("too_large", msg)
+        band_name = chosen.name if chosen.name is not None else (f"#{k}" if len(science) > 1 else None)
+        if len(science) > 1:
+            notes.append(f"{len(science)} bands ({', '.join(n or f'#{i}' for i, n in enumerate(names))}); {band_name} used")
+        if defaulted:
+            flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+        if len(dims) > 3 and any(d > 1 for d in dims[3:]):
+            flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+            notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane of the extra axes used")
+        try:
+            data = chosen.read()
+            mask_plane = _companion(aux, "mask", chosen, science)
+            var_plane = _companion(aux, "variance", chosen, science)
+            if mask_plane is not None:
+                bad = _bad_pixels(mask_plane)
+                data[bad] = np.nan
+                notes.append(f"mask {mask_plane.name}: {int(bad.sum())} pixels masked")
+            if var_plane is not None:
+                variance, nodata = _variance(var_plane)
+                data[nodata] = np.nan
+                notes.append(f"noise from {var_plane.name} ({var_plane.kind})")
+        except CutoutError:
+            raise
+        except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
+            msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
+            raise CutoutError("truncated", msg) from None
+        except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
+            msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
+            raise CutoutError("corrupt", msg) from None
+        header = chosen.hdu.header.copy()
+        # ids and redshifts may sit in the primary header of a multi-extension file
+        meta = header if chosen.hdu is hdul[0] else _merged_header(header, primary_header)
+        inherit = meta is not header and "INHERIT" in header and bool(header.get("INHERIT", False))
     finally:
         hdul.close()
 

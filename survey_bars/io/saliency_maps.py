@@ -10,7 +10,6 @@ the raw bar length and angle); an ``IMAGE`` extension holds the normalised frame
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -111,12 +110,10 @@ def read_saliency_map(path):
     """
     from astropy.io import fits
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with fits.open(path, memmap=False) as hdul:
-            sal = np.asarray(hdul[0].data, dtype=float)
-            hdr = hdul[0].header
-            image = np.asarray(hdul["IMAGE"].data, dtype=float) if "IMAGE" in hdul else None
+    with fits.open(path, memmap=False) as hdul:
+        sal = np.asarray(hdul[0].data, dtype=float)
+        hdr = hdul[0].header
+        image = np.asarray(hdul["IMAGE"].data, dtype=float) if "IMAGE" in hdul else None
     if sal.ndim != 2 or sal.shape[0] != sal.shape[1]:
         msg = f"{path}: the saliency map must be a square 2-D image, got shape {sal.shape}."
         raise ValueError(msg)

@@ -48,13 +48,15 @@ class IsophoteBar:
 
 
 def _fit(data, x0, y0, sma0, maxsma):
+    from astropy.utils.exceptions import AstropyWarning
     from photutils.isophote import Ellipse, EllipseGeometry
 
     for eps0, pa0, s0 in ((0.2, 0.0, sma0), (0.4, np.pi / 2, sma0), (0.1, np.pi / 4, 2 * sma0), (0.3, 0.0, 0.6 * sma0)):
         geom = EllipseGeometry(x0=x0, y0=y0, sma=max(s0, 2.0), eps=eps0, pa=pa0)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings():  # the QA comparator runs in one thread, never on a worker
+                warnings.filterwarnings("ignore", category=AstropyWarning)  # a failed isophote is reported below
+                warnings.filterwarnings("ignore", category=RuntimeWarning)
                 isolist = Ellipse(data, geom).fit_image(minsma=1.0, maxsma=maxsma, step=0.2, maxit=30, fix_center=False, nclip=2)
         except (ValueError, IndexError, TypeError, RuntimeError):
             continue

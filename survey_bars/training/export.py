@@ -290,8 +290,9 @@ def _quiet_export():
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # build time, one thread: never on a worker
+            for category in (UserWarning, DeprecationWarning, FutureWarning):  # TracerWarning is a UserWarning
+                warnings.filterwarnings("ignore", category=category)
             yield
     finally:
         for lg, lv in zip(loggers, levels):
