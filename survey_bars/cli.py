@@ -19,7 +19,7 @@ __all__ = ["main", "COMMANDS", "EXTRAS", "missing_extra_message"]
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "process": ("survey_bars.cluster", "Measure morphology and bars for FITS cutouts on Dask; write a Parquet catalogue."),
-    "simulate": ("survey_bars.simulate", "Write simulated survey cutouts with a truth table."),
+    "simulate": ("survey_bars.simulate.cli", "Write simulated survey cutouts with a truth table."),
     "train": ("survey_bars.training.train", "Train the morphology CNN and the direct bar-length CNN (needs survey-bars[train])."),
     "export": ("survey_bars.training.export", "Export a trained checkpoint to an ONNX model bundle (needs survey-bars[train])."),
     "calibrate": ("survey_bars.training.calibrate", "Calibrate a bundle's saliency bar lengths on simulations and record it in the bundle."),
