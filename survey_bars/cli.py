@@ -25,7 +25,7 @@ COMMANDS = {
     "calibrate": ("survey_bars.training.calibrate", "Calibrate a bundle's saliency bar lengths on simulations and record it in the bundle."),
     "evaluate": ("survey_bars.training.evaluate", "Score a bundle's ONNX forward graph on labelled or fresh simulated cutouts."),
     "models": ("survey_bars.inference.bundle", "List the installed model bundles and their cards."),
-    "inspect": ("survey_bars.inspect", "Write an HTML QA report for a catalogue."),
+    "inspect": ("survey_bars.report.cli", "Write an HTML QA report for a catalogue."),
 }
 
 

@@ -28,7 +28,7 @@ from .normalise import normalise
 from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
 from .inference.saliency import bundle_settings, smoothgrad_batch
 
-__all__ = ["RunOptions", "process_items"]
+__all__ = ["RunOptions", "prepare_item", "process_items"]
 
 #: thresholds of the image-level flags
 LOW_SNR = 20.0
@@ -147,8 +147,25 @@ def _check_options(o):
             raise OptionError("cosmology", str(exc)) from None
 
 
-def _prepare(item, options, prep_cfg):
-    """Read and normalise one file; return (row, normalised, cd) or (error row, None, None)."""
+def prepare_item(item, options, prep_cfg):
+    """Read and normalise one file, and start its catalogue row: the pipeline's first two stages.
+
+    Parameters
+    ----------
+    item : InputItem
+        The file and what the input catalogue says about it.
+    options : RunOptions
+        The run's settings (pixel scale, band, pixel limit).
+    prep_cfg : survey_bars.normalise.NormaliseConfig
+        The bundle's preprocessing.
+
+    Returns
+    -------
+    tuple
+        ``(row, normalised, cd)``: the row with the reading's fields and image-level flags, the
+        :class:`~survey_bars.normalise.Normalised` frame, and the cutout's CD matrix; or
+        ``(error row, None, None)`` when the file cannot be used. Never raises.
+    """
     try:
         cut = read_cutout(item.file, pixel_scale=item.pixel_scale or options.pixel_scale, max_pixels=options.max_pixels,
                           band=options.band)
@@ -245,7 +262,7 @@ def process_items(items, options=None, *, runtime=None):
     rows = []
     for start in range(0, len(items), options.chunk_size):
         chunk = items[start : start + options.chunk_size]
-        prepared = [_prepare(it, options, prep_cfg) for it in chunk]
+        prepared = [prepare_item(it, options, prep_cfg) for it in chunk]
         ok = [i for i, (_, norm, _) in enumerate(prepared) if norm is not None]
         if ok:
             try:

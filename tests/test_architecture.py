@@ -114,7 +114,7 @@ def test_the_worker_path_reaches_no_torch_and_no_training(graph):
 LOWER = ("survey_bars.io", "survey_bars.normalise", "survey_bars.inference", "survey_bars.measure",
          "survey_bars.geometry", "survey_bars.flags", "survey_bars.errors")
 UPPER = ("survey_bars.pipeline", "survey_bars.cluster", "survey_bars.training", "survey_bars.simulate",
-         "survey_bars.report", "survey_bars.inspect", "survey_bars.cli", "survey_bars.testing")
+         "survey_bars.report", "survey_bars.cli", "survey_bars.testing")
 
 
 def _under(name, prefixes):

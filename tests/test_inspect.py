@@ -22,7 +22,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from survey_bars import inspect as sbi
+import survey_bars.pipeline as pipeline_mod
+import survey_bars.report as sbi
+import survey_bars.report.tiles as tiles_mod
+from survey_bars.report.html import tile_name
 from survey_bars.io.catalogue import assemble, empty_row, rows_to_table, write_part
 from survey_bars.flags import Flag
 from survey_bars.geometry import pixel_direction, sky_pa
@@ -226,7 +229,7 @@ def test_recompute_saliency_with_a_runtime(catalogue):
         def gradient(self, images):
             return 2 * np.asarray(images)
 
-    got = sbi._recompute_saliency(rows[:2] + rows[-1:], metadata={"run_config": {"smoothgrad_samples": 4}}, runtime=Runtime())
+    got = sbi.recompute_saliency(rows[:2] + rows[-1:], metadata={"run_config": {"smoothgrad_samples": 4}}, runtime=Runtime())
     assert set(got) == {rows[0]["object_id"], rows[1]["object_id"], "gone"}
     m = got[rows[0]["object_id"]]
     assert m["map"].shape == (64, 64) and m["image"].shape == (64, 64)
@@ -252,7 +255,7 @@ def test_recomputed_saliency_is_the_pipelines(tmp_path):
     cat = process_items([p], RunOptions(p_bar_min=0.0, save_saliency=str(sal)), runtime=rt).to_pylist()
     with fits.open(sal / "B5.fits") as h:
         saved = np.asarray(h[0].data)
-    got = sbi._recompute_saliency(cat, runtime=rt)["B5"]["map"]
+    got = sbi.recompute_saliency(cat, runtime=rt)["B5"]["map"]
     np.testing.assert_allclose(got, saved, atol=1e-4)
 
 
@@ -491,13 +494,14 @@ def test_report_shows_colour_images_in_colour(image_catalogue, tmp_path, monkeyp
     assert rows["grey"]["pixel_scale_arcsec"] is None and rows["grey"]["bar_length_arcsec"] is None
     assert rows["grey"]["quality_flags"] & Flag.NO_PIXEL_SCALE
     bands = []
-    real = sbi.read_cutout
+    real = tiles_mod.read_cutout
 
     def spy(path, **kw):
         bands.append(kw.get("band"))
         return real(path, **kw)
 
-    monkeypatch.setattr(sbi, "read_cutout", spy)
+    monkeypatch.setattr(tiles_mod, "read_cutout", spy)  # the tiles' cutouts
+    monkeypatch.setattr(pipeline_mod, "read_cutout", spy)  # the recomputed maps read as process does
     empty = tmp_path / "no-maps"
     empty.mkdir()
     index = sbi.build_report(str(out_cat), str(tmp_path / "report"), n_gallery=3, saliency_dir=str(empty),
@@ -506,7 +510,7 @@ def test_report_shows_colour_images_in_colour(image_catalogue, tmp_path, monkeyp
     assert len(bands) >= 6 and set(bands) == {"r"}, bands  # 3 tiles + 3 recomputed maps
     assert "recomputing failed" not in text and "cutout unreadable" not in text
 
-    colour = _cutout_panel(Path(index).parent / sbi._tile_name(rows["colour"]))
+    colour = _cutout_panel(Path(index).parent / tile_name(rows["colour"]))
     mag = _magenta(colour)
     assert mag.sum() > 200  # the galaxy, in colour
     r, g, b = colour[..., 0], colour[..., 1], colour[..., 2]
@@ -515,7 +519,7 @@ def test_report_shows_colour_images_in_colour(image_catalogue, tmp_path, monkeyp
     (ry, rx), (my, mx) = (np.argwhere(m).mean(axis=0) for m in (red, mag))
     assert ry < my - 20 and rx < mx - 20  # the marker stays at the top left: not flipped or mirrored
     for oid in ("grey", "F1"):
-        panel = _cutout_panel(Path(index).parent / sbi._tile_name(rows[oid]))
+        panel = _cutout_panel(Path(index).parent / tile_name(rows[oid]))
         assert _magenta(panel).sum() == 0, oid
         assert panel.std() > 10, oid  # an image was drawn
     assert "bar not drawn: no pixel scale" in text

@@ -58,7 +58,6 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
 
     import pandas as pd
 
-
     options = options or RunOptions()
     options = dataclasses.replace(options, p_bar_min=0.0)
     truth = pd.read_parquet(os.path.join(sim_dir, "truth.parquet"))
@@ -146,7 +145,6 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
         The calibration written to the card.
     """
 
-
     bundle = load_bundle(bundle_path)
     _check_seed(bundle, seed, "calibration seed")
     t0 = time.time()
@@ -208,7 +206,6 @@ def fit_error_model(length, true, stat, scale, coverage=0.683, dof=3.0):
     """
     from scipy.optimize import brentq, minimize
 
-
     length, true, stat, scale = (np.asarray(v, float) for v in (length, true, stat, scale))
     ok = np.isfinite(length) & np.isfinite(true) & np.isfinite(stat) & np.isfinite(scale) & (scale > 0) & (length > 0)
     if ok.sum() < 10:
@@ -252,7 +249,6 @@ def _barred_simulations(workdir, n, seed, survey, workers, prefix):
     Without ``workdir`` they go to a temporary directory, removed afterwards.
     """
     import shutil
-
 
     own = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix=prefix)
@@ -471,8 +467,6 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
         A bundle without a head, a reused seed, or too few detected bars.
     """
 
-
-
     bundle = load_bundle(bundle_path)
     head = dict((bundle.card.get("calibration") or {}).get("head") or {})
     if bundle.head_path is None or not head:
@@ -504,7 +498,6 @@ def _read_maps(directory, object_ids):
     """The saliency maps saved by the pipeline for ``object_ids``, shape (N, S, S)."""
     import numpy as np
     from astropy.io import fits
-
 
     out = []
     for oid in object_ids:
