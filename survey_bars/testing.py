@@ -492,7 +492,6 @@ def make_bad_corpus(directory, *, bombs=True):
     -------
     list of BadCase
     """
-    from astropy.io import fits
 
     d = pathlib.Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -502,7 +501,25 @@ def make_bad_corpus(directory, *, bombs=True):
     def add(name, paths, status, **kw):
         cases.append(BadCase(name=name, paths=[os.fspath(p) for p in paths], status=status, **kw))
 
-    # --- not FITS / broken files -------------------------------------------------------
+    _write_broken_cases(d, add, good, bombs)
+    _write_pixel_cases(d, add, good, bombs)
+    _write_wcs_cases(d, add, good, bombs)
+    _write_size_cases(d, add, good, bombs)
+    _write_filesystem_cases(d, add, good, bombs)
+
+    # --- JPEG and PNG images ------------------------------------------------------------
+    _write_image_cases(d, add)
+
+    # a plain good file, as a control
+    p = write_cutout(d / "control.fits", good, objid="control")
+    add("control (good cutout)", [p], "ok", forbid=int(Flag.NO_WCS))
+    return cases
+
+
+def _write_broken_cases(d, add, good, bombs):
+    """Files that are not FITS, or FITS broken in their structure."""
+    from astropy.io import fits
+
     p = write_cutout(d / "truncated.fits", galaxy_image(n=128, seed=2), objid="truncated")
     raw = open(p, "rb").read()
     open(p, "wb").write(raw[: 2880 + (len(raw) - 2880) // 2])
@@ -541,12 +558,14 @@ def make_bad_corpus(directory, *, bombs=True):
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="x", format="E", array=np.arange(10.0))])]).writeto(p)
     add("table-only FITS", [p], "error", reason="no_image")
 
-    # --- pixel values ------------------------------------------------------------------
+
+def _write_pixel_cases(d, add, good, bombs):
+    """Cubes, multi-band files, masks, and pixel values no image can have."""
+    from astropy.io import fits
+
     cube = np.stack([galaxy_image(seed=3), galaxy_image(seed=4), galaxy_image(seed=5)])
     p = write_cutout(d / "cube.fits", cube, objid="cube")
     add("3-D cube", [p], "ok", flags=int(Flag.FIRST_PLANE_OF_CUBE), description="3 planes; the first is used")
-
-    from astropy.io import fits
 
     p = write_cutout(d / "cube_grz.fits", cube.astype(np.float32), objid="cube_grz", extra={"BANDS": "grz"})
     add("g/r/z cube (Legacy Survey)", [p], "ok", forbid=int(Flag.FIRST_PLANE_OF_CUBE),
@@ -599,7 +618,10 @@ def make_bad_corpus(directory, *, bombs=True):
     p = write_cutout(d / "big_endian.fits", good.astype(">f8"), objid="big_endian")
     add("big-endian float64 data", [p], "ok", forbid=int(Flag.NO_WCS))
 
-    # --- WCS -----------------------------------------------------------------------------
+
+def _write_wcs_cases(d, add, good, bombs):
+    """World coordinate systems missing, partial, non-celestial or absurd."""
+
     p = write_cutout(d / "no_wcs.fits", galaxy_image(seed=6), wcs=False, objid="no_wcs")
     add("no WCS, no --pixel-scale", [p], "error", reason="no_wcs")
 
@@ -632,7 +654,11 @@ def make_bad_corpus(directory, *, bombs=True):
     p = write_cutout(d / "garbage_wcs.fits", good, wcs=garbage, objid="garbage_wcs")
     add("garbage WCS (unknown projection, dec 123)", [p], "error", reason="no_wcs")
 
-    # --- size and compression ------------------------------------------------------------
+
+def _write_size_cases(d, add, good, bombs):
+    """Images too large, and decompression bombs."""
+    from astropy.io import fits
+
     p = write_raw_fits(d / "huge_header_only.fits", {"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 200_000, "NAXIS2": 200_000})
     add("huge image over --max-pixels (header only)", [p], "error", reason="too_large", description="claims 200000 x 200000 (160 GB); 2880 bytes on disk")
 
@@ -658,7 +684,10 @@ def make_bad_corpus(directory, *, bombs=True):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(good, header=fits.Header({**_tan_wcs(good.shape), "OBJID": "image_in_ext"}))]).writeto(p)
     add("image in an extension HDU", [p], "ok")
 
-    # --- file system -----------------------------------------------------------------------
+
+def _write_filesystem_cases(d, add, good, bombs):
+    """Permissions, links, pipes, directories and names."""
+
     p = write_cutout(d / "unreadable.fits", galaxy_image(seed=10), objid="unreadable")
     os.chmod(p, 0)
     if is_root():
@@ -704,14 +733,6 @@ def make_bad_corpus(directory, *, bombs=True):
     b.write_bytes(b"SIMPLE  = garbage" * 200)
     add("dotted names, both unreadable", [a, b], "error", reason="not_fits", forbid=int(Flag.DUPLICATE_OBJECT_ID),
         description="error rows keep the ids ngc4608.v1 and ngc4608.v2 (not both ngc4608)")
-
-    # --- JPEG and PNG images ------------------------------------------------------------
-    _write_image_cases(d, add)
-
-    # a plain good file, as a control
-    p = write_cutout(d / "control.fits", good, objid="control")
-    add("control (good cutout)", [p], "ok", forbid=int(Flag.NO_WCS))
-    return cases
 
 
 def corpus_inputs(directory, cases):

@@ -210,11 +210,25 @@ def build_report(
     plot_distributions(scan, os.path.join(out, "distributions.png"))
     has_comparison = plot_comparison(scan, os.path.join(out, "length_comparison.png"))
 
-    # saliency maps for the shown rows
     shown = {}
     for rows in scan.galleries.values():
         for r in rows:
             shown.setdefault(tile_name(r), r)
+    maps, notes = _gallery_maps(shown, saliency_dir, recompute_saliency, model, meta, band)
+
+    flag_list = meta.get("flags") or []
+    tile_html = _tiles_html(shown, out, maps, notes, prep, band, {int(f["value"]): f["name"] for f in flag_list})
+
+    title = title or f"survey-bars QA: {os.path.basename(os.path.normpath(os.fspath(catalogue)))}"
+    page = _page(title, _subtitle(catalogue, scan), scan, flag_list, has_comparison, tile_html, n_gallery, saliency_dir,
+                 card, run)
+    index = os.path.join(out, "index.html")
+    _write(index, page)
+    return index
+
+
+def _gallery_maps(shown, saliency_dir, recompute, model, meta, band):
+    """The saliency maps of the galleried rows: saved ones, else recomputed; ``(maps, notes)`` by tile name."""
     maps, notes = {}, {}
     for name, r in shown.items():
         p = find_saliency_map(saliency_dir, r["object_id"])
@@ -223,7 +237,7 @@ def build_report(
                 maps[name] = read_saliency_map(p)
             except Exception as exc:
                 notes[name] = f"saliency unreadable: {exc}"
-    if recompute_saliency:
+    if recompute:
         todo = {n: r for n, r in shown.items() if n not in maps and r.get("status") == "ok"}
         if todo:
             try:
@@ -239,13 +253,15 @@ def build_report(
                     maps[n] = g
                 elif isinstance(g, str):
                     notes[n] = g
+    return maps, notes
 
-    flag_list = meta.get("flags") or []
-    flag_names = {int(f["value"]): f["name"] for f in flag_list}
+
+def _tiles_html(shown, out, maps, notes, prep, band, flag_names):
+    """Draw every galleried row's tile into ``out``; return its ``<figure>`` by tile name."""
     tile_html = {}
     for name, r in shown.items():
         tnotes = render_tile(r, os.path.join(out, name), saliency=maps.get(name), saliency_note=notes.get(name), prep=prep,
-                              band=band)
+                             band=band)
         if name not in maps and r.get("status") == "ok":
             tnotes.append(notes.get(name, "saliency not saved"))
         tile_html[name] = (
@@ -253,13 +269,13 @@ def build_report(
             f"alt='{_e(r.get('object_id'))}: cutout, model input and saliency map'>"
             f"<figcaption>{_caption(r, flag_names, tnotes)}</figcaption></figure>"
         )
+    return tile_html
 
-    # ---- assemble the page
+
+def _subtitle(catalogue, scan):
+    """The line under the title: the catalogue, its size, versions and dates."""
+    meta = scan.metadata
     n = scan.n_rows
-    n_ok = scan.status_counts.get("ok", 0)
-    n_err = n - n_ok
-    n_bar = int(scan.length_hists.get("bar_length_arcsec", np.zeros(1)).sum())
-    title = title or f"survey-bars QA: {os.path.basename(os.path.normpath(os.fspath(catalogue)))}"
     created = meta.get("created", "")
     sub = (
         f"{_e(os.path.abspath(catalogue))} · {n:,} rows in {len(scan.files)} file(s) · "
@@ -267,6 +283,15 @@ def build_report(
         + (f" · catalogue made {_e(created)}" if created else "")
         + f" · report {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
     )
+    return sub
+
+
+def _summary_section(scan, flag_list):
+    """The summary: counts by status, flags per row, error reasons and the flag table."""
+    n = scan.n_rows
+    n_ok = scan.status_counts.get("ok", 0)
+    n_err = n - n_ok
+    n_bar = int(scan.length_hists.get("bar_length_arcsec", np.zeros(1)).sum())
 
     def pct(k):
         return f"{100.0 * k / n:.1f}%" if n else "–"
@@ -305,6 +330,11 @@ def build_report(
         f"<details><summary>Flag table</summary><table><tr><th>bit</th><th>flag</th><th>rows</th><th>share</th><th>meaning</th></tr>{flag_rows}</table></details>"
         "</div></div></section>"
     )
+    return summary
+
+
+def _distributions_section(scan, has_comparison):
+    """The distributions, and the saliency lengths against the other measurements."""
     pair_rows = "".join(
         f"<tr><td>{_e(LENGTHS[c][0])}<br><code>{_e(c)}</code></td><td class='n'>{st['n']:,}</td><td class='n'>{fmt(st['r'], '.3f')}</td>"
         f"<td class='n'>{fmt(st['rms'])}″</td><td class='n'>{fmt(st['bias'], '+.2f')}″</td></tr>"
@@ -324,6 +354,11 @@ def build_report(
         )
         + "</section>"
     )
+    return dist
+
+
+def _galleries_section(scan, tile_html, n_gallery, saliency_dir):
+    """The galleries with their legend; ``(html, nav links)`` (empty html without galleries)."""
     gal_html = []
     nav_gal = []
     for key, rows in scan.galleries.items():
@@ -342,6 +377,13 @@ def build_report(
         + (f" Saliency maps from <code>{_e(os.path.abspath(saliency_dir))}</code>." if saliency_dir else " No saliency directory was given (<code>--saliency-dir</code>).")
         + "</p>"
     )
+    html_ = f"<section id='galleries'><h2>Galleries</h2>{legend}{''.join(gal_html)}</section>" if gal_html else ""
+    return html_, nav_gal
+
+
+def _metadata_section(scan, card, run):
+    """The model card, the run configuration, the software and the column descriptions."""
+    meta = scan.metadata
     model_name = card.get("name") or card.get("model") or "model"
     meta_html = (
         "<section id='metadata'><h2>Model card and run</h2>"
@@ -359,6 +401,15 @@ def build_report(
         )
         + "</section>"
     )
+    return meta_html
+
+
+def _page(title, sub, scan, flag_list, has_comparison, tile_html, n_gallery, saliency_dir, card, run):
+    """The whole ``index.html``."""
+    summary = _summary_section(scan, flag_list)
+    dist = _distributions_section(scan, has_comparison)
+    galleries, nav_gal = _galleries_section(scan, tile_html, n_gallery, saliency_dir)
+    meta_html = _metadata_section(scan, card, run)
     page = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -369,10 +420,8 @@ def build_report(
         + "<a href='#metadata'>Model &amp; run</a></nav><main>"
         + summary
         + dist
-        + (f"<section id='galleries'><h2>Galleries</h2>{legend}{''.join(gal_html)}</section>" if gal_html else "")
+        + galleries
         + meta_html
         + "</main><footer>Generated by <code>survey-bars inspect</code>. Static page: no scripts, no network access.</footer></body></html>\n"
     )
-    index = os.path.join(out, "index.html")
-    _write(index, page)
-    return index
+    return page

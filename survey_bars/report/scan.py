@@ -11,6 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..flags import flag_table
 from ..io.catalogue import read_metadata
@@ -123,8 +126,6 @@ def _numpy(batch, name, dtype=float):
     col = batch.column(name)
     if dtype is float:
         return col.to_numpy(zero_copy_only=False).astype(float)  # nulls -> nan
-    import pyarrow.compute as pc
-
     return pc.fill_null(col, 0).to_numpy(zero_copy_only=False).astype(dtype)
 
 
@@ -197,8 +198,6 @@ class CatalogueScan:
 
 
 def _catalogue_files(path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -261,29 +260,7 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
     ValueError
         If ``path`` is not a survey-bars catalogue, or the query is invalid.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    files = _catalogue_files(path)
-    try:
-        metadata = read_metadata(files[0])
-    except ValueError:
-        msg = (
-            f"{files[0]!r} is a Parquet file but not a survey-bars catalogue: it has no "
-            "'survey_bars' file metadata. Pass the output of `survey-bars process`."
-        )
-        raise ValueError(msg) from None
-    available = pq.read_schema(files[0]).names
-    missing = [c for c in REQUIRED_COLUMNS if c not in available]
-    if missing:
-        msg = f"The catalogue {path!r} lacks the columns {missing}; it was not written by this survey-bars. Re-run `survey-bars process`."
-        raise ValueError(msg)
-    columns = [c for c in REPORT_COLUMNS if c in available]
-    if query:
-        columns += [c for c in _query_columns(query, available) if c not in columns]
-    lengths = [c for c in LENGTHS if c in available]
-
+    files, metadata, available, columns, lengths = _open_catalogue(path, query)
     flags = metadata.get("flags") or flag_table()
     scan = CatalogueScan(path=os.fspath(path), files=files, metadata=metadata, columns=available, query=query or None)
     scan.flag_counts = {f["name"]: 0 for f in flags}
@@ -310,67 +287,10 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
             if n == 0:
                 continue
             scan.n_rows += n
-            # status and error reasons
-            status = batch.column("status")
-            for item in pc.value_counts(pc.fill_null(status, "null")).to_pylist():
-                scan.status_counts[item["values"]] += item["counts"]
-            if "error" in columns:
-                err = pc.filter(batch.column("error"), pc.equal(pc.fill_null(status, ""), "error"))
-                err = pc.drop_null(err)
-                if len(err):
-                    reasons = pc.list_element(pc.split_pattern(err, ":", max_splits=1), 0)
-                    reasons = pc.utf8_trim_whitespace(reasons)
-                    for item in pc.value_counts(reasons).to_pylist():
-                        reason = item["values"]
-                        if reason not in scan.error_reasons and len(scan.error_reasons) >= 50:
-                            reason = "other"
-                        scan.error_reasons[reason] += item["counts"]
-                        if reason not in scan.error_examples:
-                            i = pc.index(reasons, item["values"]).as_py()
-                            scan.error_examples[reason] = err[i].as_py()
-            # flags
-            q = _numpy(batch, "quality_flags", np.uint32)
-            for fl in flags:
-                scan.flag_counts[fl["name"]] += int(np.count_nonzero(q & np.uint32(fl["value"])))
-            pop = _popcount(q)
-            scan.n_unflagged += int(np.count_nonzero(pop == 0))
-            scan.popcount_counts += np.bincount(pop, minlength=33)[:33]
-            # distributions
-            p = _numpy(batch, "p_bar")
-            fin = np.isfinite(p)
-            scan.p_bar_hist += np.histogram(np.clip(p[fin], 0, 1), bins=P_BINS)[0]
-            vals = {c: _numpy(batch, c) for c in lengths}
-            for c, v in vals.items():
-                ok = np.isfinite(v)
-                scan.length_missing[c] += int(n - ok.sum())
-                low[c] += int(np.count_nonzero(v[ok] < L_EDGES[0]))
-                scan.length_hists[c] += np.histogram(v[ok], bins=L_EDGES)[0]
-            for c in moments:
-                x, y = vals["bar_length_arcsec"], vals[c]
-                ok = np.isfinite(x) & np.isfinite(y)
-                if ok.any():
-                    moments[c].add(x[ok], y[ok])
-                    keys = np.where(ok, rng.random(n), np.nan)
-                    samples[c].offer(keys, pa.table({"x": x, "y": y}))
-            # galleries
-            picks["random"].offer(rng.random(n), batch)
-            picks["top_p_bar"].offer(np.where(fin, p, np.nan), batch)
-            picks["most_flagged"].offer(np.where(pop > 0, pop + 0.5 * rng.random(n), np.nan), batch)
-            if query:
-                df = batch.to_pandas()
-                try:
-                    hit = df.query(query).index.to_numpy()
-                except Exception as exc:
-                    msg = (
-                        f"The --query {query!r} failed on the catalogue: {type(exc).__name__}: {exc}. "
-                        f"Write a pandas DataFrame.query expression over the columns {available}, "
-                        "e.g. \"p_bar > 0.9 and bar_length_arcsec > 5\"."
-                    )
-                    raise ValueError(msg) from None
-                scan.n_query_matches += int(hit.size)
-                keys = np.full(n, np.nan)
-                keys[hit] = rng.random(hit.size)
-                picks["query"].offer(keys, batch)
+            _count_status(scan, batch, columns)
+            pop = _count_flags(scan, batch, flags)
+            p = _add_distributions(scan, batch, lengths, low, moments, samples, rng)
+            _offer_galleries(scan, picks, batch, p, pop, rng, query, available)
         pf.close()
 
     for c in lengths:  # values below 0.01" go to the first bin
@@ -383,3 +303,106 @@ def scan_catalogue(path, *, query=None, n_gallery=12, seed=0, batch_size=65_536,
         )
     scan.galleries = {k: v.rows for k, v in picks.items()}
     return scan
+
+
+def _open_catalogue(path, query):
+    """The catalogue's files, metadata and columns: ``(files, metadata, available, read, lengths)``.
+
+    Raises ValueError when the files are not a survey-bars catalogue this version can report on.
+    """
+    files = _catalogue_files(path)
+    try:
+        metadata = read_metadata(files[0])
+    except ValueError:
+        msg = (
+            f"{files[0]!r} is a Parquet file but not a survey-bars catalogue: it has no "
+            "'survey_bars' file metadata. Pass the output of `survey-bars process`."
+        )
+        raise ValueError(msg) from None
+    available = pq.read_schema(files[0]).names
+    missing = [c for c in REQUIRED_COLUMNS if c not in available]
+    if missing:
+        msg = f"The catalogue {path!r} lacks the columns {missing}; it was not written by this survey-bars. Re-run `survey-bars process`."
+        raise ValueError(msg)
+    columns = [c for c in REPORT_COLUMNS if c in available]
+    if query:
+        columns += [c for c in _query_columns(query, available) if c not in columns]
+    lengths = [c for c in LENGTHS if c in available]
+    return files, metadata, available, columns, lengths
+
+
+def _count_status(scan, batch, columns):
+    """Counts by status, and by error reason with one example message each."""
+    status = batch.column("status")
+    for item in pc.value_counts(pc.fill_null(status, "null")).to_pylist():
+        scan.status_counts[item["values"]] += item["counts"]
+    if "error" in columns:
+        err = pc.filter(batch.column("error"), pc.equal(pc.fill_null(status, ""), "error"))
+        err = pc.drop_null(err)
+        if len(err):
+            reasons = pc.list_element(pc.split_pattern(err, ":", max_splits=1), 0)
+            reasons = pc.utf8_trim_whitespace(reasons)
+            for item in pc.value_counts(reasons).to_pylist():
+                reason = item["values"]
+                if reason not in scan.error_reasons and len(scan.error_reasons) >= 50:
+                    reason = "other"
+                scan.error_reasons[reason] += item["counts"]
+                if reason not in scan.error_examples:
+                    i = pc.index(reasons, item["values"]).as_py()
+                    scan.error_examples[reason] = err[i].as_py()
+
+
+def _count_flags(scan, batch, flags):
+    """Counts by quality flag and by number of flags set; return the flags set per row."""
+    q = _numpy(batch, "quality_flags", np.uint32)
+    for fl in flags:
+        scan.flag_counts[fl["name"]] += int(np.count_nonzero(q & np.uint32(fl["value"])))
+    pop = _popcount(q)
+    scan.n_unflagged += int(np.count_nonzero(pop == 0))
+    scan.popcount_counts += np.bincount(pop, minlength=33)[:33]
+    return pop
+
+
+def _add_distributions(scan, batch, lengths, low, moments, samples, rng):
+    """The p_bar and length histograms, the length-pair sums and their scatter sample; return p_bar."""
+    n = batch.num_rows
+    p = _numpy(batch, "p_bar")
+    fin = np.isfinite(p)
+    scan.p_bar_hist += np.histogram(np.clip(p[fin], 0, 1), bins=P_BINS)[0]
+    vals = {c: _numpy(batch, c) for c in lengths}
+    for c, v in vals.items():
+        ok = np.isfinite(v)
+        scan.length_missing[c] += int(n - ok.sum())
+        low[c] += int(np.count_nonzero(v[ok] < L_EDGES[0]))
+        scan.length_hists[c] += np.histogram(v[ok], bins=L_EDGES)[0]
+    for c in moments:
+        x, y = vals["bar_length_arcsec"], vals[c]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            moments[c].add(x[ok], y[ok])
+            keys = np.where(ok, rng.random(n), np.nan)
+            samples[c].offer(keys, pa.table({"x": x, "y": y}))
+    return p
+
+
+def _offer_galleries(scan, picks, batch, p, pop, rng, query, available):
+    """Offer the batch's rows to each gallery's streaming selection."""
+    n = batch.num_rows
+    picks["random"].offer(rng.random(n), batch)
+    picks["top_p_bar"].offer(np.where(np.isfinite(p), p, np.nan), batch)
+    picks["most_flagged"].offer(np.where(pop > 0, pop + 0.5 * rng.random(n), np.nan), batch)
+    if query:
+        df = batch.to_pandas()
+        try:
+            hit = df.query(query).index.to_numpy()
+        except Exception as exc:
+            msg = (
+                f"The --query {query!r} failed on the catalogue: {type(exc).__name__}: {exc}. "
+                f"Write a pandas DataFrame.query expression over the columns {available}, "
+                "e.g. \"p_bar > 0.9 and bar_length_arcsec > 5\"."
+            )
+            raise ValueError(msg) from None
+        scan.n_query_matches += int(hit.size)
+        keys = np.full(n, np.nan)
+        keys[hit] = rng.random(hit.size)
+        picks["query"].offer(keys, batch)

@@ -239,10 +239,37 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
     sv = SURVEYS[survey]
     s = sv.pixel_scale
     fwhm = _lognormal(rng, sv.psf_fwhm, sv.psf_fwhm_scatter, *sv.psf_fwhm_range)
+    z, r50, h = _draw_size(rng, sv, fwhm, cls, stamp_size)
+    dim = 10 * math.log10(1 + z)  # cosmological surface-brightness dimming
+
+    p = dict(
+        object_id=object_id, survey=survey, cls=cls, pixel_scale=s, redshift=z,
+        ra=float(rng.uniform(0, 360)), dec=float(math.degrees(math.asin(rng.uniform(-0.5, 0.9)))),
+        dx=float(rng.uniform(-0.5, 0.5)), dy=float(rng.uniform(-0.5, 0.5)),
+        psf_type=str(rng.choice(sv.psf_types)), psf_fwhm=fwhm, psf_beta=float(rng.uniform(2.5, 4.5)),
+        psf_g1=float(rng.normal(0, 0.02)), psf_g2=float(rng.normal(0, 0.02)),
+    )
+    if cls == "smooth":
+        _draw_smooth(rng, p, r50, dim)
+    else:
+        _draw_disc(rng, p, cls, h, r50, dim)
+
+    # stamp
+    N = _stamp_for(r50, fwhm, s, stamp_size)
+    p.update(stamp_size=N, oversample=2)
+
+    _draw_contaminants(rng, p, r50 / s, N)
+    _draw_observation(rng, p, sv, fwhm)
+    return GalaxyParams(**p)
+
+
+def _draw_size(rng, sv, fwhm, cls, stamp_size):
+    """Redshift and size, re-drawn until the galaxy fits the largest stamp: ``(z, r50 arcsec, disc scale h)``."""
+    s = sv.pixel_scale
+    smooth = cls == "smooth"
     max_stamp = stamp_size or STAMP_LIMITS[1]
     r50_max = max_stamp * s / 8.0
     r50_min = 0.2 * fwhm
-    smooth = cls == "smooth"
     # redshift and physical size; re-drawn until the galaxy fits the largest stamp
     for _ in range(30):
         z = float(rng.uniform(0.01, 0.1))
@@ -258,90 +285,85 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
     r50 = float(np.clip(r50, r50_min, r50_max))
     if not smooth:
         h = r50 / 1.678
-    dim = 10 * math.log10(1 + z)  # cosmological surface-brightness dimming
+    return z, r50, h
 
-    p = dict(
-        object_id=object_id, survey=survey, cls=cls, pixel_scale=s, redshift=z,
-        ra=float(rng.uniform(0, 360)), dec=float(math.degrees(math.asin(rng.uniform(-0.5, 0.9)))),
-        dx=float(rng.uniform(-0.5, 0.5)), dy=float(rng.uniform(-0.5, 0.5)),
-        psf_type=str(rng.choice(sv.psf_types)), psf_fwhm=fwhm, psf_beta=float(rng.uniform(2.5, 4.5)),
-        psf_g1=float(rng.normal(0, 0.02)), psf_g2=float(rng.normal(0, 0.02)),
-    )
-    if smooth:
-        n = _qround(float(rng.uniform(2.0, 6.0)))
-        q = float(rng.uniform(0.45, 1.0))
-        mu_e = float(np.clip(rng.normal(20.4, 0.6), 19.0, 23.5)) + dim  # mean SB within r50
-        flux = 2 * math.pi * r50**2 * 10 ** (-0.4 * (mu_e - ZP_AB))
-        p.update(total_flux=flux, bulge_frac=1.0, sersic_n=n, bulge_r50=r50, bulge_q=q,
-                 disc_scale=float("nan"), disc_hz=float("nan"), inclination=float("nan"),
-                 disc_pa=float(rng.uniform(0, 180)))
+
+def _draw_smooth(rng, p, r50, dim):
+    """The light of an elliptical: one Sersic profile."""
+    n = _qround(float(rng.uniform(2.0, 6.0)))
+    q = float(rng.uniform(0.45, 1.0))
+    mu_e = float(np.clip(rng.normal(20.4, 0.6), 19.0, 23.5)) + dim  # mean SB within r50
+    flux = 2 * math.pi * r50**2 * 10 ** (-0.4 * (mu_e - ZP_AB))
+    p.update(total_flux=flux, bulge_frac=1.0, sersic_n=n, bulge_r50=r50, bulge_q=q,
+             disc_scale=float("nan"), disc_hz=float("nan"), inclination=float("nan"),
+             disc_pa=float(rng.uniform(0, 180)))
+
+
+def _draw_disc(rng, p, cls, h, r50, dim):
+    """A disc galaxy: disc and bulge, lopsidedness, and its bar, arms, rings, clumps and dust."""
+    if cls == "edge_on":
+        incl = math.degrees(math.acos(rng.uniform(math.cos(math.radians(88)), math.cos(math.radians(75)))))
     else:
-        if cls == "edge_on":
-            incl = math.degrees(math.acos(rng.uniform(math.cos(math.radians(88)), math.cos(math.radians(75)))))
-        else:
-            incl = math.degrees(math.acos(rng.uniform(math.cos(math.radians(65)), 1.0)))
-        ci = math.cos(math.radians(incl))
-        bt = float(rng.choice([rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.5)], p=[0.4, 0.6]))
-        n = _qround(float(rng.uniform(1.0, 4.0)))
-        mu0 = float(np.clip(rng.normal(21.0, 0.6), 19.5, 23.5)) + dim  # face-on central disc SB
-        fdisc = 2 * math.pi * h**2 * 10 ** (-0.4 * (mu0 - ZP_AB))
-        q0 = float(rng.uniform(0.6, 0.9))
-        p.update(total_flux=fdisc / (1 - bt), bulge_frac=bt, sersic_n=n,
-                 bulge_r50=float(rng.uniform(0.1, 0.3) * r50), bulge_q=math.sqrt((q0 * math.sin(math.radians(incl))) ** 2 + ci**2),
-                 disc_scale=h, disc_hz=float(rng.uniform(0.08, 0.2) * h), inclination=incl,
-                 disc_pa=float(rng.uniform(0, 180)))
-        if rng.random() < 0.2:  # lopsided: disc centre offset from the bulge
-            off, ang = rng.uniform(0.05, 0.25) * h, rng.uniform(0, 2 * math.pi)
-            p.update(lop_dx=off * math.cos(ang), lop_dy=off * math.sin(ang))
-        if cls == "barred":
-            a = float(rng.uniform(0.5, 2.0) * h)
-            bq = float(rng.uniform(0.2, 0.5))
-            for _ in range(20):
-                phi = float(rng.uniform(0, 180))
-                if projected_bar(a, bq, phi, incl, p["disc_pa"])[2] < 0.8:
-                    break
-            p.update(has_bar=True, bar_a=a, bar_q=bq, bar_phi=phi, bar_frac=float(rng.uniform(0.05, 0.3)))
-        if cls != "edge_on" and rng.random() < (0.75 if cls == "barred" else 0.7):
-            barred = cls == "barred"
-            p.update(has_spiral=True, arm_frac=float(rng.uniform(0.08, 0.3)),
-                     n_arms=2 if barred or rng.random() < 0.7 else int(rng.choice([1, 3, 4])),
-                     arm_pitch=float(rng.uniform(10, 30) * rng.choice([-1, 1])),
-                     arm_r0=p["bar_a"] if barred else float(rng.uniform(0.4, 1.0) * h),
-                     arm_phase=p["bar_phi"] if barred else float(rng.uniform(0, 360)),
-                     arm_sharp=float(rng.uniform(2, 8)), arm_asym=float(rng.uniform(0, 0.4)))
-        if cls != "edge_on":
-            ring_in = rng.random() < (0.3 if cls == "barred" else 0.05)
-            ring_out = rng.random() < (0.15 if cls == "barred" else 0.05)
-            base = p.get("bar_a") if cls == "barred" else float(rng.uniform(0.6, 1.2) * h)
-            p.update(ring_q=float(rng.uniform(0.75, 1.0)))
-            if ring_in:
-                p.update(ring_in_frac=float(rng.uniform(0.03, 0.1)), ring_in_r=float(base * rng.uniform(1.0, 1.15)))
-            if ring_out:
-                p.update(ring_out_frac=float(rng.uniform(0.03, 0.1)), ring_out_r=float(base * rng.uniform(2.0, 2.5)))
-        if cls != "edge_on" and rng.random() < 0.5:
-            nc = int(rng.integers(3, 16))
-            clumps = []
-            for k in range(nc):
-                if p.get("has_spiral"):
-                    R = p["arm_r0"] * (1 + rng.exponential(1.2))
-                    psi = math.radians(p["arm_phase"]) + math.log(R / p["arm_r0"]) / math.tan(math.radians(p["arm_pitch"]))
-                    psi += 2 * math.pi * rng.integers(p["n_arms"]) / p["n_arms"] + rng.normal(0, 0.15)
-                else:
-                    R, psi = rng.gamma(2.0, h), rng.uniform(0, 2 * math.pi)
-                clumps.append((R * math.cos(psi), R * math.sin(psi), float(rng.uniform(0.03, 0.1) * h), float(rng.random())))
-            p.update(clump_frac=float(rng.uniform(0.02, 0.08)), clumps=tuple(clumps))
-        if cls == "edge_on" and rng.random() < 0.6:
-            p.update(dust="lane", dust_tau=float(rng.uniform(0.4, 0.95)))
-        elif p.get("has_spiral") and rng.random() < 0.35:
-            p.update(dust="arms", dust_tau=float(rng.uniform(0.3, 0.8)))
+        incl = math.degrees(math.acos(rng.uniform(math.cos(math.radians(65)), 1.0)))
+    ci = math.cos(math.radians(incl))
+    bt = float(rng.choice([rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.5)], p=[0.4, 0.6]))
+    n = _qround(float(rng.uniform(1.0, 4.0)))
+    mu0 = float(np.clip(rng.normal(21.0, 0.6), 19.5, 23.5)) + dim  # face-on central disc SB
+    fdisc = 2 * math.pi * h**2 * 10 ** (-0.4 * (mu0 - ZP_AB))
+    q0 = float(rng.uniform(0.6, 0.9))
+    p.update(total_flux=fdisc / (1 - bt), bulge_frac=bt, sersic_n=n,
+             bulge_r50=float(rng.uniform(0.1, 0.3) * r50), bulge_q=math.sqrt((q0 * math.sin(math.radians(incl))) ** 2 + ci**2),
+             disc_scale=h, disc_hz=float(rng.uniform(0.08, 0.2) * h), inclination=incl,
+             disc_pa=float(rng.uniform(0, 180)))
+    if rng.random() < 0.2:  # lopsided: disc centre offset from the bulge
+        off, ang = rng.uniform(0.05, 0.25) * h, rng.uniform(0, 2 * math.pi)
+        p.update(lop_dx=off * math.cos(ang), lop_dy=off * math.sin(ang))
+    if cls == "barred":
+        a = float(rng.uniform(0.5, 2.0) * h)
+        bq = float(rng.uniform(0.2, 0.5))
+        for _ in range(20):
+            phi = float(rng.uniform(0, 180))
+            if projected_bar(a, bq, phi, incl, p["disc_pa"])[2] < 0.8:
+                break
+        p.update(has_bar=True, bar_a=a, bar_q=bq, bar_phi=phi, bar_frac=float(rng.uniform(0.05, 0.3)))
+    if cls != "edge_on" and rng.random() < (0.75 if cls == "barred" else 0.7):
+        barred = cls == "barred"
+        p.update(has_spiral=True, arm_frac=float(rng.uniform(0.08, 0.3)),
+                 n_arms=2 if barred or rng.random() < 0.7 else int(rng.choice([1, 3, 4])),
+                 arm_pitch=float(rng.uniform(10, 30) * rng.choice([-1, 1])),
+                 arm_r0=p["bar_a"] if barred else float(rng.uniform(0.4, 1.0) * h),
+                 arm_phase=p["bar_phi"] if barred else float(rng.uniform(0, 360)),
+                 arm_sharp=float(rng.uniform(2, 8)), arm_asym=float(rng.uniform(0, 0.4)))
+    if cls != "edge_on":
+        ring_in = rng.random() < (0.3 if cls == "barred" else 0.05)
+        ring_out = rng.random() < (0.15 if cls == "barred" else 0.05)
+        base = p.get("bar_a") if cls == "barred" else float(rng.uniform(0.6, 1.2) * h)
+        p.update(ring_q=float(rng.uniform(0.75, 1.0)))
+        if ring_in:
+            p.update(ring_in_frac=float(rng.uniform(0.03, 0.1)), ring_in_r=float(base * rng.uniform(1.0, 1.15)))
+        if ring_out:
+            p.update(ring_out_frac=float(rng.uniform(0.03, 0.1)), ring_out_r=float(base * rng.uniform(2.0, 2.5)))
+    if cls != "edge_on" and rng.random() < 0.5:
+        nc = int(rng.integers(3, 16))
+        clumps = []
+        for k in range(nc):
+            if p.get("has_spiral"):
+                R = p["arm_r0"] * (1 + rng.exponential(1.2))
+                psi = math.radians(p["arm_phase"]) + math.log(R / p["arm_r0"]) / math.tan(math.radians(p["arm_pitch"]))
+                psi += 2 * math.pi * rng.integers(p["n_arms"]) / p["n_arms"] + rng.normal(0, 0.15)
+            else:
+                R, psi = rng.gamma(2.0, h), rng.uniform(0, 2 * math.pi)
+            clumps.append((R * math.cos(psi), R * math.sin(psi), float(rng.uniform(0.03, 0.1) * h), float(rng.random())))
+        p.update(clump_frac=float(rng.uniform(0.02, 0.08)), clumps=tuple(clumps))
+    if cls == "edge_on" and rng.random() < 0.6:
+        p.update(dust="lane", dust_tau=float(rng.uniform(0.4, 0.95)))
+    elif p.get("has_spiral") and rng.random() < 0.35:
+        p.update(dust="arms", dust_tau=float(rng.uniform(0.3, 0.8)))
 
-    # stamp
-    N = _stamp_for(r50, fwhm, s, stamp_size)
-    p.update(stamp_size=N, oversample=2)
 
-    # contaminants (pixel coordinates)
+def _draw_contaminants(rng, p, r50_pix, N):
+    """Field stars, neighbour galaxies and a bright saturated star, in pixel coordinates."""
     c = (N - 1) / 2.0
-    r50_pix = r50 / s
     if rng.random() < 0.3:
         stars = []
         for _ in range(int(rng.integers(1, 4))):  # field stars, not on top of the galaxy
@@ -363,10 +385,11 @@ def draw_params(rng, survey, cls, *, object_id="sim", stamp_size=None):
         x, y = [(x, 0.05 * N), (x, 0.95 * N), (0.05 * N, y), (0.95 * N, y)][side]
         p["bright_star"] = (float(x), float(y), float(p["total_flux"] * rng.uniform(3, 30)), float(rng.uniform(2, 10)))
 
-    # observation: sky, gain (depth scatter), artefacts
+
+def _draw_observation(rng, p, sv, fwhm):
+    """Sky, gain (depth scatter) and artefacts."""
     sigma = sv.noise_per_pixel(fwhm) * 10 ** rng.uniform(-0.2, 0.35)  # exposure-depth scatter
     sky = sv.sky_per_pixel()
     p.update(sky=sky, gain=sky / sigma**2, has_mask=bool(rng.random() < 0.1),
              has_cosmic=bool(rng.random() < sv.cosmic_prob), has_gradient=bool(rng.random() < 0.3),
              noise_seed=int(rng.integers(2**62)))
-    return GalaxyParams(**p)
