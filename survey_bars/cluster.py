@@ -30,6 +30,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from . import __version__
 from .errors import JobError, OptionError, filter_input_warnings
 from .flags import Flag
+from .inference.bundle import BundleError, load_bundle
 from .io.catalogue import assemble, is_done, part_paths, write_part
 from .io.cutout import DEFAULT_MAX_PIXELS
 from .io.inputs import InputItem, discover_inputs, read_input_catalogue
@@ -356,7 +357,6 @@ def process(
 
 def _job_options(options):
     """Load the bundle and settle the options: ``(bundle, options, method requested)``; JobError if unusable."""
-    from .inference.bundle import BundleError, load_bundle
 
     try:
         bundle = load_bundle(options.model)

@@ -17,16 +17,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .io.catalogue import empty_row, rows_to_table
-from .io import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
-from .io.inputs import InputItem
-from .io.saliency_maps import write_saliency_map
 from .errors import OptionError
 from .flags import Flag
 from .geometry import check_cosmology, kpc_per_arcsec, sky_pa
-from .normalise import normalise
-from .measure import MapMeasures, calibrated_length, calibration_for, get_method, method_names, resolve_method, run_methods
+from .inference.bundle import CLASS_NAMES
+from .inference.runtime import get_runtime
 from .inference.saliency import bundle_settings, smoothgrad_batch
+from .io import DEFAULT_MAX_PIXELS, CutoutError, file_stem, read_cutout
+from .io.catalogue import empty_row, rows_to_table
+from .io.inputs import InputItem
+from .io.saliency_maps import write_saliency_map
+from .measure import (
+    MapMeasures,
+    calibrated_length,
+    calibration_for,
+    get_method,
+    method_names,
+    resolve_method,
+    run_methods,
+)
+from .normalise import normalise
 
 __all__ = ["RunOptions", "prepare_item", "process_items"]
 
@@ -243,7 +253,6 @@ def process_items(items, options=None, *, runtime=None):
     pyarrow.Table
         Exactly ``len(items)`` rows in input order, with the catalogue schema.
     """
-    from .inference.runtime import get_runtime
 
     options = options or RunOptions()
     items = [it if isinstance(it, InputItem) else InputItem(file=str(it)) for it in items]
@@ -326,7 +335,7 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         row, norm, cd = prepared[i]
         flags = int(row["quality_flags"] or 0)
         for n, j in col.items():
-            if n in ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral"):
+            if n in CLASS_NAMES:
                 row[n] = float(probs[k, j])
         p_bar = row.get("p_bar")
         if p_bar is not None and P_BAR_AMBIGUOUS[0] <= p_bar <= P_BAR_AMBIGUOUS[1]:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flags import Flag
+from .flags import Flag, describe
+from .inference.bundle import BundleError, load_bundle
 
 __all__ = [
     "BadCase",
@@ -306,7 +307,6 @@ class BadCase:
         -------
         str
         """
-        from .flags import describe
 
         f = self.flags | (self.job_flags if job else 0)
         parts = [self.status]
@@ -935,7 +935,6 @@ def tiny_bundle(cache_dir=None):
     str
         The bundle directory (loads with :func:`survey_bars.inference.bundle.load_bundle`).
     """
-    from .inference.bundle import BundleError, load_bundle
 
     cache_dir = cache_dir or os.environ.get("SURVEY_BARS_TEST_BUNDLE_CACHE") or tempfile.gettempdir()
     path = pathlib.Path(cache_dir) / f"survey-bars-tiny-bundle-{_bundle_key()}"
@@ -970,7 +969,6 @@ def model_for_tests():
     str or None
         None when the shipped default bundle loads, else the path of :func:`tiny_bundle`.
     """
-    from .inference.bundle import BundleError, load_bundle
 
     try:
         load_bundle()

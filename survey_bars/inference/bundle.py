@@ -57,6 +57,10 @@ OPTIONAL_FILES = ("length_head.onnx",)
 #: Environment variable with extra bundle directories (``os.pathsep``-separated).
 BUNDLE_PATH_ENV = "SURVEY_BARS_BUNDLE_PATH"
 #: Keys every card must have.
+#: The morphology probabilities of the forward graph's ``probs`` output, in column order (the
+#: card's ``class_names``), and the catalogue columns they fill.
+CLASS_NAMES = ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral")
+
 REQUIRED_KEYS = (
     "schema_version",
     "name",

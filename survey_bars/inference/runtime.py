@@ -12,6 +12,8 @@ import threading
 
 import numpy as np
 
+from .bundle import load_bundle
+
 __all__ = ["ModelRuntime", "get_runtime", "clear_cache"]
 
 _CACHE: dict = {}
@@ -185,7 +187,6 @@ def get_runtime(bundle_path=None, threads=1):
     -------
     ModelRuntime
     """
-    from .bundle import load_bundle
 
     key = (str(bundle_path), int(threads))
     with _LOCK:

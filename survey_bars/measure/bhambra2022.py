@@ -14,7 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .base import BarMeasurement, MeasuringMethod, check_map, max_pairwise_distance, nan_measurement
+from .base import (
+    BarMeasurement,
+    MeasuringMethod,
+    check_map,
+    max_pairwise_distance,
+    nan_measurement,
+)
 from .moments import moments_pa_q
 
 __all__ = ["Bhambra2022", "measure_bhambra2022"]

@@ -23,7 +23,13 @@ import pyarrow as pa
 from scipy import ndimage
 
 from ..flags import Flag
-from .base import BarMeasurement, MeasuringMethod, check_map, frame_grid, nan_measurement
+from .base import (
+    BarMeasurement,
+    MeasuringMethod,
+    check_map,
+    frame_grid,
+    nan_measurement,
+)
 from .calibration import calibrated_length
 
 __all__ = ["Moments", "measure_moments", "moments_pa_q", "MOMENTS_VERSION"]

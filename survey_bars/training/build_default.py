@@ -29,6 +29,12 @@ import os
 import sys
 import time
 
+from ..inference.bundle import DEFAULT_BUNDLE, load_bundle, write_card
+from ..simulate import display_copies, simulate
+from . import realdata
+from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors
+from .evaluate import evaluate_bundle
+
 __all__ = ["DEFAULTS", "build_default", "main"]
 
 #: Settings of the shipped default bundle.
@@ -111,8 +117,6 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     import pandas as pd
 
-    from ..simulate import simulate
-    from ..inference.bundle import DEFAULT_BUNDLE, load_bundle, write_card
     from .train import train
 
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
@@ -150,13 +154,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                         "end_to_end_wall_time_s": round(time.time() - t0, 1)}
     write_card(b.path, card)
     if calibrate_n:
-        from .calibrate import calibrate_bundle
 
         calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
     if head_n:
-        from .calibrate import calibrate_head, calibrate_head_errors
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
@@ -166,7 +168,6 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                               workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
                               workers=threads, threads=threads)
     if evaluate_n:
-        from .evaluate import evaluate_bundle
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
                         workdir=os.path.join(workdir, f"evaluation-{DEFAULTS['evaluate_seed']}-{evaluate_n}"),
@@ -181,9 +182,6 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 def _training_table(workdir, seed, threads, display, real_dev):
     """The label table of the training set (simulations, their display copies, the real folds) and its card entry."""
     import pandas as pd
-
-    from ..simulate import display_copies
-    from . import realdata
 
     cols = ["file", "class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec"]
     truth = pd.read_parquet(os.path.join(workdir, "truth.parquet"))

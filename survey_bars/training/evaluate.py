@@ -23,6 +23,13 @@ import time
 
 import numpy as np
 
+from ..inference.bundle import CLASS_NAMES, load_bundle, write_card
+from ..inference.runtime import ModelRuntime
+from ..normalise import NormaliseConfig
+from ..simulate import simulate
+from .data import CLASS_MAP, load_labels, preprocess
+from .metrics import expected_calibration_error, roc_auc, roc_auc_interval
+
 __all__ = ["evaluate_bundle", "score_forward", "configure_parser", "run_cli"]
 
 #: Classes counted as discs for the bar AUC among discs (as in the training metrics).
@@ -59,11 +66,9 @@ def score_forward(probs, class_names, length_direct_px, labels, arcsec_per_model
         Discs are the galaxies whose ``class`` is one of :data:`DISC_CLASSES`; where no galaxy
         has a known class, every galaxy with a bar label counts.
     """
-    from .data import CLASS_MAP
-    from .metrics import expected_calibration_error, roc_auc, roc_auc_interval
 
     col = {c: i for i, c in enumerate(class_names)}
-    missing = [c for c in ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral") if c not in col]
+    missing = [c for c in CLASS_NAMES if c not in col]
     if missing:
         msg = f"The forward graph has no {missing} columns (class_names {class_names}); it cannot be scored."
         raise ValueError(msg)
@@ -161,11 +166,6 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
 
     import pandas as pd
 
-    from ..normalise import NormaliseConfig
-    from ..inference.runtime import ModelRuntime
-    from ..inference.bundle import load_bundle, write_card
-    from .data import load_labels, preprocess
-
     t0 = time.time()
     bundle = load_bundle(bundle_path)
     own = False
@@ -181,7 +181,6 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
             t = pd.read_parquet(truth, columns=["object_id"])
             reuse = len(t) == n and bool(t["object_id"].str.startswith(f"sim{seed}-").all())
         if not reuse:
-            from ..simulate import simulate
 
             simulate(workdir, n, survey=survey, seed=seed, workers=workers)
         data = {"simulated": True, "n": int(n), "seed": int(seed), "survey": survey}

@@ -45,11 +45,12 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..normalise import NormaliseConfig
 from ..inference.bundle import SCHEMA_VERSION, load_bundle, write_card
+from ..normalise import NormaliseConfig
 from .nets import (
     CLASS_NAMES,
     DEFAULT_ARCH,
+    EVIDENCE_EPS,
     FLIP_AVERAGE,
     LENGTH_ARCH,
     LengthNet,
@@ -514,7 +515,6 @@ def _pooling_card(morph):
     """The bar-evidence pooling of a bar-evidence network (None for a pooled one)."""
     if not morph.evidence_design:
         return None
-    from .nets import EVIDENCE_EPS
 
     return {"formula": "bar_logit = scale * log(mean(softplus(evidence)) + eps) + shift",
             "scale": float(morph.bar_scale.detach()), "shift": float(morph.bar_shift.detach()), "eps": EVIDENCE_EPS}

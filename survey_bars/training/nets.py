@@ -56,6 +56,8 @@ import copy
 import torch
 from torch import nn
 
+from ..inference.bundle import CLASS_NAMES as BUNDLE_CLASS_NAMES
+
 __all__ = [
     "DEFAULT_ARCH",
     "GRID16_ARCH",
@@ -75,8 +77,8 @@ __all__ = [
 
 #: The 3-way morphology softmax: smooth, edge-on disc, face-on (or inclined) disc.
 MORPH_CLASSES = ("smooth", "edge_on", "disc")
-#: Output columns of the ``probs`` tensor of the exported forward graph.
-CLASS_NAMES = ("p_smooth", "p_disc", "p_edge_on", "p_bar", "p_spiral")
+#: Output columns of the ``probs`` tensor of the exported forward graph (the bundle format's).
+CLASS_NAMES = BUNDLE_CLASS_NAMES
 
 #: The bar-evidence network of bundles 2.x: ``body`` layers down to a 16 x 16 evidence map
 #: (for a 64-pixel frame) and ``tail`` layers for the morphology heads, each ``[channels,

@@ -40,8 +40,11 @@ import time
 
 import numpy as np
 
+from ..geometry import pixel_angle
+from ..inference.bundle import load_bundle, write_card
 from ..normalise import NormaliseConfig
 from .data import load_labels, log, preprocess
+from .evaluate import score_forward
 from .metrics import expected_calibration_error, fit_temperature
 
 __all__ = ["bar_masks", "inner_angle", "train", "configure_parser", "run_cli"]
@@ -212,9 +215,6 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
         if not np.nansum(m) > 0:  # only unbarred masks: the loss would push the evidence down alone
             log("no barred galaxy has a bar length and PA: training without the bar-evidence mask loss")
             masks = None
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * int(np.ceil(len(tr) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     morph = torch.as_tensor(lab["morph"], dtype=torch.long)
     bar = torch.as_tensor(lab["has_bar"], dtype=torch.float32)
     spiral = torch.as_tensor(lab["has_spiral"], dtype=torch.float32)
@@ -230,6 +230,61 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 loss = loss + w * F.binary_cross_entropy_with_logits(z[ok, col], y[ok])
         return loss
 
+    def step(idx):
+        if masks is None:
+            x = _augment(torch.as_tensor(images[idx][:, None]), rng)
+            return loss_fn(net(x), torch.as_tensor(idx))
+        x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng, masks[idx])
+        z, e = net.outputs(x)
+        loss = loss_fn(z, torch.as_tensor(idx))
+        known = torch.isfinite(mk[:, 0, 0, 0])
+        if known.any():
+            loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
+        return loss
+
+    def validate(train_loss):
+        vz = _predict(net, images[va], lambda m, x: m(x))
+        vloss = float(loss_fn(torch.as_tensor(vz), torch.as_tensor(va))) if len(va) else train_loss
+        return vloss, f"validation loss {vloss:.4f}"
+
+    steps = epochs * int(np.ceil(len(tr) / batch_size))
+    return _fit(net, tr, rng, epochs=epochs, batch_size=batch_size, lr=lr, steps=steps, step=step, validate=validate,
+                log=log, what="morphology")
+
+
+def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, what, min_batch=1):
+    """The epoch loop both networks train with: AdamW with a one-cycle schedule, the best epoch kept.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+    tr : ndarray
+        Training indices; shuffled each epoch by ``rng`` and cut into sorted batches.
+    rng : numpy.random.Generator
+    epochs, batch_size : int
+    lr : float
+        Peak learning rate.
+    steps : int
+        Optimiser steps of the schedule.
+    step : callable
+        ``step(idx) -> loss`` of one batch (a tensor to back-propagate).
+    validate : callable
+        ``validate(train_loss) -> (validation loss, text for the log)`` after each epoch.
+    log : callable
+    what : str
+        Name of the network in the log lines.
+    min_batch : int, optional
+        Smaller batches (the last of an epoch) are skipped.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``net`` with the weights of its best validation epoch, in eval mode.
+    """
+    import torch
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     best, best_state = np.inf, None
     for ep in range(epochs):
         net.train()
@@ -237,17 +292,9 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
         tot, n = 0.0, 0
         for i in range(0, len(order), batch_size):
             idx = np.sort(order[i : i + batch_size])
-            if masks is None:
-                x = _augment(torch.as_tensor(images[idx][:, None]), rng)
-                z = net(x)
-                loss = loss_fn(z, torch.as_tensor(idx))
-            else:
-                x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng, masks[idx])
-                z, e = net.outputs(x)
-                loss = loss_fn(z, torch.as_tensor(idx))
-                known = torch.isfinite(mk[:, 0, 0, 0])
-                if known.any():
-                    loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
+            if len(idx) < min_batch:
+                continue
+            loss = step(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -255,9 +302,8 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
             tot += float(loss.detach()) * len(idx)
             n += len(idx)
         net.eval()
-        vz = _predict(net, images[va], lambda m, x: m(x))
-        vloss = float(loss_fn(torch.as_tensor(vz), torch.as_tensor(va))) if len(va) else tot / max(n, 1)
-        log(f"morphology epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, validation loss {vloss:.4f}")
+        vloss, text = validate(tot / max(n, 1))
+        log(f"{what} epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, {text}")
         if vloss < best:
             best = vloss
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -277,40 +323,22 @@ def _train_length(images, logl, tr, va, *, epochs, batch_size, lr, seed, arch, l
     net = LengthNet(arch)
     with torch.no_grad():
         net.head.bias.fill_(float(np.mean(logl[tr])) if len(tr) else 2.5)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * int(np.ceil(max(len(tr), 1) / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     y_all = torch.as_tensor(logl, dtype=torch.float32)
-    best, best_state = np.inf, None
-    for ep in range(epochs):
-        net.train()
-        order = rng.permutation(tr)
-        tot, n = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = np.sort(order[i : i + batch_size])
-            if len(idx) < 2:
-                continue
-            x = _augment(torch.as_tensor(images[idx][:, None]), rng)
-            loss = F.smooth_l1_loss(net.log_length(x), y_all[idx], beta=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-            n += len(idx)
-        net.eval()
-        if len(va):
-            pv = _predict(net, images[va], lambda m, x: m.log_length(x))
-            vloss = float(np.median(np.abs(np.exp(pv - logl[va]) - 1)))
-        else:
-            vloss = tot / max(n, 1)
-        log(f"length epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, validation median rel. error {vloss:.4f}")
-        if vloss < best:
-            best = vloss
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    return net.eval()
+
+    def step(idx):
+        x = _augment(torch.as_tensor(images[idx][:, None]), rng)
+        return F.smooth_l1_loss(net.log_length(x), y_all[idx], beta=0.1)
+
+    def validate(train_loss):
+        if not len(va):
+            return train_loss, f"validation median rel. error {train_loss:.4f}"
+        pv = _predict(net, images[va], lambda m, x: m.log_length(x))
+        vloss = float(np.median(np.abs(np.exp(pv - logl[va]) - 1)))
+        return vloss, f"validation median rel. error {vloss:.4f}"
+
+    steps = epochs * int(np.ceil(max(len(tr), 1) / batch_size))
+    return _fit(net, tr, rng, epochs=epochs, batch_size=batch_size, lr=lr, steps=steps, step=step, validate=validate,
+                log=log, what="length", min_batch=2)
 
 
 def _split(n, seed, val_frac, test_frac):
@@ -339,7 +367,6 @@ def _metrics(net, length_net, images, lab, idx, lidx, logl, scale_to_arcsec, fli
     import pandas as pd
     import torch
 
-    from .evaluate import score_forward
     from .export import ForwardGraph
     from .nets import CLASS_NAMES, flip_average
 
@@ -496,7 +523,6 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         length_px = lab_df["bar_length_arcsec"].values[keep] / scale_to_arcsec
     has_len = np.isfinite(length_px) & (length_px > 0) & (np.nan_to_num(lab["has_bar"], nan=1.0) > 0.5)
     logl = np.where(has_len, np.log(np.where(has_len, length_px, 1.0)), np.nan)
-    from ..geometry import pixel_angle
 
     pa = lab_df["bar_pa_deg"].values[keep]
     cds = prep["cd"][keep]
@@ -576,7 +602,6 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
     bundle = export_bundle(net, length_net, out, card_extra, seed=seed)
     # the wall time includes the export
-    from ..inference.bundle import load_bundle, write_card
 
     card = dict(bundle.card)
     card["training"] = {**card["training"], "wall_time_s": round(time.time() - t_start, 1)}
