@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from survey_bars.flags import Flag
-from survey_bars.geometry import kpc_per_arcsec, sky_pa
-from survey_bars.io.inputs import InputItem
-from survey_bars.pipeline import RunOptions, process_items
+from survey_bars.geometry import kpc_per_arcsec
 from survey_bars.inference.runtime import get_runtime
 from survey_bars.inference.saliency import object_seed, smoothgrad_batch
+from survey_bars.io.inputs import InputItem
+from survey_bars.pipeline import RunOptions, process_items
 
 from .conftest import galaxy_image, write_fits
 
@@ -101,24 +101,6 @@ def test_save_saliency(runtime, tmp_path):
         assert h[0].header["OBJID"] == "obj/with space" and h[0].header["SCALE"] > 0
 
 
-def test_sky_pa_conventions():
-    # north up, east left: +y is north (PA 0), -x is east (PA 90)
-    assert sky_pa(90.0, None) == pytest.approx(0.0)
-    assert sky_pa(0.0, None) == pytest.approx(90.0)
-    assert sky_pa(45.0, None) == pytest.approx(135.0)
-    flipped = np.array([[1.0, 0.0], [0.0, 1.0]])  # east right
-    assert sky_pa(45.0, flipped) == pytest.approx(45.0)
-    assert np.isnan(sky_pa(np.nan, None))
-
-
-def test_kpc_per_arcsec():
-    s = kpc_per_arcsec(np.array([0.05, np.nan, -1.0]))
-    assert s[0] == pytest.approx(1.0, rel=0.05)  # ~0.98 kpc/arcsec at z=0.05 (Planck18)
-    assert np.isnan(s[1:]).all()
-    with pytest.raises(ValueError, match="Unknown cosmology"):
-        kpc_per_arcsec(np.array([0.1]), "NoSuchCosmo")
-
-
 def test_saliency_only_where_a_bar_is_measured(runtime, tmp_path):
     """SmoothGrad runs for galaxies with p_bar >= p_bar_min, unless saliency_all asks for all."""
     paths = [write_fits(tmp_path / f"s{i}.fits", galaxy_image(n=96, r50=8, bar_len=24 if i % 2 else None, seed=10 + i), objid=f"S{i}") for i in range(4)]
@@ -145,8 +127,7 @@ def test_saliency_only_where_a_bar_is_measured(runtime, tmp_path):
 
 
 def test_calibration_version_is_checked():
-    from survey_bars.measure import MOMENTS_VERSION
-    from survey_bars.measure import calibration_for
+    from survey_bars.measure import MOMENTS_VERSION, calibration_for
 
     card = {"calibration": {"moments": {"slope": 2.0, "intercept": 1.0, "measurement_version": MOMENTS_VERSION}}}
     assert calibration_for(card, "moments")["slope"] == 2.0

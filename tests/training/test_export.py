@@ -21,7 +21,7 @@ from survey_bars.training.export import (  # noqa: E402
 )
 from survey_bars.training.nets import LengthNet, MorphologyNet, fold_batchnorm  # noqa: E402
 
-from .test_bundle import _run_no_torch  # noqa: E402
+from ..inference.test_bundle import _run_no_torch  # noqa: E402
 
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2], [16, 3, 1]]}
 #: a tiny bar-evidence network (the default design), with a dilated layer to cover that path

@@ -24,7 +24,7 @@ from survey_bars.inference.bundle import (
 )
 from survey_bars.normalise import NormaliseConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HAVE_DEFAULT = (DEFAULT_BUNDLE / "card.json").is_file()
 
 

@@ -4,7 +4,7 @@ import pytest
 from survey_bars.io import CutoutError, read_cutout
 from survey_bars.flags import Flag
 
-from .conftest import galaxy_image, write_fits
+from ..conftest import galaxy_image, write_fits
 
 
 def test_reads_wcs_scale_position_and_id(tmp_path):

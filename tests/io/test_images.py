@@ -10,7 +10,7 @@ from survey_bars.io import CutoutError, file_stem, is_input_file, read_cutout
 from survey_bars.flags import Flag
 from survey_bars.io.image import COLOUR_RULE, to_band
 
-from .conftest import galaxy_image
+from ..conftest import galaxy_image
 
 
 def _u8(img):

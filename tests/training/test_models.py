@@ -10,6 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from survey_bars.inference.bundle import load_bundle  # noqa: E402
+from survey_bars.normalise import NormaliseConfig
+from survey_bars.training.data import load_labels, preprocess  # noqa: E402
+from survey_bars.training.metrics import (  # noqa: E402
+    expected_calibration_error,
+    fit_temperature,
+    roc_auc,
+    roc_auc_interval,
+)
 from survey_bars.training.nets import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ARCH,
@@ -19,17 +27,9 @@ from survey_bars.training.nets import (  # noqa: E402
     MorphologyNet,
     forward_flops,
 )
-from survey_bars.training.data import load_labels, preprocess  # noqa: E402
-from survey_bars.training.metrics import (  # noqa: E402
-    expected_calibration_error,
-    fit_temperature,
-    roc_auc,
-    roc_auc_interval,
-)
 from survey_bars.training.train import _augment, _split  # noqa: E402
-from survey_bars.normalise import NormaliseConfig
 
-from .conftest import galaxy_image, write_fits  # noqa: E402
+from ..conftest import galaxy_image, write_fits  # noqa: E402
 
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 TINY_EVIDENCE = {"body": [[8, 4, 2], [16, 3, 2]], "tail": [[16, 3, 2]]}
@@ -181,20 +181,6 @@ def test_augment_moves_masks_with_images():
     x = torch.randn(16, 1, 8, 8)
     y, m = _augment(x, rng, x.clone())
     torch.testing.assert_close(y, m)
-
-
-def test_pixel_angle_inverts_sky_pa():
-    from survey_bars.geometry import pixel_angle, sky_pa
-
-    north_up = np.array([[-1e-4, 0.0], [0.0, 1e-4]])
-    assert pixel_angle(0.0, north_up) == pytest.approx(90.0)  # north is +y
-    assert pixel_angle(90.0, north_up) == pytest.approx(0.0, abs=1e-9)  # east is -x
-    rot = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]]) @ north_up
-    for pa in (0.0, 17.0, 64.0, 133.0, 179.0):
-        for cd in (north_up, rot, np.diag([1e-4, 1e-4])):
-            assert sky_pa(pixel_angle(pa, cd), cd) == pytest.approx(pa, abs=1e-6)
-    assert np.isnan(pixel_angle(np.nan, north_up))
-    assert pixel_angle(30.0, None) == pytest.approx(pixel_angle(30.0, north_up))
 
 
 def test_output_shapes_and_probabilities():

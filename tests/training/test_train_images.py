@@ -14,7 +14,7 @@ import pytest
 from survey_bars.training import data as tr
 from survey_bars.training.train import train
 
-from .conftest import galaxy_image, write_fits
+from ..conftest import galaxy_image, write_fits
 
 TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 TINY_EVIDENCE = {"body": [[8, 4, 2], [16, 3, 2]], "tail": [[16, 3, 2]]}

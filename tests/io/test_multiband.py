@@ -12,7 +12,7 @@ from survey_bars.flags import Flag
 from survey_bars.normalise import normalise
 from survey_bars.testing import _tan_wcs
 
-from .conftest import galaxy_image
+from ..conftest import galaxy_image
 
 N = 64
 
@@ -197,7 +197,7 @@ def test_select_band_ambiguous_part_is_an_error():
 def test_defaults_are_documented():
     import pathlib
 
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "--band" in readme
     for b in DEFAULT_BANDS:
         assert f"`{b}`" in readme

@@ -25,13 +25,12 @@ import pytest
 import survey_bars.pipeline as pipeline_mod
 import survey_bars.report as sbi
 import survey_bars.report.tiles as tiles_mod
-from survey_bars.report.html import tile_name
-from survey_bars.io.catalogue import assemble, empty_row, rows_to_table, write_part
 from survey_bars.flags import Flag
-from survey_bars.geometry import pixel_direction, sky_pa
+from survey_bars.io.catalogue import assemble, empty_row, rows_to_table, write_part
 from survey_bars.normalise import normalise
+from survey_bars.report.html import tile_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCALE = 0.262  # arcsec / pixel
 N_OK = 14
 N_GAL = 4
@@ -200,21 +199,6 @@ def test_scan_matches_pandas_and_streams(catalogue, monkeypatch):
     assert [r["object_id"] for r in again.galleries["top_p_bar"]] == top
 
 
-def test_pixel_direction_inverts_the_sky_pa_convention():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        rot = math.radians(rng.uniform(0, 360))
-        s = rng.uniform(0.1, 1.0) / 3600
-        flip = rng.choice([-1, 1])
-        cd = s * np.array([[-math.cos(rot), math.sin(rot)], [math.sin(rot), math.cos(rot)]]) @ np.diag([1, flip])
-        pa = rng.uniform(0, 180)
-        d = pixel_direction(pa, cd)
-        back = sky_pa(math.degrees(math.atan2(d[1], d[0])), cd)
-        assert min(abs(back - pa), 180 - abs(back - pa)) < 1e-6
-    # north up, east left: PA 90 (east) points to -x
-    assert np.allclose(pixel_direction(90.0), [-1, 0])
-
-
 def test_recompute_saliency_with_a_runtime(catalogue):
     _, _, rows = catalogue
     from survey_bars.normalise import NormaliseConfig
@@ -243,10 +227,10 @@ def test_recomputed_saliency_is_the_pipelines(tmp_path):
     symmetrises, which the recomputation once left out)."""
     from astropy.io import fits
 
-    from survey_bars.pipeline import RunOptions, process_items
     from survey_bars.inference.runtime import get_runtime
+    from survey_bars.pipeline import RunOptions, process_items
 
-    from .conftest import galaxy_image, write_fits
+    from ..conftest import galaxy_image, write_fits
 
     rt = get_runtime(None)
     assert rt.bundle.smoothgrad.get("symmetrise")
@@ -444,11 +428,11 @@ def image_catalogue(tmp_path_factory):
     without one and a FITS file, in a run with ``--band r``."""
     from PIL import Image
 
+    from survey_bars.inference.runtime import get_runtime
     from survey_bars.io.inputs import InputItem
     from survey_bars.pipeline import RunOptions, process_items
-    from survey_bars.inference.runtime import get_runtime
 
-    from .conftest import galaxy_image, write_fits
+    from ..conftest import galaxy_image, write_fits
 
     root = tmp_path_factory.mktemp("images")
     u8 = _to_uint8(galaxy_image(n=96, r50=8, bar_len=26, seed=3))
