@@ -8,11 +8,12 @@ The pipeline, the trainer (bar masks from catalogue PAs) and the QA report all c
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-__all__ = ["sky_pa", "pixel_angle", "pixel_direction", "kpc_per_arcsec", "check_cosmology", "NORTH_UP"]
+__all__ = ["pixel_grid", "sky_pa", "pixel_angle", "pixel_direction", "kpc_per_arcsec", "check_cosmology", "NORTH_UP"]
 
 #: The CD matrix assumed without a WCS: north up, east left (unit pixels).
 NORTH_UP = ((-1.0, 0.0), (0.0, 1.0))
@@ -137,3 +138,22 @@ def pixel_direction(pa_deg, cd=None):
     t = math.radians(float(pa_deg))
     d = np.linalg.solve(cd, [math.sin(t), math.cos(t)])
     return d / np.hypot(*d)
+
+
+@functools.lru_cache(maxsize=32)
+def pixel_grid(ny, nx):
+    """Read-only pixel coordinate grids ``(Y, X)`` of an ``ny x nx`` image, cached (stamps repeat shapes).
+
+    Parameters
+    ----------
+    ny, nx : int
+
+    Returns
+    -------
+    tuple of ndarray
+        float64 row and column indices.
+    """
+    Y, X = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    Y.flags.writeable = False
+    X.flags.writeable = False
+    return Y, X

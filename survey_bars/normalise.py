@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .geometry import pixel_grid
+
 __all__ = ["NormaliseConfig", "Normalised", "normalise", "estimate_background"]
 
 #: largest measured half-light radius accepted, as a fraction of the stamp's shorter side
@@ -173,15 +175,6 @@ class Normalised:
 
 
 @functools.lru_cache(maxsize=32)
-def _grid(ny, nx):
-    """Read-only pixel coordinate grids (Y, X) for a shape, cached: stamps repeat shapes."""
-    Y, X = np.mgrid[0:ny, 0:nx].astype(np.float64)
-    Y.flags.writeable = False
-    X.flags.writeable = False
-    return Y, X
-
-
-@functools.lru_cache(maxsize=32)
 def _border_mask(shape, frac):
     """Read-only mask of the stamp border (cached per shape)."""
     ny, nx = shape
@@ -214,7 +207,7 @@ def _border_design(shape, frac):
 @functools.lru_cache(maxsize=32)
 def _centre_distance(ny, nx):
     """Read-only distance of each pixel from the stamp centre (cached per shape)."""
-    Y, X = _grid(ny, nx)
+    Y, X = pixel_grid(ny, nx)
     rc = np.hypot(X - (nx - 1) / 2.0, Y - (ny - 1) / 2.0)
     rc.flags.writeable = False
     return rc
@@ -336,7 +329,7 @@ def _find_galaxy(sub, noise, cfg):
     smooth = ndimage.gaussian_filter(sub, 1.5)
     # noise of the smoothed image (white noise through a Gaussian of sigma s: / (2 sqrt(pi) s))
     snoise = noise / (2.0 * np.sqrt(np.pi) * 1.5) if noise > 0 else 0.0
-    Y, X = _grid(ny, nx)
+    Y, X = pixel_grid(ny, nx)
     rc = _centre_distance(ny, nx)
     search = rc <= 0.25 * min(nx, ny)
     thresh = cfg.detect_nsigma * snoise if snoise > 0 else 0.0
@@ -460,7 +453,7 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
     rad = max(r50, 2.0)
     ys = slice(max(int(np.floor(y0 - rad)), 0), max(int(np.ceil(y0 + rad)) + 1, 0))
     xs = slice(max(int(np.floor(x0 - rad)), 0), max(int(np.ceil(x0 + rad)) + 1, 0))
-    Y, X = _grid(ny, nx)
+    Y, X = pixel_grid(ny, nx)
     within = np.hypot(X[ys, xs] - x0, Y[ys, xs] - y0) <= rad
     bad_centre_frac = float((~good[ys, xs] & within).sum() / max(within.sum(), 1))
     bad_frac = float((~good).sum() / good.size)

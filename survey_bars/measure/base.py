@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..flags import Flag
-from ..normalise import _grid
+from ..geometry import pixel_grid
 
 __all__ = ["BarMeasurement", "MeasuringMethod", "MapMeasures", "check_map", "frame_grid", "nan_measurement",
            "max_pairwise_distance"]
@@ -135,7 +135,7 @@ def frame_grid(n):
     -------
     tuple of ndarray
     """
-    yy, xx = _grid(n, n)
+    yy, xx = pixel_grid(n, n)
     c = (n - 1) / 2.0
     rr = np.hypot(xx - c, yy - c)
     rr.flags.writeable = False
