@@ -31,7 +31,7 @@ from .moments import MOMENTS_VERSION, Moments, measure_moments
 __all__ = [
     "AUTO_ORDER", "BUILT_IN", "BarMeasurement", "MapMeasures", "MeasuringMethod", "MOMENTS_VERSION",
     "apply_calibration", "calibrated_length", "calibration_for", "catalogue_columns", "get_method",
-    "length_sigma", "measure_bar", "measure_bhambra2022", "measure_moments", "method_names", "register",
+    "length_sigma", "map_methods", "measure_bar", "measure_bhambra2022", "measure_moments", "method_names", "register",
     "resolve_method", "run_methods",
 ]
 
@@ -75,6 +75,16 @@ def method_names():
     tuple of str
     """
     return tuple(_REGISTRY)
+
+
+def map_methods():
+    """Names of the registered methods that read one saliency map alone (calibrated on simulations).
+
+    Returns
+    -------
+    tuple of str
+    """
+    return tuple(n for n, m in _REGISTRY.items() if m.reads_maps)
 
 
 def run_methods():

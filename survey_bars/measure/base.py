@@ -162,6 +162,10 @@ class MeasuringMethod:
         Catalogue columns that this method fills for every measured bar, whatever the run's
         method: ``name -> (arrow type, unit, description)``. They are added to the catalogue
         schema in registry order.
+    reads_maps : bool
+        True when :meth:`measure` reads one map alone (the method can then be calibrated on
+        simulations with ``survey-bars calibrate --method NAME``); False for a method that
+        needs the model (the learned head).
     """
 
     name: ClassVar[str] = ""
@@ -169,6 +173,7 @@ class MeasuringMethod:
     summary: ClassVar[str] = ""
     geometry: ClassVar[str | None] = None
     columns: ClassVar[dict] = {}
+    reads_maps: ClassVar[bool] = True
 
     def unavailable(self, card):
         """Why a bundle cannot run this method, or None when it can.

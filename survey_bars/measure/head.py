@@ -22,6 +22,7 @@ class LearnedHead(MeasuringMethod):
     version = 1
     summary = "the learned head reads the length off the saliency map."
     geometry = "moments"
+    reads_maps = False
 
     def unavailable(self, card):
         if "length_head.onnx" in (card.get("files") or {}):

@@ -27,7 +27,7 @@ from ..inference.bundle import load_bundle, write_card
 from ..inference.runtime import ModelRuntime, clear_cache
 from ..io.inputs import InputItem
 from ..io.saliency_maps import saliency_file
-from ..measure import get_method, length_sigma
+from ..measure import get_method, length_sigma, map_methods
 from ..pipeline import RunOptions, process_items
 from ..simulate import simulate
 
@@ -507,7 +507,10 @@ def _read_maps(directory, object_ids):
 
 
 #: ``survey-bars calibrate`` defaults per method: simulated barred galaxies and their seed.
-CLI_DEFAULTS = {"moments": {"n": 800, "seed": 90210}, "head": {"n": 16000, "seed": 5150}, "head-errors": {"n": 1500, "seed": 6160}}
+#: ``--method`` -> default simulations and seed: every method that reads maps alone (the
+#: registry's), the learned head, and the head's errors alone
+CLI_DEFAULTS = {**{m: {"n": 800, "seed": 90210} for m in map_methods()},
+                "head": {"n": 16000, "seed": 5150}, "head-errors": {"n": 1500, "seed": 6160}}
 
 
 def configure_parser(parser):
@@ -520,7 +523,7 @@ def configure_parser(parser):
                              "6160 for head-errors).")
     parser.add_argument("--survey", default="mixed", help="Survey preset of the simulations, or mixed.")
     parser.add_argument("--method", default="moments", choices=list(CLI_DEFAULTS),
-                        help="moments: fit the linear calibration of the moments length; head: train the learned "
+                        help="moments (or another map method): fit the linear calibration of its length; head: train the learned "
                              "length head on the simulations' saliency maps and add it to the bundle (needs torch); "
                              "head-errors: refit only the head's uncertainty, e.g. on your survey (--survey sdss).")
     parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")

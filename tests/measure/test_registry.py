@@ -88,3 +88,10 @@ def test_map_measures_measure_each_method_once():
 def test_the_head_reads_no_single_map():
     with pytest.raises(NotImplementedError, match="raw_lengths"):
         get_method("head").measure(np.zeros((8, 8)))
+
+
+def test_map_methods_are_those_that_read_one_map():
+    assert measure.map_methods() == ("moments", "bhambra2022")
+    from survey_bars.training.calibrate import CLI_DEFAULTS
+
+    assert set(measure.map_methods()) <= set(CLI_DEFAULTS) and {"head", "head-errors"} <= set(CLI_DEFAULTS)
