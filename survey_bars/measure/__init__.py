@@ -8,6 +8,7 @@ catalogue columns it fills and its calibration key in the bundle card:
 ``head``                  :mod:`.head`: the bundle's learned length head (geometry from moments)
 ``moments``               :mod:`.moments`: calibrated second moments of the central saliency
 ``bhambra2022``           :mod:`.bhambra2022`: the paper's published threshold sweep
+``profile``               :mod:`.profile`: the half-peak extent of the saliency along the bar
 ========================  ===========================================================
 
 ``"auto"`` (the default of a run) takes the first of :data:`AUTO_ORDER` that the bundle can
@@ -27,6 +28,7 @@ from .bhambra2022 import Bhambra2022, measure_bhambra2022
 from .calibration import apply_calibration, calibrated_length, length_sigma
 from .head import LearnedHead
 from .moments import MOMENTS_VERSION, Moments, measure_moments
+from .profile import Profile
 
 __all__ = [
     "AUTO_ORDER", "BUILT_IN", "BarMeasurement", "MapMeasures", "MeasuringMethod", "MOMENTS_VERSION",
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 #: The built-in methods, in registry order (the order of their catalogue columns).
-BUILT_IN = (LearnedHead, Moments, Bhambra2022)
+BUILT_IN = (LearnedHead, Moments, Bhambra2022, Profile)
 #: ``"auto"`` resolves to the first of these that a bundle can run.
 AUTO_ORDER = ("head", "moments")
 

@@ -10,15 +10,15 @@ from survey_bars.inference.saliency import SmoothGradResult
 
 
 def test_built_in_methods_are_registered_in_order():
-    assert measure.method_names() == ("head", "moments", "bhambra2022")
-    assert measure.run_methods() == ("auto", "head", "moments", "bhambra2022")
+    assert measure.method_names() == ("head", "moments", "bhambra2022", "profile")
+    assert measure.run_methods() == ("auto", "head", "moments", "bhambra2022", "profile")
     for name in measure.method_names():
         m = get_method(name)
         assert m.name == name and m.version >= 1 and m.summary
 
 
 def test_unknown_method_lists_the_choices():
-    with pytest.raises(ValueError, match="choose one of auto, head, moments, bhambra2022"):
+    with pytest.raises(ValueError, match="choose one of auto, head, moments, bhambra2022, profile"):
         get_method("isophote")
 
 
@@ -41,7 +41,7 @@ def test_auto_takes_the_head_only_when_the_bundle_has_one():
 
 
 def test_calibration_version_is_checked_for_every_method():
-    for name in ("moments", "bhambra2022"):
+    for name in ("moments", "bhambra2022", "profile"):
         m = get_method(name)
         card = {"calibration": {name: {"slope": 1.0, "measurement_version": m.version + 1}}}
         with pytest.raises(ValueError, match="measurement version"):
@@ -91,7 +91,7 @@ def test_the_head_reads_no_single_map():
 
 
 def test_map_methods_are_those_that_read_one_map():
-    assert measure.map_methods() == ("moments", "bhambra2022")
+    assert measure.map_methods() == ("moments", "bhambra2022", "profile")
     from survey_bars.training.calibrate import CLI_DEFAULTS
 
     assert set(measure.map_methods()) <= set(CLI_DEFAULTS) and {"head", "head-errors"} <= set(CLI_DEFAULTS)
