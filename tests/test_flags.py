@@ -38,3 +38,17 @@ def test_flag_descriptions_quote_the_pipeline_thresholds():
     assert f"{100 * pl.TRUNCATED_FRAC:g} %" in d["TRUNCATED"]
     assert f"factor {pl.LARGE_RESAMPLING:g}" in d["LARGE_RESAMPLING"]
     assert f"between {pl.P_BAR_AMBIGUOUS[0]:g} and {pl.P_BAR_AMBIGUOUS[1]:g}" in d["P_BAR_AMBIGUOUS"]
+
+
+def test_readme_column_table_matches_the_schema():
+    """The README's column table is what users query by: every column, unit and description, in order."""
+    import re
+    from pathlib import Path
+
+    from survey_bars.io.catalogue import COLUMNS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| column | unit | description |"):]
+    table = table[: table.index("\n\n")]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]*?) \| (.+?) \|$", table, flags=re.MULTILINE)
+    assert [(n, u.strip(), d) for n, u, d in rows] == [(n, unit, desc) for n, (_, unit, desc) in COLUMNS.items()]
