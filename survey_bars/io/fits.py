@@ -517,9 +517,8 @@ class FitsReader(Reader):
                           object_id=object_id)
 
 
-def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
-    from astropy.io import fits
-
+def _check_signature(path, st, magic):
+    """Refuse what is not FITS, and damaged or bomb-like compression, before astropy parses the file."""
     head = _check_compressed(path, magic, st.st_size)
     if not (magic if head is None else head).startswith(b"SIMPLE"):
         # astropy checks this for plain files only; a damaged compressed header would otherwise
@@ -533,8 +532,11 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
             msg = f"The file could not be read: {exc.strerror}. Fix its permissions or storage."
             raise CutoutError("unreadable", msg) from None
 
-    flags = 0
-    notes = []
+
+def _open(path):
+    """Open the file lazily with astropy; CutoutError ``not_fits`` when astropy cannot."""
+    from astropy.io import fits
+
     try:
         hdul = fits.open(path, memmap=False, lazy_load_hdus=True, ignore_missing_simple=False)
     except OSError as exc:
@@ -543,58 +545,91 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
     except Exception as exc:
         msg = f"Not a readable FITS file ({type(exc).__name__}: {exc})."
         raise CutoutError("not_fits", msg) from None
+    return hdul
 
+
+def _read_band(hdul, band, max_pixels):
+    """Choose the band, read its pixels with its mask and variance planes, and its headers.
+
+    Returns ``(data, variance, header, meta, inherit, flags, notes, band_name)``: ``header`` is the
+    chosen HDU's, ``meta`` the header that ids and redshifts are read from (merged with the
+    primary's in a multi-extension file), ``inherit`` whether its WCS comes from the primary.
+    """
+    flags = 0
+    notes = []
     variance = None
+    primary_header = hdul[0].header
+    science, aux = _scan_hdus(hdul, primary_header)
+    names = [s.name for s in science]
+    # --band chooses among several bands; a single-band file is used as it is
+    k, defaulted = select_band(names, band) if len(science) > 1 else (0, False)
+    chosen = science[k]
+    dims = chosen.dims
+    plane_pix = dims[0] * dims[1]
+    if plane_pix > max_pixels:
+        msg = (
+            f"The image has {dims[0]} x {dims[1]} = {plane_pix} pixels, over --max-pixels "
+            f"{max_pixels}; it was not read. Make a smaller cutout or raise --max-pixels."
+        )
+        raise CutoutError("too_large", msg)
+    band_name = chosen.name if chosen.name is not None else (f"#{k}" if len(science) > 1 else None)
+    if len(science) > 1:
+        notes.append(f"{len(science)} bands ({', '.join(n or f'#{i}' for i, n in enumerate(names))}); {band_name} used")
+    if defaulted:
+        flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+    if len(dims) > 3 and any(d > 1 for d in dims[3:]):
+        flags |= int(Flag.FIRST_PLANE_OF_CUBE)
+        notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane of the extra axes used")
     try:
-        primary_header = hdul[0].header
-        science, aux = _scan_hdus(hdul, primary_header)
-        names = [s.name for s in science]
-        # --band chooses among several bands; a single-band file is used as it is
-        k, defaulted = select_band(names, band) if len(science) > 1 else (0, False)
-        chosen = science[k]
-        dims = chosen.dims
-        plane_pix = dims[0] * dims[1]
-        if plane_pix > max_pixels:
-            msg = (
-                f"The image has {dims[0]} x {dims[1]} = {plane_pix} pixels, over --max-pixels "
-                f"{max_pixels}; it was not read. Make a smaller cutout or raise --max-pixels."
-            )
-            raise CutoutError("too_large", msg)
-        band_name = chosen.name if chosen.name is not None else (f"#{k}" if len(science) > 1 else None)
-        if len(science) > 1:
-            notes.append(f"{len(science)} bands ({', '.join(n or f'#{i}' for i, n in enumerate(names))}); {band_name} used")
-        if defaulted:
-            flags |= int(Flag.FIRST_PLANE_OF_CUBE)
-        if len(dims) > 3 and any(d > 1 for d in dims[3:]):
-            flags |= int(Flag.FIRST_PLANE_OF_CUBE)
-            notes.append(f"data cube of shape {tuple(reversed(dims))}; first plane of the extra axes used")
-        try:
-            data = chosen.read()
-            mask_plane = _companion(aux, "mask", chosen, science)
-            var_plane = _companion(aux, "variance", chosen, science)
-            if mask_plane is not None:
-                bad = _bad_pixels(mask_plane)
-                data[bad] = np.nan
-                notes.append(f"mask {mask_plane.name}: {int(bad.sum())} pixels masked")
-            if var_plane is not None:
-                variance, nodata = _variance(var_plane)
-                data[nodata] = np.nan
-                notes.append(f"noise from {var_plane.name} ({var_plane.kind})")
-        except CutoutError:
-            raise
-        except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
-            msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
-            raise CutoutError("truncated", msg) from None
-        except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
-            msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
-            raise CutoutError("corrupt", msg) from None
-        header = chosen.hdu.header.copy()
-        # ids and redshifts may sit in the primary header of a multi-extension file
-        meta = header if chosen.hdu is hdul[0] else _merged_header(header, primary_header)
-        inherit = meta is not header and "INHERIT" in header and bool(header.get("INHERIT", False))
+        data = chosen.read()
+        mask_plane = _companion(aux, "mask", chosen, science)
+        var_plane = _companion(aux, "variance", chosen, science)
+        if mask_plane is not None:
+            bad = _bad_pixels(mask_plane)
+            data[bad] = np.nan
+            notes.append(f"mask {mask_plane.name}: {int(bad.sum())} pixels masked")
+        if var_plane is not None:
+            variance, nodata = _variance(var_plane)
+            data[nodata] = np.nan
+            notes.append(f"noise from {var_plane.name} ({var_plane.kind})")
+    except CutoutError:
+        raise
+    except (OSError, ValueError, TypeError, EOFError, gzip.BadGzipFile, IndexError) as exc:
+        msg = f"The image data could not be read ({type(exc).__name__}: {exc}); the file is probably truncated."
+        raise CutoutError("truncated", msg) from None
+    except Exception as exc:  # damaged tile-compression tables raise astropy's VerifyError, AttributeError...
+        msg = f"The image data could not be decoded ({type(exc).__name__}: {exc}); the file is damaged. Download or copy it again."
+        raise CutoutError("corrupt", msg) from None
+    header = chosen.hdu.header.copy()
+    # ids and redshifts may sit in the primary header of a multi-extension file
+    meta = header if chosen.hdu is hdul[0] else _merged_header(header, primary_header)
+    inherit = meta is not header and "INHERIT" in header and bool(header.get("INHERIT", False))
+    return data, variance, header, meta, inherit, flags, notes, band_name
+
+
+def _header_redshift(meta):
+    """``REDSHIFT`` or ``Z`` from the header when it is a number in (0, 20] (a Z of 3000 is a velocity cz)."""
+    redshift = None
+    for key in ("REDSHIFT", "Z"):
+        if key in meta:
+            try:
+                z = float(meta[key])
+            except Exception:  # not a number, or an unparsable card
+                continue
+            if np.isfinite(z) and 0 < z <= _MAX_REDSHIFT:  # a Z of 3000 is a velocity cz, not a redshift
+                redshift = z
+                break
+    return redshift
+
+
+def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
+    """Check, open, read the band, then the pixels, the WCS and the header values: the Cutout."""
+    _check_signature(path, st, magic)
+    hdul = _open(path)
+    try:
+        data, variance, header, meta, inherit, flags, notes, band_name = _read_band(hdul, band, max_pixels)
     finally:
         hdul.close()
-
     data = check_pixels(data)
     scale, ra, dec, wflags, cd = _celestial_wcs(meta if inherit else header, data.shape)
     flags |= wflags
@@ -607,16 +642,7 @@ def _read_fits(path, st, magic, *, pixel_scale, max_pixels, band, object_id):
             raise CutoutError("no_wcs", msg)
         scale = float(pixel_scale)
         flags |= int(Flag.ASSUMED_PIXEL_SCALE)
-    redshift = None
-    for key in ("REDSHIFT", "Z"):
-        if key in meta:
-            try:
-                z = float(meta[key])
-            except Exception:  # not a number, or an unparsable card
-                continue
-            if np.isfinite(z) and 0 < z <= _MAX_REDSHIFT:  # a Z of 3000 is a velocity cz, not a redshift
-                redshift = z
-                break
+    redshift = _header_redshift(meta)
     return Cutout(
         path=path,
         object_id=_object_id(meta, object_id),

@@ -484,7 +484,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     import torch
 
     from .export import export_bundle, save_checkpoint
-    from .nets import DEFAULT_ARCH, LENGTH_ARCH, flip_average, is_evidence_arch
+    from .nets import DEFAULT_ARCH, LENGTH_ARCH, is_evidence_arch
 
     t_start = time.time()
     torch.set_num_threads(int(threads))
@@ -494,6 +494,52 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     arch = arch or DEFAULT_ARCH
     length_arch = length_arch or (LENGTH_ARCH if is_evidence_arch(arch) else arch)
     _check_frame(arch, length_arch, cfg.size)
+    data = _training_set(data_dirs, labels, cfg, workers=workers, cache=cache, bar_pa_from_image=bar_pa_from_image,
+                         log=log)
+    keep, images, lab = data["keep"], data["images"], data["labels"]
+    scale_to_arcsec, has_len, logl = data["scale_to_arcsec"], data["has_len"], data["logl"]
+
+    tr, va, te = _split(len(keep), seed, val_frac, test_frac)
+    ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
+    log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
+
+    t0 = time.time()
+    net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
+                       bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight)
+    t_morph = time.time() - t0
+    _fit_temperatures(net, images, lab, va, flips)
+    log(f"temperatures: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, spiral {float(net.t_spiral):.3f}")
+    t0 = time.time()
+    length_net = _train_length(images, logl, ltr, lva, epochs=length_epochs or 2 * epochs, batch_size=min(batch_size, 64),
+                               lr=lr, seed=seed, arch=length_arch, log=log)
+    t_length = time.time() - t0
+    metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec, flips=flips)
+    log("held-out metrics: " + json.dumps(metrics))
+    card_extra = _training_card(name=name, version=version, cfg=cfg, command=command, seed=seed, data_dirs=data_dirs,
+                                labels=labels, data=data, split=(tr, va, te), epochs=epochs, length_epochs=length_epochs,
+                                batch_size=batch_size, lr=lr, bar_weight=bar_weight, mask_weight=mask_weight,
+                                threads=threads, times=(t_morph, t_length), flips=flips, metrics=metrics)
+    if checkpoint:
+        save_checkpoint(checkpoint, net, length_net, card_extra)
+    card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
+    bundle = export_bundle(net, length_net, out, card_extra, seed=seed)
+    # the wall time includes the export
+
+    card = dict(bundle.card)
+    card["training"] = {**card["training"], "wall_time_s": round(time.time() - t_start, 1)}
+    write_card(bundle.path, card)
+    log(f"wrote {bundle.path} in {time.time() - t_start:.0f} s")
+    return load_bundle(bundle.path)
+
+
+def _training_set(data_dirs, labels, cfg, *, workers, cache, bar_pa_from_image, log=_log):
+    """The labelled frames and what training needs of their labels.
+
+    Returns a dict: ``table`` (the label table), ``keep`` (its usable rows), ``images``,
+    ``labels`` (morph, has_bar, has_spiral, class), ``scale_to_arcsec`` (arcsec per model
+    pixel, NaN without a pixel scale), ``has_len`` and ``logl`` (the bars with a length, and
+    its log in model pixels) and ``geometry`` (bar length and angle in the frame, for the masks).
+    """
     lab_df = load_labels(data_dirs, labels)
     log(f"{len(lab_df)} labelled files from {len(data_dirs)} director{'y' if len(data_dirs) == 1 else 'ies'}")
     prep = preprocess(lab_df["path"].tolist(), lab_df["pixel_scale_arcsec"].values, cfg, workers=workers, cache=cache)
@@ -532,17 +578,16 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         if need.any():
             angle[need] = inner_angle(images[need], length_px[need])
             log(f"{int(need.sum())} bars with a length but no position angle: angle from the frame's inner light")
-    geometry = {"length_px": length_px, "angle_deg": angle}
+    return {"table": lab_df, "keep": keep, "images": images, "labels": lab, "scale_to_arcsec": scale_to_arcsec,
+            "has_len": has_len, "logl": logl, "geometry": {"length_px": length_px, "angle_deg": angle}}
 
-    tr, va, te = _split(len(keep), seed, val_frac, test_frac)
-    ltr, lva, lte = (s[has_len[s]] for s in (tr, va, te))
-    log(f"split: {len(tr)} train, {len(va)} validation, {len(te)} test; bar lengths {len(ltr)}/{len(lva)}/{len(lte)}")
 
-    t0 = time.time()
-    net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
-                       bar_weight=bar_weight, geometry=geometry, mask_weight=mask_weight)
-    t_morph = time.time() - t0
-    # temperatures on the validation split, from the logits the forward graph will average
+def _fit_temperatures(net, images, lab, va, flips):
+    """Temperatures on the validation split, from the logits the forward graph will average."""
+    import torch
+
+    from .nets import flip_average
+
     if len(va):
         z = _predict(net, images[va], flip_average if flips else (lambda m, x: m(x)))
         with torch.no_grad():
@@ -554,13 +599,16 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
                 ok = np.isfinite(y)
                 if ok.sum() >= 2:
                     buf.fill_(fit_temperature(z[ok, col], y[ok], "binary"))
-    log(f"temperatures: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, spiral {float(net.t_spiral):.3f}")
-    t0 = time.time()
-    length_net = _train_length(images, logl, ltr, lva, epochs=length_epochs or 2 * epochs, batch_size=min(batch_size, 64),
-                               lr=lr, seed=seed, arch=length_arch, log=log)
-    t_length = time.time() - t0
-    metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec, flips=flips)
-    log("held-out metrics: " + json.dumps(metrics))
+
+
+def _training_card(*, name, version, cfg, command, seed, data_dirs, labels, data, split, epochs, length_epochs, batch_size,
+                   lr, bar_weight, mask_weight, threads, times, flips, metrics):
+    """The card's training record: the data, the split, the settings, the times, the held-out metrics."""
+    import torch
+
+    lab_df, keep, lab, has_len = data["table"], data["keep"], data["labels"], data["has_len"]
+    tr, va, te = split
+    t_morph, t_length = times
     classes = {str(k): int(v) for k, v in zip(*np.unique(lab["class"], return_counts=True))}
     card_extra = {
         "name": name,
@@ -597,17 +645,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         "forward": {"flip_average": bool(flips)},
         "metrics": metrics,
     }
-    if checkpoint:
-        save_checkpoint(checkpoint, net, length_net, card_extra)
-    card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
-    bundle = export_bundle(net, length_net, out, card_extra, seed=seed)
-    # the wall time includes the export
-
-    card = dict(bundle.card)
-    card["training"] = {**card["training"], "wall_time_s": round(time.time() - t_start, 1)}
-    write_card(bundle.path, card)
-    log(f"wrote {bundle.path} in {time.time() - t_start:.0f} s")
-    return load_bundle(bundle.path)
+    return card_extra
 
 
 def configure_parser(parser):
