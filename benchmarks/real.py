@@ -642,6 +642,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", default="4", help="comma-separated folds to score (default 4, the held-out test fold)")
     ap.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
+    ap.add_argument("--method", default="auto", help="bar measuring method of bar_length_arcsec (default auto: the bundle's)")
     ap.add_argument("--out-json", default=None, metavar="FILE",
                     help="write the result here (and the figure beside it) and print it, instead of recording it in "
                          "benchmarks/results, RESULTS.md and docs/")
@@ -673,8 +674,8 @@ def main(argv=None):
     if any(f in realdata.TRAIN_FOLDS for f in folds):
         note += f" NOTE: fold(s) {[f for f in folds if f in realdata.TRAIN_FOLDS]} are training folds, not the held-out test fold."
     samples = int((bundle.smoothgrad or {}).get("samples", 16))
-    method = resolve_method(bundle.card, "auto")
-    options = RunOptions(model=args.model)
+    method = resolve_method(bundle.card, args.method)
+    options = RunOptions(model=args.model, method=args.method)
 
     sets = {}
     if (root / realdata.GZ2_DIR).is_dir():
@@ -702,16 +703,16 @@ def main(argv=None):
             hoyle_df = sets["gz2"][sets["gz2"]["hoyle_bar_length_arcsec"].notna()].reset_index(drop=True)
             cat_csv = realdata.write_input_catalogue(hoyle_df, work / "gz2-hoyle-input.csv")
             t = time.time()
-            cat, summary = run_process(client, work / "gz2-hoyle-pbar0.parquet", RunOptions(model=args.model, p_bar_min=0.0),
-                                       catalogue=cat_csv)
+            cat, summary = run_process(client, work / "gz2-hoyle-pbar0.parquet", RunOptions(model=args.model, method=args.method,
+                                                                                      p_bar_min=0.0), catalogue=cat_csv)
             t_proc += time.time() - t
             summaries["gz2_hoyle_p_bar_min_0"] = dict(summary)
             joined["gz2_hoyle_pbar0"] = join(hoyle_df, cat)
         spitzer_cat = None
         if spitzer_files:
             t = time.time()
-            spitzer_cat, summary = run_process(client, work / "spitzer.parquet", RunOptions(model=args.model, p_bar_min=0.0),
-                                               inputs=spitzer_files)
+            spitzer_cat, summary = run_process(client, work / "spitzer.parquet", RunOptions(model=args.model, method=args.method,
+                                                                                        p_bar_min=0.0), inputs=spitzer_files)
             t_proc += time.time() - t
             summaries["spitzer"] = dict(summary)
     finally:
