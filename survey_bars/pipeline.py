@@ -56,6 +56,9 @@ METHODS = run_methods()
 class RunOptions:
     """Settings of a catalogue run (recorded in the catalogue metadata).
 
+    Every value is checked when the options are made: a bad one raises
+    :class:`survey_bars.errors.OptionError` (a ValueError) that names the option and what it takes.
+
     Parameters
     ----------
     model : str or None
@@ -89,9 +92,6 @@ class RunOptions:
         Files normalised and inferred together; bounds the worker's memory.
     p_bar_min : float
         Bars are measured only where ``p_bar`` reaches this (in [0, 1]).
-
-    Every value is checked when the options are made: a ValueError names the option and what
-    it takes.
     saliency_all : bool
         Compute SmoothGrad maps for every galaxy, not only for those whose ``p_bar`` reaches
         ``p_bar_min`` (the only ones whose bar is measured). Costs time; useful with
