@@ -54,6 +54,7 @@ The package, in the order a galaxy is made:
 :mod:`.observe`   :func:`observe`: sky, noise, neighbours, stars, artefacts
 :mod:`.write`     :func:`simulate_one`, :func:`simulate`: cutouts and ``truth.parquet``
 :mod:`.display`   :func:`display_copies`: JPEG copies as cutout services draw them
+:mod:`.stamps`    :func:`small_stamp_copies`: copies cut to the services' small stamps
 :mod:`.gallery`   :func:`make_gallery`
 :mod:`.cli`       ``survey-bars simulate``
 ================  =============================================================
@@ -72,6 +73,7 @@ from .params import (
     projected_bar,
 )
 from .render import render_components
+from .stamps import small_stamp_copies
 from .write import simulate, simulate_one
 
 __all__ = [
@@ -89,4 +91,5 @@ __all__ = [
     "simulate_one",
     "simulate",
     "make_gallery",
+    "small_stamp_copies",
 ]

@@ -8,6 +8,7 @@ import time
 
 from .display import display_copies
 from .gallery import make_gallery
+from .stamps import small_stamp_copies
 from .write import simulate
 
 
@@ -46,6 +47,10 @@ def configure_parser(parser):
     parser.add_argument("--display-copies", default=None, metavar="DIR",
                         help="also write every cutout as a cutout service draws it (asinh-stretched 8-bit colour JPEG) "
                              "to DIR, with its own truth.parquet")
+    parser.add_argument("--small-stamp-copies", default=None, metavar="DIR",
+                        help="also write every cutout cut to a survey service's small stamp (half-width 1.6-3.2 "
+                             "half-light radii, the bar kept whole) to DIR, with its own truth.parquet; with "
+                             "--display-copies the JPEGs are drawn from these")
 
 
 def run_cli(args):
@@ -72,8 +77,13 @@ def run_cli(args):
         return 2
     dt = time.perf_counter() - t0
     print(f"wrote {len(df)} cutouts and truth.parquet to {args.out} in {dt:.1f} s ({len(df) / dt:.1f} galaxies/s)")
+    source = args.out
+    if getattr(args, "small_stamp_copies", None):
+        small_stamp_copies(args.out, args.small_stamp_copies, seed=args.seed, workers=args.workers)
+        print(f"wrote {len(df)} small-stamp copies and their truth.parquet to {args.small_stamp_copies}")
+        source = args.small_stamp_copies
     if getattr(args, "display_copies", None):
-        display_copies(args.out, args.display_copies, seed=args.seed, workers=args.workers)
+        display_copies(source, args.display_copies, seed=args.seed, workers=args.workers)
         print(f"wrote {len(df)} JPEG display copies and their truth.parquet to {args.display_copies}")
     if getattr(args, "gallery", None):
         make_gallery(args.gallery, seed=args.seed)
