@@ -39,7 +39,8 @@ def get_reader(path, magic):
     Returns
     -------
     survey_bars.io.cutout.Reader
-
+        The first whose signature matches, else the first whose suffix matches, else the last
+        (FITS), whose checks then say what is wrong with the file.
     """
     for reader in READERS:
         if reader.sniff(magic):
