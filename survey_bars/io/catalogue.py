@@ -250,6 +250,16 @@ def _file_metadata(extra):
     return {METADATA_KEY: json.dumps(meta, default=str).encode()}
 
 
+def _part_tables(staging_dir, partitions, schema, transform):
+    """The parts' row groups in partition order, cast to ``schema`` and passed through ``transform``."""
+    for p in partitions:
+        part, _ = part_paths(staging_dir, p)
+        pf = pq.ParquetFile(part)
+        for rg in range(pf.num_row_groups):
+            t = pf.read_row_group(rg).cast(schema)
+            yield t if transform is None else transform(t).cast(schema)
+
+
 def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000_000, transform=None):
     """Stream the parts into the final catalogue.
 
@@ -283,22 +293,16 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
         tmpdir = tempfile.mkdtemp(prefix=".tmp-catalogue-", dir=out)
         writer, idx, in_file = None, 0, 0
         try:
-            for p in partitions:
-                part, _ = part_paths(staging_dir, p)
-                pf = pq.ParquetFile(part)
-                for rg in range(pf.num_row_groups):
-                    t = pf.read_row_group(rg).cast(schema)
-                    if transform is not None:
-                        t = transform(t).cast(schema)
-                    if writer is None or in_file >= rows_per_file:
-                        if writer is not None:
-                            writer.close()
-                            idx += 1
-                        writer = pq.ParquetWriter(os.path.join(tmpdir, f"catalogue-{idx:05d}.parquet"), schema, compression="zstd")
-                        in_file = 0
-                    writer.write_table(t)
-                    in_file += t.num_rows
-                    total += t.num_rows
+            for t in _part_tables(staging_dir, partitions, schema, transform):
+                if writer is None or in_file >= rows_per_file:
+                    if writer is not None:
+                        writer.close()
+                        idx += 1
+                    writer = pq.ParquetWriter(os.path.join(tmpdir, f"catalogue-{idx:05d}.parquet"), schema, compression="zstd")
+                    in_file = 0
+                writer.write_table(t)
+                in_file += t.num_rows
+                total += t.num_rows
             if writer is None:
                 writer = pq.ParquetWriter(os.path.join(tmpdir, "catalogue-00000.parquet"), schema, compression="zstd")
             writer.close()
@@ -314,15 +318,9 @@ def assemble(staging_dir, partitions, out, *, metadata=None, rows_per_file=1_000
     os.makedirs(d, exist_ok=True)
     with atomic_file(out, prefix=".tmp-catalogue-", suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for p in partitions:
-                part, _ = part_paths(staging_dir, p)
-                pf = pq.ParquetFile(part)
-                for rg in range(pf.num_row_groups):
-                    t = pf.read_row_group(rg).cast(schema)
-                    if transform is not None:
-                        t = transform(t).cast(schema)
-                    writer.write_table(t)
-                    total += t.num_rows
+            for t in _part_tables(staging_dir, partitions, schema, transform):
+                writer.write_table(t)
+                total += t.num_rows
     return total
 
 
