@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pathlib
 import sys
@@ -42,12 +43,25 @@ __all__ = [
     "write_card",
     "list_bundles",
     "sha256_file",
+    "LENGTH_DEFINITIONS",
+    "VISIBLE_BAR_FRACTION",
+    "length_definition",
     "configure_parser",
     "run_cli",
 ]
 
 #: The card schema this survey-bars reads and writes.
 SCHEMA_VERSION = 1
+
+#: The simulator's bars have a Ferrers profile, I = I0 (1 - m^2)^2 with m = r / a: their light
+#: stays above half its peak out to m = sqrt(1 - 1/sqrt(2)), 0.541 of the formal end ``a``.
+VISIBLE_BAR_FRACTION = math.sqrt(1.0 - 1.0 / math.sqrt(2.0))
+
+#: What a bundle's bar lengths mean, as a fraction of the simulator's formal bar length (the
+#: truth's ``bar_length_arcsec``: twice the end ``a`` of the profile). ``"formal"`` is that end
+#: (bundle 3.0); ``"visible"`` is the extent over which the bar's own light stays above half its
+#: peak, which is where astronomers mark a bar's ends by eye (issue 23).
+LENGTH_DEFINITIONS = {"formal": 1.0, "visible": VISIBLE_BAR_FRACTION}
 #: The bundle shipped with the package.
 DEFAULT_BUNDLE = pathlib.Path(__file__).resolve().parent / "default"
 #: Graph files every bundle has.
@@ -281,6 +295,35 @@ def load_bundle(path=None, *, verify=True):
         paths[fname] = fpath
     return Bundle(path=p, card=card, forward_path=paths["forward.onnx"], saliency_path=paths["saliency.onnx"],
                   head_path=paths.get("length_head.onnx"))
+
+
+def length_definition(card):
+    """What a bundle's bar lengths mean: the card's ``length_definition``, or ``"formal"``.
+
+    Training, calibration and evaluation on simulations multiply the simulator's true length by
+    ``fraction_of_formal`` before comparing, so that a bundle's lengths and its checks agree.
+
+    Parameters
+    ----------
+    card : dict
+        A bundle's card.
+
+    Returns
+    -------
+    dict
+        ``name`` (a key of :data:`LENGTH_DEFINITIONS`) and ``fraction_of_formal``.
+
+    Raises
+    ------
+    BundleError
+        For a name this survey-bars does not know.
+    """
+    name = ((card or {}).get("length_definition") or {}).get("name", "formal")
+    if name not in LENGTH_DEFINITIONS:
+        msg = (f"The card's length_definition {name!r} is not one of {sorted(LENGTH_DEFINITIONS)}; "
+               "upgrade survey-bars or use a bundle made by this version.")
+        raise BundleError(msg)
+    return {"name": name, "fraction_of_formal": LENGTH_DEFINITIONS[name]}
 
 
 def write_card(bundle_dir, card):

@@ -29,8 +29,8 @@ import os
 import sys
 import time
 
-from ..inference.bundle import DEFAULT_BUNDLE, load_bundle, write_card
-from ..simulate import display_copies, simulate
+from ..inference.bundle import DEFAULT_BUNDLE, LENGTH_DEFINITIONS, length_definition, load_bundle, write_card
+from ..simulate import display_copies, simulate, small_stamp_copies
 from . import realdata
 from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors
 from .evaluate import evaluate_bundle
@@ -61,13 +61,16 @@ DEFAULTS = {
     # bundle 3.0 was trained on simulations only; these add display copies and the real folds
     "display_copies": False,
     "real_dev": None,
+    "small_stamps": False,
+    "length_definition": "formal",
 }
 
 
 def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None, *, threads=DEFAULTS["threads"],
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
-                  head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"]):
+                  head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
+                  small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -108,6 +111,18 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         they have labels for, beside the simulations (:func:`survey_bars.training.realdata.training_labels`).
         ``"auto"`` uses :func:`survey_bars.training.realdata.default_root` when it exists; None
         (the default, as bundle 3.0 was built) trains on simulations only.
+    small_stamps : bool, optional
+        Also train on a small-stamp copy of every simulation
+        (:func:`survey_bars.simulate.small_stamp_copies`: half-width 1.6-3.2 half-light radii, the
+        bar kept whole), as Galaxy Zoo and survey cutout services serve them, and, with
+        ``display``, on display copies of those.
+    length_def : str, optional
+        What the bundle's bar lengths mean, a key of
+        :data:`survey_bars.inference.bundle.LENGTH_DEFINITIONS`: ``"formal"`` (bundle 3.0) or
+        ``"visible"`` (the extent where the bar's own light stays above half its peak). The
+        simulated lengths that train the direct CNN, and those the calibrations and the
+        evaluation compare with, are scaled to it; it is recorded as the card's
+        ``length_definition``.
 
     Returns
     -------
@@ -119,6 +134,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     from .train import train
 
+    if length_def not in LENGTH_DEFINITIONS:
+        msg = f"length_def must be one of {sorted(LENGTH_DEFINITIONS)}; got {length_def!r}."
+        raise ValueError(msg)
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
     out = out or str(DEFAULT_BUNDLE)
     t0 = time.time()
@@ -139,9 +157,14 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     command = command or (f"python -m survey_bars.training.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
                           f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
-                          + (" --display" if display else "") + ("" if real_dev is None else f" --real-dev {real_dev}"))
-    # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
-    labels, mix = _training_table(workdir, seed, threads, display, real_dev) if (display or real_dev) else (None, {})
+                          + (" --display" if display else "") + (" --small-stamps" if small_stamps else "")
+                          + ("" if real_dev is None else f" --real-dev {real_dev}")
+                          + ("" if length_def == "formal" else f" --length-definition {length_def}"))
+    definition = length_definition({"length_definition": {"name": length_def}})
+    if display or real_dev or small_stamps or length_def != "formal":
+        labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
+    else:  # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
+        labels, mix = None, {}
     b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
               workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
               version=DEFAULTS["version"], command=command, arch=arch,
@@ -152,6 +175,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                                                             "wall_time_s": round(t_sim, 1)},
                         **mix,
                         "end_to_end_wall_time_s": round(time.time() - t0, 1)}
+    if length_def != "formal":  # bundle 3.0's card has none: formal
+        card["length_definition"] = {**definition, "how": (
+            "the extent over which the bar's own light stays above half its peak; simulated lengths are the "
+            "simulator's formal Ferrers length times fraction_of_formal")}
     write_card(b.path, card)
     if calibrate_n:
 
@@ -179,24 +206,47 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     return load_bundle(b.path)
 
 
-def _training_table(workdir, seed, threads, display, real_dev):
-    """The label table of the training set (simulations, their display copies, the real folds) and its card entry."""
+def _copies(src, dst, n, make):
+    """The truth table of a derived copy of a simulation directory, made by ``make(src, dst)`` unless already there."""
+    import pandas as pd
+
+    marker = os.path.join(dst, "truth.parquet")
+    if os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == n:
+        print(f"reusing the copies in {dst}", file=sys.stderr)
+        return pd.read_parquet(marker)
+    return make(src, dst)
+
+
+def _training_table(workdir, seed, threads, display, real_dev, small_stamps=False, definition=None):
+    """The label table of the training set (simulations, their copies, the real folds) and its card entry."""
     import pandas as pd
 
     cols = ["file", "class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec"]
+    scale = (definition or {"fraction_of_formal": 1.0})["fraction_of_formal"]
     truth = pd.read_parquet(os.path.join(workdir, "truth.parquet"))
-    sims = truth.assign(file=[os.path.join(workdir, f) for f in truth["file"]])[cols].assign(source="simulation")
-    parts = [sims]
-    mix = {"sources": {"simulation": int(len(sims))}}
+    n = len(truth)
+
+    def table(t, d, source):
+        t = t.assign(file=[os.path.join(d, f) for f in t["file"]], bar_length_arcsec=t["bar_length_arcsec"] * scale)
+        return t[cols].assign(source=source)
+
+    parts = [table(truth, workdir, "simulation")]
+    mix = {"sources": {"simulation": n}}
+    if small_stamps:  # seeds: the display copies use seed, the stamps seed + 1 and their display copies seed + 2
+        sdir = os.path.join(workdir, "small-stamps")
+        stamps = _copies(workdir, sdir, n, lambda a, b: small_stamp_copies(a, b, seed=seed + 1, workers=threads))
+        parts.append(table(stamps, sdir, "small_stamp"))
+        mix["sources"]["small_stamp"] = n
+        mix["small_stamps"] = {"seed": int(seed) + 1, "how": "survey_bars.simulate.small_stamp_copies: half-width "
+                               "1.6-3.2 true half-light radii, the bar kept whole"}
     if display:
-        ddir = os.path.join(workdir, "display")
-        marker = os.path.join(ddir, "truth.parquet")
-        if os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == len(truth):
-            copies = pd.read_parquet(marker)
-        else:
-            copies = display_copies(workdir, ddir, seed=seed, workers=threads)
-        parts.append(copies.assign(file=[os.path.join(ddir, f) for f in copies["file"]])[cols].assign(source="display"))
-        mix["sources"]["display"] = int(len(copies))
+        dirs = [(workdir, os.path.join(workdir, "display"), seed, "display")]
+        if small_stamps:
+            dirs.append((sdir, os.path.join(workdir, "small-stamps-display"), seed + 2, "small_stamp_display"))
+        for src, ddir, s, source in dirs:
+            copies = _copies(src, ddir, n, lambda a, b, s=s: display_copies(a, b, seed=s, workers=threads))
+            parts.append(table(copies, ddir, source))
+            mix["sources"][source] = n
         mix["display_copies"] = {"seed": int(seed), "how": "survey_bars.simulate.display_copies: asinh-stretched 8-bit colour JPEG"}
     root = realdata.default_root() if real_dev == "auto" else real_dev
     if root is not None and (real_dev != "auto" or os.path.isdir(os.path.join(root, realdata.GZ2_DIR))):
@@ -244,10 +294,16 @@ def main(argv=None):
     p.add_argument("--real-dev", default=None, metavar="DIR",
                    help="also train on the training folds of these real labelled galaxies ('auto': "
                         "$SURVEY_BARS_REAL_DEV or ../shared/data/real-dev); default: simulations only")
+    p.add_argument("--small-stamps", action="store_true",
+                   help="also train on small-stamp copies of the simulations (half-width 1.6-3.2 r50, the bar kept), "
+                        "and with --display on their display copies")
+    p.add_argument("--length-definition", choices=sorted(LENGTH_DEFINITIONS), default=DEFAULTS["length_definition"],
+                   help="what the bar lengths mean: 'formal', the simulator's Ferrers end (bundle 3.0), or 'visible', "
+                        "where the bar's light stays above half its peak (default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
-                      real_dev=a.real_dev)
+                      real_dev=a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition)
     print(f"wrote {b.path}")
     return 0
 

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ..inference.bundle import load_bundle, write_card
+from ..inference.bundle import length_definition, load_bundle, write_card
 from ..inference.runtime import ModelRuntime, clear_cache
 from ..io.inputs import InputItem
 from ..io.saliency_maps import saliency_file
@@ -52,7 +52,9 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
     -------
     pandas.DataFrame
         Catalogue columns joined with the truth columns (prefixed ``true_``), plus
-        ``raw_length_model`` and ``true_length_model`` in model-frame pixels.
+        ``raw_length_model`` and ``true_length_model`` in model-frame pixels. The true lengths
+        are the simulator's, scaled to the bundle's
+        :func:`~survey_bars.inference.bundle.length_definition`.
     """
     import dataclasses
 
@@ -73,6 +75,8 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
     df = pd.concat([cat.reset_index(drop=True), t.reset_index(drop=True)], axis=1)
     to_model = df["pixel_scale_arcsec"] * df["resample_scale"]
     df["raw_length_model"] = df["bar_length_arcsec"] / to_model
+    # the simulator's formal length, as the bundle defines its lengths (bundle.length_definition)
+    df["true_bar_length_arcsec"] = df["true_bar_length_arcsec"] * length_definition(card)["fraction_of_formal"]
     df["true_length_model"] = df["true_bar_length_arcsec"] / to_model
     return df
 

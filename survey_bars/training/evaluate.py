@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ..inference.bundle import CLASS_NAMES, load_bundle, write_card
+from ..inference.bundle import CLASS_NAMES, length_definition, load_bundle, write_card
 from ..inference.runtime import ModelRuntime
 from ..normalise import NormaliseConfig
 from ..simulate import simulate
@@ -134,7 +134,9 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
     data_dirs : list of str, optional
         Labelled data, as for ``survey-bars train``. None simulates ``n`` galaxies instead.
     labels : str, optional
-        Label table for ``data_dirs`` (default: each directory's ``truth.parquet``).
+        Label table for ``data_dirs`` (default: each directory's ``truth.parquet``, whose
+        simulated lengths are scaled to the bundle's
+        :func:`~survey_bars.inference.bundle.length_definition`; a table's lengths are taken as given).
     n : int, optional
         Galaxies to simulate when ``data_dirs`` is None.
     seed : int, optional
@@ -191,6 +193,8 @@ def evaluate_bundle(bundle_path=None, data_dirs=None, *, labels=None, n=6000, se
                 "labels": os.path.abspath(labels) if labels else "truth.parquet of each directory"}
     try:
         lab = load_labels(dirs, labels)
+        if labels is None:  # the simulator's truth: its formal lengths, as the bundle defines its own
+            lab["bar_length_arcsec"] = lab["bar_length_arcsec"] * length_definition(bundle.card)["fraction_of_formal"]
         cfg = NormaliseConfig.from_dict(bundle.card["preprocessing"])
         prep = preprocess(lab["path"].tolist(), lab["pixel_scale_arcsec"].to_numpy(), cfg, workers=workers, cache=False,
                           log=_log)

@@ -306,14 +306,17 @@ def test_user_label_table_and_cache(tmp_path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """``build_default`` end to end (simulate -> train -> export) on 24 galaxies, tiny net, 1 epoch."""
+    """``build_default`` end to end (simulate -> train -> export) on 24 galaxies, tiny net, 1 epoch.
+
+    It builds with the options of the shipped bundle: display and small-stamp copies, visible lengths.
+    """
     from survey_bars.training.build_default import build_default
 
     root = tmp_path_factory.mktemp("build")
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
                       length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0,
-                      display=True)
+                      display=True, small_stamps=True, length_def="visible")
     return root, b
 
 
@@ -330,6 +333,7 @@ def test_build_default_training_table_mixes_the_real_training_folds(built, tmp_p
     fake = _fake_root(tmp_path)
     path, mix = _training_table(str(root / "sims"), 11, 1, True, str(fake))
     t = pd.read_csv(path)
+    assert "small_stamp" not in mix["sources"]
     assert mix["real"]["folds"] == list(realdata.TRAIN_FOLDS) and mix["real"]["split"] == realdata.SPLIT_ID
     real = t[t.source.isin(["gz1", "gz2"])]
     folds = {f: k for d in (realdata.load_gz2_bars(fake), realdata.load_gz1_morphology(fake)) for f, k in zip(d.file, d.fold)}
@@ -337,16 +341,41 @@ def test_build_default_training_table_mixes_the_real_training_folds(built, tmp_p
     assert (t.source == "simulation").sum() == 24 and (t.source == "display").sum() == 24
 
 
+def test_build_default_training_table_scales_simulated_lengths_to_the_definition(built):
+    """Simulated lengths (and those of their copies) are scaled to the bundle's definition; real ones are not."""
+    import pandas as pd
+
+    from survey_bars.inference.bundle import VISIBLE_BAR_FRACTION
+    from survey_bars.training.build_default import _training_table
+
+    root, _ = built
+    sims = str(root / "sims")
+    truth = pd.read_parquet(root / "sims" / "truth.parquet").set_index("file")["bar_length_arcsec"]
+    f = pd.read_csv(_training_table(sims, 11, 1, False, None)[0])
+    visible, mix = _training_table(sims, 11, 1, True, None, True, {"name": "visible", "fraction_of_formal": VISIBLE_BAR_FRACTION})
+    v = pd.read_csv(visible)
+    want = truth.to_numpy()
+    np.testing.assert_allclose(f["bar_length_arcsec"].to_numpy(), want)
+    for source in ("simulation", "small_stamp", "display", "small_stamp_display"):
+        got = v.loc[v.source == source, "bar_length_arcsec"].to_numpy()
+        np.testing.assert_allclose(got, want * VISIBLE_BAR_FRACTION, err_msg=source)
+    assert v.loc[v.source == "small_stamp", "file"].str.contains("small-stamps").all()
+    assert mix["small_stamps"]["seed"] == 12
+
+
 def test_build_default_smoke(built):
     """The reproducible build command produces a loadable, consistent bundle."""
     root, b = built
     card = load_bundle(b.path).card
     assert card["name"] == "survey-bars-default" and card["training"]["seed"] == 11
-    assert card["training"]["data"]["n_files"] == 48  # the simulations and their display copies
-    assert card["training"]["sources"] == {"simulation": 24, "display": 24} and "real" not in card["training"]
+    # the simulations, their small stamps, and the display copies of both
+    assert card["training"]["data"]["n_files"] == 96
+    assert card["training"]["sources"] == {"simulation": 24, "small_stamp": 24, "display": 24,
+                                           "small_stamp_display": 24} and "real" not in card["training"]
+    assert card["length_definition"]["name"] == "visible"
     assert card["training"]["simulation"]["n"] == 24
     assert "python -m survey_bars.training.build_default --n 24 --seed 11" in card["training"]["command"]
-    assert card["training"]["command"].endswith("--display")
+    assert card["training"]["command"].endswith("--display --small-stamps --length-definition visible")
     assert card["training"]["wall_time_s"] > 0
     # the end-to-end time spans the evaluation too (it ends the build)
     assert card["training"]["end_to_end_wall_time_s"] >= card["training"]["wall_time_s"] + card["evaluation"]["seconds"] - 0.2
