@@ -1,8 +1,9 @@
 """From a raw length on the saliency map to a calibrated length with an uncertainty.
 
-Every method's lengths go through the same two steps: a linear calibration fitted on
-simulations (``slope``, ``intercept``) and an error model (the SmoothGrad subsets' spread plus
-systematic terms). The fits that make these numbers live in
+Every method's lengths go through the same steps: a linear calibration fitted on
+simulations (``slope``, ``intercept``), an error model (the SmoothGrad subsets' spread plus
+systematic terms) and, where the bundle has one, a correction fitted on real galaxies' lengths
+(``real``: a scale and an error scale). The fits that make these numbers live in
 :mod:`survey_bars.training.calibrate`; they use :func:`length_sigma` too, so the two sides
 cannot drift apart.
 """
@@ -71,7 +72,10 @@ def calibrated_length(raw, subset_lengths, calibration, resample_scale):
     calibration : dict
         The method's calibration from the bundle card (:func:`survey_bars.measure.calibration_for`): ``slope``,
         ``intercept`` and the systematic terms ``scatter_frac`` (fraction of the length),
-        ``floor_model_px`` (model-frame pixels) and ``floor_native_px`` (input-image pixels).
+        ``floor_model_px`` (model-frame pixels) and ``floor_native_px`` (input-image pixels);
+        optionally ``real``: ``{"scale": s, "error_scale": k}``, fitted on real galaxies by
+        :func:`survey_bars.training.calibrate.calibrate_real`, which multiplies the length by
+        ``s`` and its uncertainty by ``s * k``.
     resample_scale : float
         Input pixels per model pixel of the normalised frame (turns ``floor_native_px`` into
         model pixels).
@@ -89,4 +93,8 @@ def calibrated_length(raw, subset_lengths, calibration, resample_scale):
     err_stat = abs(slope) * float(subs.std(ddof=1)) / np.sqrt(len(subs)) if subs.size >= 2 else 0.0
     err = length_sigma(err_stat, length, resample_scale, **{k: float(calibration.get(k, 0.0)) for k in
                                                            ("scatter_frac", "floor_model_px", "floor_native_px")})
+    real = calibration.get("real") or {}
+    if real:  # fitted on real galaxies' lengths (the real-dev training folds): one scale, one error scale
+        scale = float(real.get("scale", 1.0))
+        length, err = scale * length, scale * float(real.get("error_scale", 1.0)) * err
     return length, float(err)

@@ -1,24 +1,38 @@
-"""Rebuild the shipped default bundle end to end from a seed: simulate -> train -> export.
+"""Rebuild the shipped default bundle end to end from a seed: simulate -> train -> calibrate -> evaluate.
 
 This is the documented, reproducible command for ``survey_bars/inference/default``::
 
-    python -m survey_bars.training.build_default --n 20000 --seed 1 --workdir /tmp/sb-build
+    python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-It simulates ``n`` galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``,
-trains both networks with :func:`survey_bars.training.train.train` (the same seed, the default
-architecture and epochs below), writes the bundle (default: the package's ``default``
-directory), and calibrates its saliency lengths with
-:func:`survey_bars.training.calibrate.calibrate_bundle` on ``--calibrate-n`` fresh barred simulations
-(seed 90210, never used in training), and trains the learned length head with
-:func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n`` fresh barred
-simulations (seed 5150, never used in training), and fits its uncertainty with
-:func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more (seed 6160). It then scores the exported forward graph on
-``--evaluate-n`` fresh simulations of the training mix (seed 4242) with
-:func:`survey_bars.training.evaluate.evaluate_bundle`: the card's ``evaluation``, a tighter
-held-out estimate than the training run's test split. Given the same seed, thread count and
-software versions the weights are identical; the card records the command, the seed, the
-data, the calibration and the wall times (``end_to_end_wall_time_s`` spans simulation,
-training, calibration and evaluation).
+With the defaults (:data:`DEFAULTS`, bundle 4.0) it
+
+1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
+2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
+   a display JPEG of the simulations and of the small stamps
+   (:func:`survey_bars.simulate.display_copies`, seeds S and S + 2);
+3. adds the real labelled galaxies of the real-dev training folds 0-3
+   (:func:`survey_bars.training.realdata.training_labels`; ``--real-dev auto`` finds
+   ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``, and without them the build trains
+   on the simulations alone and says so);
+4. trains both networks with :func:`survey_bars.training.train.train` (the same seed) on that
+   mix, with the simulated lengths scaled to the *visible* bar (``--length-definition``);
+5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
+   ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
+   :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
+   fresh barred simulations (seed 5150) and fits its uncertainty with
+   :func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more (seed 6160);
+6. fits the moments' and the head's lengths and uncertainties to the volunteers' bar lengths of
+   the real training folds (:func:`survey_bars.training.calibrate.calibrate_real`);
+7. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
+   (seed 4242) with :func:`survey_bars.training.evaluate.evaluate_bundle`: the card's
+   ``evaluation``.
+
+No simulation seed of a calibration or evaluation is used in training, and the real test fold 4
+is never read. Given the same seed, thread count, software versions and real-dev data the
+weights are identical; the card records the command, the seed, the data, the calibrations and
+the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
+formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
+--no-display --no-small-stamps --real-dev none --length-definition formal``.
 """
 
 from __future__ import annotations
@@ -32,37 +46,39 @@ import time
 from ..inference.bundle import DEFAULT_BUNDLE, LENGTH_DEFINITIONS, length_definition, load_bundle, write_card
 from ..simulate import display_copies, simulate, small_stamp_copies
 from . import realdata
-from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors
+from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors, calibrate_real
 from .evaluate import evaluate_bundle
 
 __all__ = ["DEFAULTS", "build_default", "main"]
 
 #: Settings of the shipped default bundle.
 DEFAULTS = {
-    "n": 20000,
+    "n": 8000,
     "seed": 1,
     "survey": "mixed",
-    "epochs": 45,
-    "length_epochs": 40,
+    "epochs": 36,
+    "length_epochs": 16,
     "batch_size": 128,
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "3.0",
+    "version": "4.0",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
-    "head_n": 16000,
+    "head_n": 4000,
     "head_seed": 5150,
     "head_epochs": 30,
     "head_errors_n": 1500,
     "head_errors_seed": 6160,
-    "evaluate_n": 6000,
+    "evaluate_n": 2000,
     "evaluate_seed": 4242,
-    # bundle 3.0 was trained on simulations only; these add display copies and the real folds
-    "display_copies": False,
-    "real_dev": None,
-    "small_stamps": False,
-    "length_definition": "formal",
+    # bundle 4.0 (issue 23): the simulations, their small stamps, the display copies of both, the
+    # real training folds, and visible lengths. Bundle 3.0 was: n 20000, epochs 45 + 40, head_n
+    # 16000, evaluate_n 6000, simulations only, formal lengths.
+    "display_copies": True,
+    "real_dev": "auto",
+    "small_stamps": True,
+    "length_definition": "visible",
 }
 
 
@@ -109,8 +125,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         The real labelled galaxies (``../shared/data/real-dev``): their training folds
         (:data:`survey_bars.training.realdata.TRAIN_FOLDS`, never the test fold) train the outputs
         they have labels for, beside the simulations (:func:`survey_bars.training.realdata.training_labels`).
-        ``"auto"`` uses :func:`survey_bars.training.realdata.default_root` when it exists; None
-        (the default, as bundle 3.0 was built) trains on simulations only.
+        ``"auto"`` (the default) uses :func:`survey_bars.training.realdata.default_root` when it
+        exists; None (as bundle 3.0 was built) trains on simulations only. With real data, the
+        calibrated methods' lengths and uncertainties are then fitted to the volunteers' bar
+        lengths of the same training folds (:func:`survey_bars.training.calibrate.calibrate_real`).
     small_stamps : bool, optional
         Also train on a small-stamp copy of every simulation
         (:func:`survey_bars.simulate.small_stamp_copies`: half-width 1.6-3.2 half-light radii, the
@@ -157,9 +175,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     command = command or (f"python -m survey_bars.training.build_default --n {n} --seed {seed} "
                           f"--threads {threads} --epochs {epochs} --length-epochs {length_epochs} "
                           f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
-                          + (" --display" if display else "") + (" --small-stamps" if small_stamps else "")
-                          + ("" if real_dev is None else f" --real-dev {real_dev}")
-                          + ("" if length_def == "formal" else f" --length-definition {length_def}"))
+                          + (" --display" if display else " --no-display")
+                          + (" --small-stamps" if small_stamps else " --no-small-stamps")
+                          + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}")
     definition = length_definition({"length_definition": {"name": length_def}})
     if display or real_dev or small_stamps or length_def != "formal":
         labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
@@ -194,16 +212,31 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                               workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
                               workers=threads, threads=threads)
+    real_root = _real_root(real_dev)
+    if real_root is not None:  # the lengths and uncertainties, fitted on the real training folds' volunteer lengths
+        for method in ("moments", "head"):
+            if method in (load_bundle(b.path).card.get("calibration") or {}):
+                calibrate_real(str(b.path), real_root, method=method, threads=threads)
     if evaluate_n:
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
                         workdir=os.path.join(workdir, f"evaluation-{DEFAULTS['evaluate_seed']}-{evaluate_n}"),
                         workers=threads, write=True)
-    if calibrate_n or head_n or evaluate_n:
+    if calibrate_n or head_n or evaluate_n or real_root is not None:
         card = dict(load_bundle(b.path).card)
         card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
         write_card(b.path, card)
     return load_bundle(b.path)
+
+
+def _real_root(real_dev):
+    """The real-dev directory to train on: ``real_dev``, or the default one for ``"auto"`` when it exists; else None."""
+    if real_dev is None:
+        return None
+    if real_dev != "auto":
+        return real_dev
+    root = realdata.default_root()
+    return root if os.path.isdir(os.path.join(root, realdata.GZ2_DIR)) else None
 
 
 def _copies(src, dst, n, make):
@@ -248,8 +281,8 @@ def _training_table(workdir, seed, threads, display, real_dev, small_stamps=Fals
             parts.append(table(copies, ddir, source))
             mix["sources"][source] = n
         mix["display_copies"] = {"seed": int(seed), "how": "survey_bars.simulate.display_copies: asinh-stretched 8-bit colour JPEG"}
-    root = realdata.default_root() if real_dev == "auto" else real_dev
-    if root is not None and (real_dev != "auto" or os.path.isdir(os.path.join(root, realdata.GZ2_DIR))):
+    root = _real_root(real_dev)
+    if root is not None:
         real = realdata.training_labels(root, realdata.TRAIN_FOLDS)
         parts.append(real)
         counts = {str(k): int(v) for k, v in real["source"].value_counts().items()}
@@ -289,21 +322,22 @@ def main(argv=None):
                    help="barred simulations whose maps train the learned length head (default %(default)s; 0 skips it)")
     p.add_argument("--evaluate-n", type=int, default=DEFAULTS["evaluate_n"],
                    help="fresh simulations for the card's independent evaluation (default %(default)s; 0 skips it)")
-    p.add_argument("--display", action="store_true",
-                   help="also train on display (asinh-stretched 8-bit JPEG) copies of the simulations")
-    p.add_argument("--real-dev", default=None, metavar="DIR",
-                   help="also train on the training folds of these real labelled galaxies ('auto': "
-                        "$SURVEY_BARS_REAL_DEV or ../shared/data/real-dev); default: simulations only")
-    p.add_argument("--small-stamps", action="store_true",
+    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=DEFAULTS["display_copies"],
+                   help="also train on display (asinh-stretched 8-bit JPEG) copies of the simulations (default %(default)s)")
+    p.add_argument("--real-dev", default=DEFAULTS["real_dev"], metavar="DIR",
+                   help="also train on the training folds of these real labelled galaxies, and fit the lengths to their "
+                        "volunteer lengths ('auto', the default: $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev when "
+                        "it exists; 'none': simulations only)")
+    p.add_argument("--small-stamps", action=argparse.BooleanOptionalAction, default=DEFAULTS["small_stamps"],
                    help="also train on small-stamp copies of the simulations (half-width 1.6-3.2 r50, the bar kept), "
-                        "and with --display on their display copies")
+                        "and with --display on their display copies (default %(default)s)")
     p.add_argument("--length-definition", choices=sorted(LENGTH_DEFINITIONS), default=DEFAULTS["length_definition"],
                    help="what the bar lengths mean: 'formal', the simulator's Ferrers end (bundle 3.0), or 'visible', "
                         "where the bar's light stays above half its peak (default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
-                      real_dev=a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition)
+                      real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition)
     print(f"wrote {b.path}")
     return 0
 

@@ -11,6 +11,12 @@ scatter into the bundle card under ``calibration[method]``. The scatter enters
 :func:`calibrate_head` goes further for the ``head`` measuring method: it trains the learned
 length head (:mod:`survey_bars.training.head`) on the SmoothGrad maps of fresh simulated bars
 and adds it to the bundle as ``length_head.onnx``.
+
+:func:`calibrate_real` fits what simulations cannot: how a method's lengths relate to the bars
+that astronomers measure on real images. It measures the volunteer-measured bars (Hoyle et al.
+2011) of the real-dev *training* folds, never the test fold, and records a scale (the median
+ratio of the volunteers' length to the measured one) and an error scale (so that 68.3 % of them
+fall within one sigma) under ``calibration[method]["real"]``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from ..inference.bundle import length_definition, load_bundle, write_card
 from ..inference.runtime import ModelRuntime, clear_cache
 from ..io.inputs import InputItem
 from ..io.saliency_maps import saliency_file
-from ..measure import get_method, length_sigma, map_methods
+from ..measure import get_method, length_sigma, map_methods, resolve_method
 from ..pipeline import RunOptions, process_items
 from ..simulate import simulate
 
@@ -498,6 +504,120 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     return head
 
 
+#: The longest volunteer length used by :func:`calibrate_real`: the bars that fit the 64-pixel
+#: (19") sdss-gz2-bars stamps, the cut the real-data benchmark scores too.
+REAL_MAX_LENGTH_ARCSEC = 15.0
+
+
+def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_length_arcsec=REAL_MAX_LENGTH_ARCSEC,
+                   threads=1, min_bars=30):
+    """Fit a method's lengths and uncertainties to the volunteers' lengths of real bars, and record it.
+
+    The real-dev ``sdss-gz2-bars`` galaxies of the training folds that have a Hoyle et al.
+    (2011) length (at most ``max_length_arcsec``) are measured through the pipeline with the
+    bundle's simulation calibration of ``method`` (any earlier real fit left out) and
+    ``p_bar_min`` 0. Then
+
+    - ``scale`` is the median of ``volunteer / measured``: measured lengths are multiplied by it;
+    - ``error_scale`` is the 68.3rd percentile of ``|scale * measured - volunteer| / (scale * sigma)``:
+      the uncertainties are multiplied by ``scale * error_scale``, so that 68.3 % of these bars
+      lie within one sigma.
+
+    Both go into the card as ``calibration[method]["real"]``, which
+    :func:`survey_bars.measure.calibration.calibrated_length` applies to every input. A later
+    simulation calibration of the method replaces the whole entry, this fit with it.
+
+    Parameters
+    ----------
+    bundle_path : str
+        Bundle directory (its card is rewritten).
+    root : str, optional
+        The real-dev directory (default :func:`survey_bars.training.realdata.default_root`).
+    method : str, optional
+        A calibrated measuring method, or ``"auto"`` (the bundle's default method).
+    folds : sequence of int, optional
+        Folds to fit on (default :data:`survey_bars.training.realdata.TRAIN_FOLDS`); the test
+        fold is refused.
+    max_length_arcsec : float, optional
+        Longest volunteer length used.
+    threads : int, optional
+        onnxruntime threads.
+    min_bars : int, optional
+        Fewest measured bars to fit on.
+
+    Returns
+    -------
+    dict
+        The ``real`` entry written to the card.
+
+    Raises
+    ------
+    ValueError
+        For the test fold, a method the bundle has no simulation calibration for, or too few
+        measured bars.
+    """
+    import pandas as pd
+
+    from . import realdata
+
+    t0 = time.time()
+    folds = tuple(int(f) for f in (realdata.TRAIN_FOLDS if folds is None else folds))
+    if realdata.TEST_FOLD in folds:
+        msg = (f"Fold {realdata.TEST_FOLD} is the real-dev test fold ({realdata.SPLIT_ID}); a real calibration "
+               f"must be fitted on the training folds {list(realdata.TRAIN_FOLDS)} only.")
+        raise ValueError(msg)
+    bundle = load_bundle(bundle_path)
+    name = resolve_method(bundle.card, method)
+    calib = dict(bundle.card.get("calibration") or {})
+    own = {k: v for k, v in (calib.get(name) or {}).items() if k != "real"}
+    if not own:
+        msg = (f"The bundle has no simulation calibration for the '{name}' method; run `survey-bars calibrate "
+               f"--model {bundle_path} --method {name}` first.")
+        raise ValueError(msg)
+    gz2 = realdata.select_folds(realdata.load_gz2_bars(root), folds)
+    hoyle = gz2["hoyle_bar_length_arcsec"].to_numpy(float)
+    bars = gz2[np.isfinite(hoyle) & (hoyle > 0) & (hoyle <= max_length_arcsec)].reset_index(drop=True)
+    items = [InputItem(file=r.file, object_id=str(r.object_id), pixel_scale=float(r.pixel_scale),
+                       redshift=float(r.redshift) if np.isfinite(r.redshift) else None) for r in bars.itertuples()]
+    rt = ModelRuntime(bundle, threads=threads)
+    rt.card = {**bundle.card, "calibration": {**calib, name: own}}
+    cat = process_items(items, RunOptions(method=name, p_bar_min=0.0, threads=threads), runtime=rt).to_pandas()
+    true = bars["hoyle_bar_length_arcsec"].to_numpy(float)
+    meas = pd.to_numeric(cat["bar_length_arcsec"]).to_numpy(float)
+    err = pd.to_numeric(cat["bar_length_err_arcsec"]).to_numpy(float)
+    ok = np.isfinite(meas) & (meas > 0) & np.isfinite(err) & (err > 0)
+    if ok.sum() < min_bars:
+        msg = (f"Only {int(ok.sum())} of {len(items)} real bars were measured (need {min_bars}); "
+               "check the real-dev directory and the bundle.")
+        raise ValueError(msg)
+    m, e, t = meas[ok], err[ok], true[ok]
+    scale = float(np.median(t / m))
+    z = np.abs(scale * m - t) / (scale * e)
+    k = float(np.quantile(z, 0.683))
+    rec = {
+        "scale": scale,
+        "error_scale": k,
+        "source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths",
+        "split": realdata.SPLIT_ID,
+        "folds": list(folds),
+        "max_length_arcsec": float(max_length_arcsec),
+        "n_bars": len(items),
+        "n_measured": int(ok.sum()),
+        "pearson_r": float(np.corrcoef(m, t)[0, 1]),
+        "within_1sigma_before": float(np.mean(np.abs(m - t) <= e)),
+        "within_1sigma": float(np.mean(z <= k)),
+        "within_2sigma": float(np.mean(z <= 2 * k)),
+        "median_rel_err": float(np.median(np.abs(scale * m - t) / t)),
+        "measurement_version": get_method(name).version,
+        "seconds": round(time.time() - t0, 1),
+    }
+    card = dict(bundle.card)
+    calib[name] = {**own, "real": rec}
+    card["calibration"] = calib
+    write_card(bundle.path, card)
+    return rec
+
+
 def _read_maps(directory, object_ids):
     """The saliency maps saved by the pipeline for ``object_ids``, shape (N, S, S)."""
     import numpy as np
@@ -533,6 +653,10 @@ def configure_parser(parser):
     parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
+    parser.add_argument("--real-dev", default=None, metavar="DIR",
+                        help="Instead of simulations, fit the real-galaxy scale and error scale of --method (moments "
+                             "or head) on the volunteer bar lengths of these real labelled galaxies' training folds "
+                             "('auto': $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev).")
 
 
 def run_cli(args):
@@ -541,6 +665,14 @@ def run_cli(args):
     n = args.n if args.n is not None else CLI_DEFAULTS[args.method]["n"]
     seed = args.seed if args.seed is not None else CLI_DEFAULTS[args.method]["seed"]
     try:
+        if args.real_dev is not None:
+            if args.method == "head-errors":
+                raise ValueError("--real-dev fits a method's lengths: use --method moments, head or auto.")
+            rec = calibrate_real(args.model, None if args.real_dev == "auto" else args.real_dev, method=args.method)
+            print(f"real calibration ({args.method}): scale {rec['scale']:.3f}, error scale {rec['error_scale']:.2f} "
+                  f"({rec['n_measured']} of {rec['n_bars']} bars, folds {rec['folds']}); r {rec['pearson_r']:.2f}, "
+                  f"within 1 sigma {100 * rec['within_1sigma_before']:.0f} % before, {100 * rec['within_1sigma']:.0f} % after")
+            return 0
         if args.method == "head-errors":
             rec = calibrate_head_errors(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir, workers=args.workers)
             e = rec["errors"]

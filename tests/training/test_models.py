@@ -316,7 +316,7 @@ def built(tmp_path_factory):
     torch.set_num_threads(1)
     b = build_default(n=24, seed=11, workdir=str(root / "sims"), out=str(root / "bundle"), threads=1, epochs=1,
                       length_epochs=1, arch=TINY_EVIDENCE, length_arch=TINY, calibrate_n=12, evaluate_n=16, head_n=0,
-                      display=True, small_stamps=True, length_def="visible")
+                      display=True, small_stamps=True, length_def="visible", real_dev=None)
     return root, b
 
 
@@ -375,7 +375,7 @@ def test_build_default_smoke(built):
     assert card["length_definition"]["name"] == "visible"
     assert card["training"]["simulation"]["n"] == 24
     assert "python -m survey_bars.training.build_default --n 24 --seed 11" in card["training"]["command"]
-    assert card["training"]["command"].endswith("--display --small-stamps --length-definition visible")
+    assert card["training"]["command"].endswith("--display --small-stamps --real-dev none --length-definition visible")
     assert card["training"]["wall_time_s"] > 0
     # the end-to-end time spans the evaluation too (it ends the build)
     assert card["training"]["end_to_end_wall_time_s"] >= card["training"]["wall_time_s"] + card["evaluation"]["seconds"] - 0.2
@@ -514,3 +514,69 @@ def test_card_metrics_are_the_evaluate_scores_of_the_forward_graph(flips):
     for k in ("ece_morph_uncalibrated", "ece_bar_uncalibrated", "ece_spiral_uncalibrated", "ece_smooth",
               "ece_edge_on", "direct_length_pearson_r_model_px", "direct_length_median_bias"):
         assert k in m
+
+
+def _real_dev_from_simulations(root, sims):
+    """A real-dev directory whose 'sdss-gz2-bars' are the display JPEGs of simulated barred galaxies, their
+    visible lengths standing in for the volunteers'."""
+    import shutil
+
+    import pandas as pd
+
+    from survey_bars.inference.bundle import VISIBLE_BAR_FRACTION
+    from survey_bars.training import realdata
+
+    truth = pd.read_parquet(sims / "display" / "truth.parquet")
+    gz2 = root / realdata.GZ2_DIR
+    (gz2 / "images").mkdir(parents=True)
+    for f in truth["file"]:
+        shutil.copy(sims / "display" / f, gz2 / "images" / f)
+    barred = truth["has_bar"].astype(bool)
+    length = np.where(barred, truth["bar_length_arcsec"] * VISIBLE_BAR_FRACTION, np.nan)
+    pd.DataFrame({
+        "file": truth["file"], "ra": 10.0, "dec": 0.0, "pixel_scale": truth["pixel_scale_arcsec"], "z": np.nan,
+        "gz2_bar_fraction": np.where(barred, 0.9, 0.0), "gz2_no_bar_fraction": np.where(barred, 0.1, 1.0),
+        "hoyle_bar_length_arcsec": length, "hoyle_bar_length_kpc": np.nan, "hoyle_length_stdev_frac": 0.1, "objid": "",
+    }).to_csv(gz2 / "labels.csv", index=False)
+    return root
+
+
+def test_calibrate_real_fits_scale_and_coverage_on_the_training_folds_only(built, tmp_path):
+    """The real fit makes the training folds' median ratio 1 and their 1-sigma coverage 68 %, through the pipeline."""
+    import shutil
+
+    import pandas as pd
+
+    from survey_bars.inference.runtime import ModelRuntime
+    from survey_bars.io.inputs import InputItem
+    from survey_bars.pipeline import RunOptions, process_items
+    from survey_bars.training import realdata
+    from survey_bars.training.calibrate import calibrate_real
+
+    root, b = built
+    bundle = tmp_path / "bundle"
+    shutil.copytree(b.path, bundle)
+    real = _real_dev_from_simulations(tmp_path / "real-dev", root / "sims")
+    with pytest.raises(ValueError, match="test fold"):
+        calibrate_real(str(bundle), real, folds=[0, realdata.TEST_FOLD], min_bars=1)
+    with pytest.raises(ValueError, match="no simulation calibration for the 'profile'"):
+        calibrate_real(str(bundle), real, method="profile", min_bars=1)
+    before = load_bundle(bundle).card["calibration"]["moments"]
+    rec = calibrate_real(str(bundle), real, method="moments", max_length_arcsec=1e3, min_bars=3)
+    card = load_bundle(bundle).card
+    assert card["calibration"]["moments"] == {**before, "real": rec}
+    assert rec["folds"] == list(realdata.TRAIN_FOLDS) and rec["split"] == realdata.SPLIT_ID
+    bars = realdata.select_folds(realdata.load_gz2_bars(real), realdata.TRAIN_FOLDS)
+    bars = bars[np.isfinite(bars["hoyle_bar_length_arcsec"])]
+    assert rec["n_bars"] == len(bars) >= 3
+    # measured again with the recorded fit, the same bars have median ratio 1 and 68 % within 1 sigma
+    items = [InputItem(file=f, pixel_scale=p) for f, p in zip(bars["file"], bars["pixel_scale"])]
+    cat = process_items(items, RunOptions(method="moments", p_bar_min=0.0), runtime=ModelRuntime(load_bundle(bundle))).to_pandas()
+    meas = pd.to_numeric(cat["bar_length_arcsec"]).to_numpy(float)
+    err = pd.to_numeric(cat["bar_length_err_arcsec"]).to_numpy(float)
+    true = bars["hoyle_bar_length_arcsec"].to_numpy(float)
+    ok = np.isfinite(meas)
+    assert ok.sum() == rec["n_measured"]
+    assert np.median(true[ok] / meas[ok]) == pytest.approx(1.0, rel=1e-6)
+    within = np.mean(np.abs(meas[ok] - true[ok]) <= err[ok] * (1 + 1e-9))
+    assert within == pytest.approx(rec["within_1sigma"]) and abs(within - 0.683) <= 1.0 / ok.sum()
