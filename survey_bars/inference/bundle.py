@@ -462,7 +462,15 @@ def _summary(b):
     tr = b.card.get("training", {})
     if tr.get("command"):
         bits.append(f"  trained by: {tr['command']}")
-    bits.append(f"  saliency calibration: {', '.join(b.calibration) or 'none'}")
+    calib = b.calibration or {}
+    real = [k for k, v in calib.items() if isinstance(v, dict) and v.get("real")]
+    bits.append(f"  saliency calibration: {', '.join(calib) or 'none'}"
+                + (f"; fitted to real bars: {', '.join(real)}" if real else ""))
+    try:
+        d = length_definition(b.card)
+        bits.append(f"  bar lengths: {d['name']} ({d['fraction_of_formal']:.3f} of the simulator's formal length)")
+    except BundleError as exc:
+        bits.append(f"  bar lengths: {exc}")
     bits.append(f"  length head: {'yes (the default measuring method, --method auto)' if b.head_path else 'no (--method auto measures with moments)'}")
     return "\n".join(bits)
 

@@ -62,12 +62,12 @@ COLUMNS = {
     "p_edge_on": (pa.float32(), "", "Probability that the galaxy is an edge-on disc."),
     "p_bar": (pa.float32(), "", "Calibrated probability that the galaxy has a bar."),
     "p_spiral": (pa.float32(), "", "Probability that the galaxy shows spiral arms."),
-    "bar_length_arcsec": (pa.float64(), "arcsec", "Full end-to-end projected bar length read off the SmoothGrad saliency map by the run's measuring method (the metadata's run_config.method; default: the bundle's learned length head)."),
-    "bar_length_err_arcsec": (pa.float64(), "arcsec", "Uncertainty of bar_length_arcsec: spread over subsets of the SmoothGrad samples, plus the calibration's systematic error (fitted on simulations to cover 68 % of true lengths)."),
+    "bar_length_arcsec": (pa.float64(), "arcsec", "Full end-to-end projected bar length, as astronomers mark a bar's ends: under the bundle's length_definition 'visible' (bundle 4.0) the extent over which the bar's own light stays above half its peak ('formal', bundle 3.0: the end of its profile, about 1.85 times longer). Read off the SmoothGrad saliency map by the run's measuring method (the metadata's run_config.method; default: the bundle's learned length head), calibrated on simulations and, where the bundle has it, scaled to volunteers' lengths of real bars."),
+    "bar_length_err_arcsec": (pa.float64(), "arcsec", "Uncertainty of bar_length_arcsec: spread over subsets of the SmoothGrad samples, plus the calibration's systematic error (fitted on simulations, then, where the bundle has it, on real volunteer-measured bars, to cover 68 % of the lengths)."),
     "bar_pa_deg": (pa.float64(), "deg", "Bar position angle, east of north, in [0, 180)."),
     "bar_axis_ratio": (pa.float64(), "", "Minor-to-major axis ratio of the saliency bar structure."),
     **catalogue_columns(),  # the measuring methods' own columns (survey_bars.measure)
-    "bar_length_direct_arcsec": (pa.float64(), "arcsec", "Bar length regressed directly by the baseline CNN."),
+    "bar_length_direct_arcsec": (pa.float64(), "arcsec", "Bar length regressed directly by the baseline CNN (trained on the same length definition)."),
     "bar_length_kpc": (pa.float64(), "kpc", "bar_length_arcsec converted with the redshift and the run's cosmology (null without a redshift)."),
     "quality_flags": (pa.uint32(), "", "Bitmask of quality flags; see the file metadata or survey_bars.flags."),
 }

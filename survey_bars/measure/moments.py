@@ -153,7 +153,7 @@ class Moments(MeasuringMethod):
     version = MOMENTS_VERSION
     summary = "calibrated second moments of the central saliency."
     columns = {
-        "bar_length_moments_arcsec": (pa.float64(), "arcsec", "Bar length from the second moments of the same saliency map, linearly calibrated on simulations (the bundle's 'moments' calibration): an analytic cross-check of a learned head, and bar_length_arcsec itself under --method moments."),
+        "bar_length_moments_arcsec": (pa.float64(), "arcsec", "Bar length from the second moments of the same saliency map, linearly calibrated on simulations (the bundle's 'moments' calibration, with its real-galaxy scale where it has one): an analytic cross-check of a learned head, and bar_length_arcsec itself under --method moments."),
         "bar_length_moments_err_arcsec": (pa.float64(), "arcsec", "Uncertainty of bar_length_moments_arcsec, made like bar_length_err_arcsec."),
     }
 

@@ -294,3 +294,16 @@ def test_default_bundle_bar_auc_floor():
     lo, hi = ev["metrics"]["bar_auc_discs_ci95"]
     assert lo <= ev["metrics"]["bar_auc_discs"] <= hi and hi - lo < 0.015
     assert f"evaluation ({ev['metrics']['n']} galaxies): bar_auc_discs=" in bundle_mod._summary(b)
+
+
+def test_length_definition_defaults_to_formal_and_refuses_unknown_names():
+    """A card without ``length_definition`` (bundle 3.0) measures formal lengths; 'visible' is the half-peak extent."""
+    from survey_bars.inference.bundle import VISIBLE_BAR_FRACTION, length_definition
+
+    assert length_definition({}) == {"name": "formal", "fraction_of_formal": 1.0}
+    visible = length_definition({"length_definition": {"name": "visible", "how": "..."}})
+    assert visible == {"name": "visible", "fraction_of_formal": VISIBLE_BAR_FRACTION}
+    m = VISIBLE_BAR_FRACTION  # the Ferrers n = 2 profile (1 - m^2)^2 falls to half its peak there
+    assert (1 - m**2) ** 2 == pytest.approx(0.5) and m == pytest.approx(0.541, abs=5e-4)
+    with pytest.raises(BundleError, match="'isophotal' is not one of"):
+        length_definition({"length_definition": {"name": "isophotal"}})

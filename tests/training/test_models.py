@@ -580,3 +580,19 @@ def test_calibrate_real_fits_scale_and_coverage_on_the_training_folds_only(built
     assert np.median(true[ok] / meas[ok]) == pytest.approx(1.0, rel=1e-6)
     within = np.mean(np.abs(meas[ok] - true[ok]) <= err[ok] * (1 + 1e-9))
     assert within == pytest.approx(rec["within_1sigma"]) and abs(within - 0.683) <= 1.0 / ok.sum()
+
+
+def test_measure_simulation_compares_with_the_bundles_length_definition(built):
+    """Calibrations on simulations compare a 'visible' bundle's lengths with the simulator's truth x 0.541."""
+    import pandas as pd
+
+    from survey_bars.inference.bundle import VISIBLE_BAR_FRACTION
+    from survey_bars.inference.runtime import ModelRuntime
+    from survey_bars.training.calibrate import measure_simulation
+
+    root, b = built
+    truth = pd.read_parquet(root / "sims" / "truth.parquet")
+    df = measure_simulation(str(root / "sims"), ModelRuntime(load_bundle(b.path)))
+    np.testing.assert_allclose(df["true_bar_length_arcsec"], truth["bar_length_arcsec"] * VISIBLE_BAR_FRACTION)
+    to_model = df["pixel_scale_arcsec"] * df["resample_scale"]
+    np.testing.assert_allclose(df["true_length_model"], df["true_bar_length_arcsec"] / to_model)
