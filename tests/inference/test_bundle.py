@@ -277,23 +277,34 @@ def test_default_bundle_card():
 
 @pytest.mark.skipif(not HAVE_DEFAULT, reason="the default bundle has not been built yet")
 def test_default_bundle_bar_auc_floor():
-    """Regression guard on the held-out bar ROC AUC among discs, and issue 3's target.
+    """Regression guard on the shipped bundle's held-out bar ROC AUC, and on where its real data came from.
 
-    The card's ``metrics`` come from the training run's test split (2085 discs: 0.972 for
-    bundle 3.0, 95 % interval about +-0.006); ``evaluation`` scores the exported forward graph on
-    6000 fresh simulations of the same mix (4257 discs), which is where the >= 0.97 target is
-    checked. ``survey-bars models`` shows both.
+    Bundle 4.0 trains on simulations, their small-stamp and display copies and the real-dev
+    training folds. The card's ``metrics`` come from the training run's test split of that mix
+    (5926 images, real JPEGs among them: 0.949 over all, 0.929 among discs); ``evaluation`` scores
+    the exported forward graph on 2000 fresh simulations of the training survey mix (1433 discs:
+    0.954, 95 % interval 0.943-0.963). Issue 3's >= 0.97 on simulations was met by the
+    simulation-only bundle 3.0 (0.975) and is not by 4.0: the price of the real galaxies
+    (``benchmarks/RESULTS.md``). ``survey-bars models`` shows both.
     """
+    from survey_bars.training import realdata
+
     b = load_bundle()
     m = b.card["metrics"]
-    assert m["bar_auc_discs"] >= 0.96, m["bar_auc_discs"]
-    assert m["bar_auc"] >= 0.97, m["bar_auc"]
+    assert m["bar_auc_discs"] >= 0.92, m["bar_auc_discs"]
+    assert m["bar_auc"] >= 0.94, m["bar_auc"]
     ev = b.card["evaluation"]
-    assert ev["data"]["simulated"] and ev["data"]["seed"] != b.card["training"]["seed"] and ev["metrics"]["n_discs"] >= 4000
-    assert ev["metrics"]["bar_auc_discs"] >= 0.97, ev["metrics"]
+    assert ev["data"]["simulated"] and ev["data"]["seed"] != b.card["training"]["seed"] and ev["metrics"]["n_discs"] >= 1000
+    assert ev["metrics"]["bar_auc_discs"] >= 0.95, ev["metrics"]
     lo, hi = ev["metrics"]["bar_auc_discs_ci95"]
-    assert lo <= ev["metrics"]["bar_auc_discs"] <= hi and hi - lo < 0.015
+    assert lo <= ev["metrics"]["bar_auc_discs"] <= hi and hi - lo < 0.025
     assert f"evaluation ({ev['metrics']['n']} galaxies): bar_auc_discs=" in bundle_mod._summary(b)
+    real = b.card["training"].get("real")
+    if real is not None:  # the real test fold never trained or calibrated the shipped bundle
+        assert real["split"] == realdata.SPLIT_ID and realdata.TEST_FOLD not in real["folds"]
+        for method, cal in b.card["calibration"].items():
+            if "real" in cal:
+                assert cal["real"]["split"] == realdata.SPLIT_ID and realdata.TEST_FOLD not in cal["real"]["folds"], method
 
 
 def test_length_definition_defaults_to_formal_and_refuses_unknown_names():
