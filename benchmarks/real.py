@@ -463,6 +463,12 @@ def bundle_note(card, folds):
     training = card.get("training") or {}
     real = training.get("real") if isinstance(training, dict) else None
     name = f"`{card.get('name', '?')}` {card.get('version', '?')}"
+    fits = [c["real"] for c in (card.get("calibration") or {}).values() if isinstance(c, dict) and c.get("real")]
+    for fit in fits:  # a length fit on real bars must not have seen the scored folds either
+        bad = sorted(set(int(f) for f in fit.get("folds", [])) & set(folds))
+        if fit.get("split") != SPLIT_ID or bad:
+            return (f"WARNING: bundle {name}'s lengths were fitted on real-dev folds {fit.get('folds')} of split "
+                    f"{fit.get('split')!r}; the scored folds {sorted(folds)} are not held out from that fit."), False
     if real:
         used = sorted(int(f) for f in real.get("folds", []))
         split = real.get("split", "?")

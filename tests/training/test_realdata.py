@@ -279,6 +279,13 @@ def test_bundle_note_checks_the_training_folds():
     assert not bench.bundle_note(card, [3])[1]
     card["training"]["real"]["split"] = "another"
     assert not bench.bundle_note(card, [4])[1]
+    # a length fit on real bars (calibrate_real) must have left the scored fold out too
+    card["training"]["real"]["split"] = realdata.SPLIT_ID
+    card["calibration"] = {"moments": {"slope": 1.0, "real": {"split": realdata.SPLIT_ID, "folds": [0, 1, 2, 3]}}}
+    assert bench.bundle_note(card, [4])[1]
+    card["calibration"]["moments"]["real"]["folds"] = [0, 1, 2, 3, 4]
+    note, ok = bench.bundle_note(card, [4])
+    assert not ok and "lengths were fitted on real-dev folds" in note
 
 
 def test_gz2_scores_and_figure_on_a_synthetic_catalogue(tmp_path):
