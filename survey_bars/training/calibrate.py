@@ -69,7 +69,7 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
     options = options or RunOptions()
     options = dataclasses.replace(options, p_bar_min=0.0)
     truth = pd.read_parquet(os.path.join(sim_dir, "truth.parquet"))
-    items = [InputItem(file=os.path.join(sim_dir, f)) for f in truth["file"]]
+    items = [_sim_item(os.path.join(sim_dir, f), s) for f, s in zip(truth["file"], truth["pixel_scale_arcsec"])]
     card = runtime.card
     if not calibrated:
         runtime.card = {**card, "calibration": {}}
@@ -85,6 +85,12 @@ def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
     df["true_bar_length_arcsec"] = df["true_bar_length_arcsec"] * length_definition(card)["fraction_of_formal"]
     df["true_length_model"] = df["true_bar_length_arcsec"] / to_model
     return df
+
+
+def _sim_item(path, pixel_scale):
+    """A simulated cutout as a pipeline input: display copies (JPEG/PNG, no WCS) get the truth's pixel scale."""
+    image = os.path.splitext(path)[1].lower() in (".jpg", ".jpeg", ".png")
+    return InputItem(file=path, pixel_scale=float(pixel_scale) if image else None)
 
 
 def fit_calibration(raw, true, n_iter=5, clip=3.0):
@@ -289,7 +295,7 @@ def _reuse_simulation(workdir, n, seed):
 
 
 def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
-                   holdout_frac=0.1, p_bar_min=0.5, log=None):
+                   holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
@@ -325,6 +331,11 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
         Bars count as detected from this p_bar (the pipeline's default threshold).
     log : callable, optional
         Progress lines (default: standard error).
+    stamp_copies : bool, optional
+        Also train on the maps of a small-stamp display copy of every simulation
+        (:func:`survey_bars.simulate.small_stamp_copies`, seed ``seed + 1``, then
+        :func:`survey_bars.simulate.display_copies`, seed ``seed + 2``): the stamps and the
+        8-bit stretch of the survey cutout services, which the full FITS stamps do not show.
 
     Returns
     -------
@@ -334,6 +345,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     import shutil
 
     import numpy as np
+    import pandas as pd
 
     from .head import HEAD_ARCH, export_head, train_head
 
@@ -344,16 +356,25 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     t0 = time.time()
     try:
         with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-head-") as sim_dir:
+            sources = [sim_dir]
+            if stamp_copies:
+                sources.append(_stamp_display_copies(sim_dir, seed, workers))
             t_sim = time.time() - t0
             rt = ModelRuntime(bundle, threads=threads)
-            df = measure_simulation(sim_dir, rt, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
+            frames, stacks = [], []
+            for k, src in enumerate(sources):  # one maps directory per source: the copies share the object ids
+                src_maps = os.path.join(maps_dir, str(k))
+                d = measure_simulation(src, rt, RunOptions(save_saliency=src_maps, method="moments"), calibrated=True)
+                d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
+                frames.append(d)
+                stacks.append(_read_maps(src_maps, d["object_id"]))
             t_maps = time.time() - t0 - t_sim
-            df = df[_detected_bars(df, p_bar_min)].reset_index(drop=True)
+            df = pd.concat(frames, ignore_index=True)
             if len(df) < 20:
                 msg = (f"Only {len(df)} of {n} simulated barred galaxies were detected (p_bar >= {p_bar_min}): too few "
                        "to train a length head. Simulate more (-n), or check the bundle's bar detection.")
                 raise ValueError(msg)
-            maps = _read_maps(maps_dir, df["object_id"])
+            maps = np.concatenate(stacks)
             true = df["true_length_model"].to_numpy(float)
             order = np.random.default_rng(seed).permutation(len(df))
             n_out = round(holdout_frac * len(df))
@@ -367,7 +388,8 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
             clear_cache()
             rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
-            rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "n_train": len(fit),
+            rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "stamp_copies": bool(stamp_copies),
+                   "n_train": len(fit),
                    "n_holdout": len(out), "epochs": int(epochs), "arch": HEAD_ARCH, "orientations": 8,
                    "export_max_rel_err": float(export_err), "units": "model-frame pixels",
                    "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
@@ -375,7 +397,8 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             if len(out) >= 10:
                 # the held-out bars through the pipeline's own 'head' measurement
                 t2 = time.time()
-                errs = _head_errors(uncalibrated_head(rt, list(df["file"].iloc[out])), true[out])
+                held = [_sim_item(f, s) for f, s in zip(df["file"].iloc[out], df["true_pixel_scale_arcsec"].iloc[out])]
+                errs = _head_errors(uncalibrated_head(rt, held), true[out])
                 rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
                            floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
                            errors={"source": "the held-out bars", **errs})
@@ -391,6 +414,21 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     return rec
 
 
+def _stamp_display_copies(sim_dir, seed, workers):
+    """The small-stamp display copies of a simulation directory (made once, inside it): their directory."""
+    import pandas as pd
+
+    from ..simulate import display_copies, small_stamp_copies
+
+    stamps, out = os.path.join(sim_dir, "small-stamps"), os.path.join(sim_dir, "small-stamps-display")
+    n = len(pd.read_parquet(os.path.join(sim_dir, "truth.parquet"), columns=["file"]))
+    marker = os.path.join(out, "truth.parquet")
+    if not (os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == n):
+        small_stamp_copies(sim_dir, stamps, seed=seed + 1, workers=workers)
+        display_copies(stamps, out, seed=seed + 2, workers=workers)
+    return out
+
+
 def uncalibrated_head(runtime, files):
     """Measure files with the learned head, ignoring any head calibration the bundle card holds.
 
@@ -402,8 +440,8 @@ def uncalibrated_head(runtime, files):
     ----------
     runtime : survey_bars.inference.runtime.ModelRuntime
         A runtime of a bundle with a learned length head.
-    files : list of str
-        FITS cutouts.
+    files : list of str or InputItem
+        Cutouts (display images need an :class:`~survey_bars.io.inputs.InputItem` with their pixel scale).
 
     Returns
     -------
