@@ -66,6 +66,7 @@ DEFAULTS = {
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
+    "head_stamp_copies": False,
     "head_seed": 5150,
     "head_epochs": 30,
     "head_errors_n": 1500,
@@ -86,7 +87,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   epochs=DEFAULTS["epochs"], length_epochs=DEFAULTS["length_epochs"], command=None, arch=None,
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
                   head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
-                  small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"]):
+                  small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
+                  head_stamp_copies=DEFAULTS["head_stamp_copies"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -134,6 +136,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         (:func:`survey_bars.simulate.small_stamp_copies`: half-width 1.6-3.2 half-light radii, the
         bar kept whole), as Galaxy Zoo and survey cutout services serve them, and, with
         ``display``, on display copies of those.
+    head_stamp_copies : bool, optional
+        Train the length head on the maps of small-stamp display copies of its simulations too
+        (:func:`survey_bars.training.calibrate.calibrate_head`).
     length_def : str, optional
         What the bundle's bar lengths mean, a key of
         :data:`survey_bars.inference.bundle.LENGTH_DEFINITIONS`: ``"formal"`` (bundle 3.0) or
@@ -177,7 +182,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           f"--calibrate-n {calibrate_n} --head-n {head_n} --evaluate-n {evaluate_n}"
                           + (" --display" if display else " --no-display")
                           + (" --small-stamps" if small_stamps else " --no-small-stamps")
-                          + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}")
+                          + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}"
+                          + (" --head-stamp-copies" if head_stamp_copies else ""))
     definition = length_definition({"length_definition": {"name": length_def}})
     if display or real_dev or small_stamps or length_def != "formal":
         labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
@@ -207,7 +213,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
-                       threads=threads)
+                       threads=threads, stamp_copies=head_stamp_copies)
         # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
         calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                               workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
@@ -334,10 +340,13 @@ def main(argv=None):
     p.add_argument("--length-definition", choices=sorted(LENGTH_DEFINITIONS), default=DEFAULTS["length_definition"],
                    help="what the bar lengths mean: 'formal', the simulator's Ferrers end (bundle 3.0), or 'visible', "
                         "where the bar's light stays above half its peak (default %(default)s)")
+    p.add_argument("--head-stamp-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_stamp_copies"],
+                   help="train the length head on the maps of small-stamp display copies too (default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
-                      real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition)
+                      real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
+                      head_stamp_copies=a.head_stamp_copies)
     print(f"wrote {b.path}")
     return 0
 

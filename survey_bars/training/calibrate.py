@@ -689,6 +689,8 @@ def configure_parser(parser):
                              "length head on the simulations' saliency maps and add it to the bundle (needs torch); "
                              "head-errors: refit only the head's uncertainty, e.g. on your survey (--survey sdss).")
     parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")
+    parser.add_argument("--stamp-copies", action="store_true",
+                        help="--method head: also train on the maps of small-stamp display (JPEG) copies of the simulations.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
     parser.add_argument("--real-dev", default=None, metavar="DIR",
@@ -720,7 +722,7 @@ def run_cli(args):
             return 0
         if head:
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
-                                 workers=args.workers, epochs=args.epochs)
+                                 workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies)
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)

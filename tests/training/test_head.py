@@ -238,3 +238,15 @@ def test_a_listed_head_must_be_present_and_intact(head_bundle, tmp_path):
     (tmp_path / "b" / "length_head.onnx").unlink()
     with pytest.raises(BundleError, match="length_head.onnx is missing"):
         load_bundle(tmp_path / "b")
+
+
+def test_calibrate_head_with_stamp_copies_trains_on_the_display_maps_too(tmp_path):
+    """``stamp_copies`` adds the maps of small-stamp display JPEGs, measured with the truth's pixel scale."""
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    rec = calibrate_head(str(tmp_path / "bundle"), n=20, seed=79, workdir=str(tmp_path / "sims"), epochs=1, threads=1,
+                         holdout_frac=0.5, p_bar_min=0.0, log=lambda msg: None, stamp_copies=True)
+    jpegs = sorted((tmp_path / "sims" / "small-stamps-display").glob("*.jpg"))
+    assert len(jpegs) == 20 and len(list((tmp_path / "sims" / "small-stamps").glob("*.fits"))) == 20
+    assert rec["stamp_copies"] and rec["n_train"] + rec["n_holdout"] == 40  # every FITS stamp and every JPEG copy
+    assert rec["errors"]["n"] == rec["n_holdout"]  # the held-out JPEGs were measured too (they have a pixel scale)
+    assert load_bundle(tmp_path / "bundle").card["calibration"]["head"]["stamp_copies"] is True
