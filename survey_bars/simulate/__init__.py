@@ -74,12 +74,13 @@ from .params import (
 )
 from .render import render_components
 from .stamps import small_stamp_copies
-from .write import simulate, simulate_one
+from .write import finished_copies, simulate, simulate_one
 
 __all__ = [
     "SurveyPreset",
     "display_copies",
     "display_rgb",
+    "finished_copies",
     "SURVEYS",
     "CLASSES",
     "DEFAULT_CLASS_MIX",

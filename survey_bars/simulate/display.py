@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from ..io import read_cutout
-from .write import _write_truth
+from .write import _map, _write_truth
 
 
 def display_rgb(data, rng):
@@ -84,14 +84,7 @@ def display_copies(sim_dir, out_dir, *, seed=0, workers=1):
     os.makedirs(out_dir, exist_ok=True)
     names = [os.path.splitext(f)[0] + ".jpg" for f in truth["file"]]
     jobs = [(os.path.join(sim_dir, f), os.path.join(out_dir, j), seed, i) for i, (f, j) in enumerate(zip(truth["file"], names))]
-    if workers == 1:
-        for job in jobs:
-            _display_one(job)
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            list(ex.map(_display_one, jobs, chunksize=64))
+    _map(_display_one, jobs, workers, chunksize=64)
     out = truth.copy()
     out["file"] = names
     _write_truth(out, os.path.join(out_dir, "truth.parquet"))

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .write import _write_truth
+from .write import _map, _write_truth
 
 __all__ = ["small_stamp_copies", "SMALL_STAMP_HALF_WIDTH"]
 
@@ -98,13 +98,7 @@ def small_stamp_copies(sim_dir, out_dir, *, seed=0, half_width=SMALL_STAMP_HALF_
     rows = truth.to_dict("records")
     jobs = [(os.path.join(sim_dir, r["file"]), os.path.join(out_dir, r["file"]), r, seed, i, (lo, hi), min_size)
             for i, r in enumerate(rows)]
-    if workers == 1:
-        sides = [_crop_one(job) for job in jobs]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            sides = list(ex.map(_crop_one, jobs, chunksize=64))
+    sides = _map(_crop_one, jobs, workers, chunksize=64)
     out = truth.copy()
     out["stamp_size"] = np.asarray(sides, dtype=out["stamp_size"].dtype)
     _write_truth(out, os.path.join(out_dir, "truth.parquet"))

@@ -161,6 +161,46 @@ _UNITS = {
 }
 
 
+def _map(fn, jobs, workers, chunksize=1):
+    """``fn`` over ``jobs``, in order: in this process for one worker, else in a pool of ``workers`` processes."""
+    if workers == 1 or len(jobs) <= 1:
+        return [fn(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        return list(ex.map(fn, jobs, chunksize=chunksize))
+
+
+def finished_copies(src_dir, out_dir, make):
+    """The truth table of a copy of a simulation directory: ``out_dir``'s when it is complete, else ``make()``'s.
+
+    A copy (:func:`~survey_bars.simulate.display_copies`, :func:`~survey_bars.simulate.small_stamp_copies`)
+    writes its ``truth.parquet`` last, so a truth table with one row per galaxy of ``src_dir``
+    marks a finished copy, which a rerun reuses instead of drawing it again.
+
+    Parameters
+    ----------
+    src_dir, out_dir : str
+        The simulation directory and its copy.
+    make : callable
+        ``make()`` writes the copy and returns its truth table.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    import sys
+
+    import pandas as pd
+
+    marker = os.path.join(out_dir, "truth.parquet")
+    n = len(pd.read_parquet(os.path.join(src_dir, "truth.parquet"), columns=["file"]))
+    if os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == n:
+        print(f"reusing the copies in {out_dir}", file=sys.stderr)
+        return pd.read_parquet(marker)
+    return make()
+
+
 def _write_truth(df, path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -257,16 +297,7 @@ def simulate(out_dir, n, *, survey="mixed", seed=0, workers=1, class_mix=None, s
     mix = dict(class_mix) if class_mix else None
     chunk = max(1, min(32, n // (4 * workers) or 1))
     jobs = [(seed, idx[k:k + chunk], survey, mix, stamp_size, out_dir) for k in range(0, n, chunk)]
-    rows = []
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            rows.extend(_chunk(job))
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            for part in ex.map(_chunk, jobs):
-                rows.extend(part)
+    rows = [row for part in _map(_chunk, jobs, workers) for row in part]
     df = pd.DataFrame(rows)
     _write_truth(df, os.path.join(out_dir, "truth.parquet"))
     return df

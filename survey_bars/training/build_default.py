@@ -44,7 +44,7 @@ import sys
 import time
 
 from ..inference.bundle import DEFAULT_BUNDLE, LENGTH_DEFINITIONS, length_definition, load_bundle, write_card
-from ..simulate import display_copies, simulate, small_stamp_copies
+from ..simulate import display_copies, finished_copies, simulate, small_stamp_copies
 from . import realdata
 from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors, calibrate_real
 from .evaluate import evaluate_bundle
@@ -245,17 +245,6 @@ def _real_root(real_dev):
     return root if os.path.isdir(os.path.join(root, realdata.GZ2_DIR)) else None
 
 
-def _copies(src, dst, n, make):
-    """The truth table of a derived copy of a simulation directory, made by ``make(src, dst)`` unless already there."""
-    import pandas as pd
-
-    marker = os.path.join(dst, "truth.parquet")
-    if os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == n:
-        print(f"reusing the copies in {dst}", file=sys.stderr)
-        return pd.read_parquet(marker)
-    return make(src, dst)
-
-
 def _training_table(workdir, seed, threads, display, real_dev, small_stamps=False, definition=None):
     """The label table of the training set (simulations, their copies, the real folds) and its card entry."""
     import pandas as pd
@@ -273,7 +262,7 @@ def _training_table(workdir, seed, threads, display, real_dev, small_stamps=Fals
     mix = {"sources": {"simulation": n}}
     if small_stamps:  # seeds: the display copies use seed, the stamps seed + 1 and their display copies seed + 2
         sdir = os.path.join(workdir, "small-stamps")
-        stamps = _copies(workdir, sdir, n, lambda a, b: small_stamp_copies(a, b, seed=seed + 1, workers=threads))
+        stamps = finished_copies(workdir, sdir, lambda: small_stamp_copies(workdir, sdir, seed=seed + 1, workers=threads))
         parts.append(table(stamps, sdir, "small_stamp"))
         mix["sources"]["small_stamp"] = n
         mix["small_stamps"] = {"seed": int(seed) + 1, "how": "survey_bars.simulate.small_stamp_copies: half-width "
@@ -283,7 +272,7 @@ def _training_table(workdir, seed, threads, display, real_dev, small_stamps=Fals
         if small_stamps:
             dirs.append((sdir, os.path.join(workdir, "small-stamps-display"), seed + 2, "small_stamp_display"))
         for src, ddir, s, source in dirs:
-            copies = _copies(src, ddir, n, lambda a, b, s=s: display_copies(a, b, seed=s, workers=threads))
+            copies = finished_copies(src, ddir, lambda: display_copies(src, ddir, seed=s, workers=threads))
             parts.append(table(copies, ddir, source))
             mix["sources"][source] = n
         mix["display_copies"] = {"seed": int(seed), "how": "survey_bars.simulate.display_copies: asinh-stretched 8-bit colour JPEG"}

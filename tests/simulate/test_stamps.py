@@ -60,3 +60,21 @@ def test_the_cli_draws_display_copies_from_the_small_stamps(tmp_path):
     for f, side in zip(small.file, small.stamp_size):
         jpg = read_cutout(tmp_path / "jpg" / f.replace(".fits", ".jpg"), pixel_scale=0.262)
         assert jpg.data.shape == (side, side)
+
+
+def test_finished_copies_are_reused_and_unfinished_ones_made_again(sims, tmp_path):
+    out, _ = sims
+    dst = tmp_path / "small"
+    calls = []
+
+    def make():
+        calls.append(1)
+        return sim.small_stamp_copies(out, dst, seed=3, workers=2)  # the process pool
+
+    first = sim.finished_copies(out, dst, make)
+    again = sim.finished_copies(out, dst, make)
+    assert len(calls) == 1 and again.equals(first)
+    pd.read_parquet(dst / "truth.parquet").iloc[:4].to_parquet(dst / "truth.parquet")  # an interrupted copy
+    assert sim.finished_copies(out, dst, make).equals(first) and len(calls) == 2
+    # the pool and this process cut the same stamps
+    assert sim.small_stamp_copies(out, tmp_path / "one", seed=3, workers=1).equals(first)
