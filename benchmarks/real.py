@@ -50,11 +50,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import save, table
+from survey_bars.training.realdata import MAX_HOYLE_ARCSEC  # the Hoyle bars that fit the 19.2" stamps
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("SURVEY_BARS_BENCH_DIR", "/tmp/survey-bars-bench")) / "real"
-#: the Hoyle bars that fit the 64-pixel (19.2") stamps
-MAX_HOYLE_ARCSEC = 15.0
 #: length bins (arcsec) of the per-bin table
 LENGTH_BINS = (0.0, 6.0, 9.0, 12.0, 15.0)
 #: (name, length column, uncertainty column or None)

@@ -262,6 +262,22 @@ def test_calibrate_head_without_torch_says_what_to_install(monkeypatch, capsys):
     assert "needs torch" in err and "survey-bars[train]" in err
 
 
+def test_calibrate_real_dev_without_the_data_says_where_it_looked(tmp_path, capsys):
+    import argparse
+
+    from survey_bars.inference.bundle import DEFAULT_BUNDLE
+    from survey_bars.training import calibrate
+
+    parser = argparse.ArgumentParser()
+    calibrate.configure_parser(parser)
+    args = parser.parse_args(["--model", str(DEFAULT_BUNDLE), "--real-dev", str(tmp_path / "none")])
+    assert calibrate.run_cli(args) == 2
+    err = capsys.readouterr().err
+    assert "No sdss-gz2-bars/labels.csv under" in err and "SURVEY_BARS_REAL_DEV" in err
+    args = parser.parse_args(["--model", str(DEFAULT_BUNDLE), "--method", "head-errors", "--real-dev", "auto"])
+    assert calibrate.run_cli(args) == 2 and "use --method moments or head" in capsys.readouterr().err
+
+
 def _jpeg(path, img, *, colour=True, quality=95):
     """Write a FITS-orientation image as an 8-bit JPEG (top row first), linearly scaled."""
     from PIL import Image

@@ -416,16 +416,11 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
 
 def _stamp_display_copies(sim_dir, seed, workers):
     """The small-stamp display copies of a simulation directory (made once, inside it): their directory."""
-    import pandas as pd
-
-    from ..simulate import display_copies, small_stamp_copies
+    from ..simulate import display_copies, finished_copies, small_stamp_copies
 
     stamps, out = os.path.join(sim_dir, "small-stamps"), os.path.join(sim_dir, "small-stamps-display")
-    n = len(pd.read_parquet(os.path.join(sim_dir, "truth.parquet"), columns=["file"]))
-    marker = os.path.join(out, "truth.parquet")
-    if not (os.path.isfile(marker) and len(pd.read_parquet(marker, columns=["file"])) == n):
-        small_stamp_copies(sim_dir, stamps, seed=seed + 1, workers=workers)
-        display_copies(stamps, out, seed=seed + 2, workers=workers)
+    finished_copies(sim_dir, stamps, lambda: small_stamp_copies(sim_dir, stamps, seed=seed + 1, workers=workers))
+    finished_copies(stamps, out, lambda: display_copies(stamps, out, seed=seed + 2, workers=workers))
     return out
 
 
@@ -542,12 +537,7 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     return head
 
 
-#: The longest volunteer length used by :func:`calibrate_real`: the bars that fit the 64-pixel
-#: (19") sdss-gz2-bars stamps, the cut the real-data benchmark scores too.
-REAL_MAX_LENGTH_ARCSEC = 15.0
-
-
-def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_length_arcsec=REAL_MAX_LENGTH_ARCSEC,
+def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_length_arcsec=None,
                    threads=1, min_bars=30):
     """Fit a method's lengths and uncertainties to the volunteers' lengths of real bars, and record it.
 
@@ -577,7 +567,8 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
         Folds to fit on (default :data:`survey_bars.training.realdata.TRAIN_FOLDS`); the test
         fold is refused.
     max_length_arcsec : float, optional
-        Longest volunteer length used.
+        Longest volunteer length used (default
+        :data:`survey_bars.training.realdata.MAX_HOYLE_ARCSEC`, the benchmark's cut).
     threads : int, optional
         onnxruntime threads.
     min_bars : int, optional
@@ -612,6 +603,7 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
         msg = (f"The bundle has no simulation calibration for the '{name}' method; run `survey-bars calibrate "
                f"--model {bundle_path} --method {name}` first.")
         raise ValueError(msg)
+    max_length_arcsec = realdata.MAX_HOYLE_ARCSEC if max_length_arcsec is None else float(max_length_arcsec)
     gz2 = realdata.select_folds(realdata.load_gz2_bars(root), folds)
     hoyle = gz2["hoyle_bar_length_arcsec"].to_numpy(float)
     bars = gz2[np.isfinite(hoyle) & (hoyle > 0) & (hoyle <= max_length_arcsec)].reset_index(drop=True)
@@ -707,7 +699,7 @@ def run_cli(args):
     try:
         if args.real_dev is not None:
             if args.method == "head-errors":
-                raise ValueError("--real-dev fits a method's lengths: use --method moments, head or auto.")
+                raise ValueError("--real-dev fits a method's lengths: use --method moments or head.")
             rec = calibrate_real(args.model, None if args.real_dev == "auto" else args.real_dev, method=args.method)
             print(f"real calibration ({args.method}): scale {rec['scale']:.3f}, error scale {rec['error_scale']:.2f} "
                   f"({rec['n_measured']} of {rec['n_bars']} bars, folds {rec['folds']}); r {rec['pearson_r']:.2f}, "
@@ -726,7 +718,7 @@ def run_cli(args):
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # FileNotFoundError: no real-dev labels where --real-dev says
         print(f"survey-bars calibrate: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # --method head trains with torch

@@ -65,6 +65,9 @@ N_FOLDS = 5
 TEST_FOLD = 4
 #: the folds for training, tuning and calibration
 TRAIN_FOLDS = (0, 1, 2, 3)
+#: the longest volunteer bar length (arcsec) scored or fitted on: the bars that fit the 64-pixel
+#: (19.2") sdss-gz2-bars stamps
+MAX_HOYLE_ARCSEC = 15.0
 #: a name for this split, to record in model cards
 SPLIT_ID = "real-dev-sha256-5fold-v1"
 #: one line that says what the split is (quoted by the benchmark)
