@@ -344,7 +344,7 @@ def bench_formats(args):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False, method="auto"):
+def _run_process(inputs, workers, samples, partition_size, memory=False, saliency_all=False, method="auto", model=None):
     from distributed import Client
 
     from survey_bars.cluster import local_cluster, process
@@ -357,7 +357,7 @@ def _run_process(inputs, workers, samples, partition_size, memory=False, salienc
         # warm: load the model once per worker before timing
         from survey_bars.inference.runtime import get_runtime
 
-        client.run(lambda: get_runtime(None) and None)
+        client.run(lambda: get_runtime(model) and None)
         trace = []
         stop = threading.Event()
 
@@ -376,7 +376,7 @@ def _run_process(inputs, workers, samples, partition_size, memory=False, salienc
         sampler = threading.Thread(target=sample, daemon=True) if memory else None
         if sampler:
             sampler.start()
-        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(smoothgrad_samples=samples, saliency_all=saliency_all, method=method), progress=False)
+        s = process(inputs, out, client=client, partition_size=partition_size, options=RunOptions(model=model, smoothgrad_samples=samples, saliency_all=saliency_all, method=method), progress=False)
         dt = time.perf_counter() - t
         stop.set()
         if sampler:
@@ -411,10 +411,11 @@ def bench_e2e(args):
         s, dt, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, method="moments")
         moments = {"galaxies": s["rows"], "seconds": dt, "per_s": s["rows"] / dt, "per_s_per_core": s["rows"] / dt,
                    "ratio_to_default": (s["rows"] / dt) / res[1]["per_s"]}
+    baseline = _against_baseline(d, args) if args.baseline_model else None
     from survey_bars.cluster import default_partition_size
 
     psize = args.partition_size or default_partition_size(args.n_e2e)
-    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "default_method": default, "moments_1_worker": moments, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine}
+    data = {"samples": args.samples, "partition_size": psize, "workers": res, "scaling_efficiency": eff, "saliency_all_1_worker": every, "default_method": default, "moments_1_worker": moments, "frac_bar_candidates": cand, "machine_sgemm_scaling": machine, "baseline": baseline}
     md = "\n".join([
         f"`survey-bars process` on {args.n_e2e} simulated cutouts, {psize} per partition, SmoothGrad {args.samples or 'bundle default'} samples, LocalCluster with 1 thread per worker, model loaded before timing:",
         "",
@@ -429,13 +430,35 @@ def bench_e2e(args):
         f"Bar candidates (p_bar >= 0.5, SmoothGrad computed and bar measured): {100 * cand:.0f} % of these galaxies (simulated class mix: 40 % barred).",
         "",
         f"Scaling efficiency 1 -> 2 workers: **{100 * eff:.0f} %**.",
+        *([
+            "",
+            f"Against the bundle `{baseline['model']}` ({baseline['name']} {baseline['version']}), 1 worker, the two run in "
+            f"turn {len(baseline['pairs'])} times: the shipped bundle takes **{baseline['median_wall_ratio']:.3f}** of its wall "
+            f"time (median; pairs {min(baseline['pairs']):.3f}-{max(baseline['pairs']):.3f}; bar candidates "
+            f"{100 * baseline['frac_bar_candidates']:.0f} % against {100 * cand:.0f} %).",
+        ] if baseline else []),
         "",
         f"Machine ceiling, same run: a sustained 1-thread sgemm gives {machine['one_process_gflops']:.1f} GFLOP/s alone and "
         f"{' + '.join(f'{g:.1f}' for g in machine['two_processes_gflops'])} GFLOP/s as two processes at once: "
         f"**{100 * machine['efficiency']:.0f} %** 2-process efficiency for compute-bound work on these 2 cores "
         "(the scheduler, nanny and client processes share them too).",
     ])
-    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --partition-size {args.partition_size}" if args.partition_size else ""))
+    save("perf_e2e", data, md, f"python -m benchmarks.performance e2e --n-e2e {args.n_e2e}" + (f" --partition-size {args.partition_size}" if args.partition_size else "")
+         + (f" --baseline-model {args.baseline_model} --reps {args.reps}" if args.baseline_model else ""))
+
+
+def _against_baseline(d, args):
+    """The shipped bundle's wall time over a baseline bundle's, 1 worker, run in turn ``args.reps`` times."""
+    from survey_bars.inference.bundle import load_bundle
+
+    pairs = []
+    for _ in range(args.reps):
+        _, ours, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size)
+        _, theirs, _, _ = _run_process([str(d)], 1, args.samples, args.partition_size, model=args.baseline_model)
+        pairs.append(ours / theirs)
+    card = load_bundle(args.baseline_model).card
+    return {"model": args.baseline_model, "name": card.get("name"), "version": card.get("version"), "pairs": pairs,
+            "median_wall_ratio": float(np.median(pairs)), "frac_bar_candidates": _frac_bar_candidates(WORK / "e2e-1.parquet")}
 
 
 def _frac_bar_candidates(path):
@@ -494,6 +517,8 @@ def main(argv=None):
     ap.add_argument("--n-io", type=int, default=300)
     ap.add_argument("--n-e2e", type=int, default=400)
     ap.add_argument("--partition-size", type=int, default=None, help="files per partition (default: survey-bars' default)")
+    ap.add_argument("--baseline-model", default=None, metavar="DIR",
+                    help="e2e: also time this bundle against the shipped one, in turn --reps times (1 worker)")
     ap.add_argument("--n-mem-base", type=int, default=200)
     ap.add_argument("--n-small", type=int, default=1000)
     ap.add_argument("--n-large", type=int, default=10000)
