@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 4.0) it
+With the defaults (:data:`DEFAULTS`, bundle 5.0) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -15,7 +15,9 @@ With the defaults (:data:`DEFAULTS`, bundle 4.0) it
    ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``, and without them the build trains
    on the simulations alone and says so);
 4. trains both networks with :func:`survey_bars.training.train.train` (the same seed) on that
-   mix, with the simulated lengths scaled to the *visible* bar (``--length-definition``);
+   mix, with the simulated lengths scaled to the *visible* bar (``--length-definition``); the
+   morphology network's bar logit has a context term (``--bar-context``,
+   :data:`survey_bars.training.nets.DEFAULT_ARCH`);
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
@@ -32,7 +34,8 @@ is never read. Given the same seed, thread count, software versions and real-dev
 weights are identical; the card records the command, the seed, the data, the calibrations and
 the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
---no-display --no-small-stamps --real-dev none --length-definition formal``.
+--no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``, and
+bundle 4.0 this module's defaults with ``--no-bar-context``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ..simulate import display_copies, finished_copies, simulate, small_stamp_co
 from . import realdata
 from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors, calibrate_real
 from .evaluate import evaluate_bundle
+from .nets import SKIP_ARCH
 
 __all__ = ["DEFAULTS", "build_default", "main"]
 
@@ -62,7 +66,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "4.0",
+    "version": "5.0",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -80,6 +84,8 @@ DEFAULTS = {
     "real_dev": "auto",
     "small_stamps": True,
     "length_definition": "visible",
+    # bundle 5.0: the bar logit's context term (4.0 and before: the bar evidence alone)
+    "bar_context": True,
 }
 
 
@@ -88,7 +94,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
                   head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
                   small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
-                  head_stamp_copies=DEFAULTS["head_stamp_copies"]):
+                  head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -111,7 +117,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         Command line recorded in the card.
     arch, length_arch : dict, optional
         Architectures (defaults :data:`survey_bars.training.nets.DEFAULT_ARCH` and
-        :data:`~survey_bars.training.nets.LENGTH_ARCH`; for tests).
+        :data:`~survey_bars.training.nets.LENGTH_ARCH`; for tests). ``arch`` overrides
+        ``bar_context``.
     calibrate_n : int, optional
         Barred simulations for the saliency-length calibration (0 skips it).
     head_n : int, optional
@@ -147,6 +154,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         evaluation compare with, are scaled to it; it is recorded as the card's
         ``length_definition``.
 
+    bar_context : bool, optional
+        Give the bar logit a context term, a linear function of the pooled morphology-tail
+        features (:data:`survey_bars.training.nets.DEFAULT_ARCH`, bundle 5.0); False trains
+        :data:`~survey_bars.training.nets.SKIP_ARCH`, the bar evidence alone (bundles 3.0 and 4.0).
     Returns
     -------
     Bundle
@@ -183,7 +194,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (" --display" if display else " --no-display")
                           + (" --small-stamps" if small_stamps else " --no-small-stamps")
                           + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}"
-                          + (" --head-stamp-copies" if head_stamp_copies else ""))
+                          + (" --head-stamp-copies" if head_stamp_copies else "")
+                          + ("" if bar_context else " --no-bar-context"))
+    if arch is None and not bar_context:
+        arch = SKIP_ARCH
     definition = length_definition({"length_definition": {"name": length_def}})
     if display or real_dev or small_stamps or length_def != "formal":
         labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
@@ -329,13 +343,16 @@ def main(argv=None):
     p.add_argument("--length-definition", choices=sorted(LENGTH_DEFINITIONS), default=DEFAULTS["length_definition"],
                    help="what the bar lengths mean: 'formal', the simulator's Ferrers end (bundle 3.0), or 'visible', "
                         "where the bar's light stays above half its peak (default %(default)s)")
+    p.add_argument("--bar-context", action=argparse.BooleanOptionalAction, default=DEFAULTS["bar_context"],
+                   help="give the bar logit a context term from the pooled morphology features (bundle 5.0; "
+                        "--no-bar-context: the bar evidence alone, as bundles 3.0 and 4.0) (default %(default)s)")
     p.add_argument("--head-stamp-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_stamp_copies"],
                    help="train the length head on the maps of small-stamp display copies too (default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
                       real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
-                      head_stamp_copies=a.head_stamp_copies)
+                      head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context)
     print(f"wrote {b.path}")
     return 0
 

@@ -267,7 +267,8 @@ def trace_saliency(morph, size=64):
 
     folded = fold_batchnorm(morph) if _has_bn(morph) else morph.eval()
     bar = _BarLogit(folded).eval()
-    params = {k: v.detach() for k, v in bar.named_parameters() if not k.startswith(("morph.head", "morph.tail"))}
+    params = {k: v.detach() for k, v in bar.named_parameters()
+              if not k.startswith(("morph.head", "morph.tail", "morph.bar_context"))}
 
     def total_logit(p, x):
         return torch.func.functional_call(bar, p, (x,)).sum()
@@ -472,6 +473,7 @@ def check_graphs(morph, length, forward_path, saliency_path, images, flips=False
 
 def _default_card(morph, length, size):
     cfg = NormaliseConfig(size=size)
+    context = getattr(morph, "bar_context", None) is not None
     return {
         "schema_version": SCHEMA_VERSION,
         "name": "survey-bars-model",
@@ -489,10 +491,15 @@ def _default_card(morph, length, size):
         "output_names": {
             "forward": {
                 "probs": "float32 [B, 5], columns named by class_names; p_disc = 1 - p_smooth; temperatures folded in",
-                "bar_logit": "float32 [B], raw bar logit (before temperature); its input gradient is the saliency",
+                "bar_logit": ("float32 [B], raw bar logit (before temperature); "
+                              + ("the evidence logit plus the context term (architecture.bar_pooling); the saliency is "
+                                 "the gradient of the evidence logit alone" if context else
+                                 "its input gradient is the saliency")),
                 "bar_length_direct": "float32 [B], full bar length in model-frame pixels (direct regression baseline)",
             },
-            "saliency": {"grad": "float32 [B, 1, S, S], d bar_logit / d image for each item"},
+            "saliency": {"grad": ("float32 [B, 1, S, S], d evidence logit / d image for each item (the bar logit without "
+                                  "its context term)" if context else
+                                  "float32 [B, 1, S, S], d bar_logit / d image for each item")},
         },
         "class_names": list(CLASS_NAMES),
         "architecture": {
@@ -516,8 +523,13 @@ def _pooling_card(morph):
     if not morph.evidence_design:
         return None
 
-    return {"formula": "bar_logit = scale * log(mean(softplus(evidence)) + eps) + shift",
-            "scale": float(morph.bar_scale.detach()), "shift": float(morph.bar_shift.detach()), "eps": EVIDENCE_EPS}
+    out = {"formula": "bar_logit = scale * log(mean(softplus(evidence)) + eps) + shift",
+           "scale": float(morph.bar_scale.detach()), "shift": float(morph.bar_shift.detach()), "eps": EVIDENCE_EPS}
+    if getattr(morph, "bar_context", None) is not None:
+        out["formula"] += " + context"
+        out["context"] = ("a linear function (bar_context) of the pooled morphology-tail features; the saliency is the "
+                          "gradient of the evidence logit, the formula without it")
+    return out
 
 
 def export_bundle(model, regressor, out_dir, card_extra=None, *, check=True, seed=0):

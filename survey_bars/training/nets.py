@@ -61,6 +61,7 @@ from ..inference.bundle import CLASS_NAMES as BUNDLE_CLASS_NAMES
 __all__ = [
     "DEFAULT_ARCH",
     "GRID16_ARCH",
+    "SKIP_ARCH",
     "POOLED_ARCH",
     "LENGTH_ARCH",
     "is_evidence_arch",
@@ -87,9 +88,13 @@ GRID16_ARCH = {
     "body": [[16, 4, 2], [24, 3, 1], [48, 3, 2], [64, 3, 1], [64, 3, 1]],
     "tail": [[64, 3, 2], [64, 3, 1]],
 }
-#: Default morphology architecture (bundles 3.x): :data:`GRID16_ARCH` with its evidence on the
-#: 32 x 32 grid of the second body layer, fused by a 1 x 1 convolution of 16 channels.
-DEFAULT_ARCH = {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+#: The morphology architecture of bundles 3.x and 4.0: :data:`GRID16_ARCH` with its evidence on
+#: the 32 x 32 grid of the second body layer, fused by a 1 x 1 convolution of 16 channels.
+SKIP_ARCH = {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+#: Default morphology architecture (bundles 5.x): :data:`SKIP_ARCH` whose bar logit also has a
+#: context term, a linear function of the pooled morphology-tail features (``bar_context``).
+#: The saliency stays the gradient of the bar evidence alone (:meth:`MorphologyNet.bar_logit`).
+DEFAULT_ARCH = {**SKIP_ARCH, "bar_context": True}
 #: The pooled architecture of bundles before 2.0 (``stem`` then ``layers``; 25.8 MFLOP).
 POOLED_ARCH = {
     "stem": [32, 8, 4],
@@ -241,6 +246,13 @@ class MorphologyNet(nn.Module):
             self.evidence_conv = nn.Conv2d(ce, 1, 1)
             self.tail, ct = _conv_stack(arch["tail"], cb, batchnorm)
             self.head = nn.Linear(ct, 4)  # smooth, edge-on, disc, spiral
+            # the bar's context term: the pooled tail features see the whole frame (the disc,
+            # its inclination, rings and arms), where the evidence cells see ~28 pixels each
+            self.bar_context = nn.Linear(ct, 1) if arch.get("bar_context") else None
+            if self.bar_context is not None:
+                with torch.no_grad():  # start as the evidence alone
+                    self.bar_context.weight.zero_()
+                    self.bar_context.bias.zero_()
             self.bar_scale = nn.Parameter(torch.tensor(1.0))
             self.bar_shift = nn.Parameter(torch.tensor(0.0))
             with torch.no_grad():  # start with little evidence everywhere
@@ -268,8 +280,11 @@ class MorphologyNet(nn.Module):
             return self.head(self.trunk(x)), None
         f, low = self._body(x)
         e = self._evidence(f, low)
-        z = self.head(self.tail(f).mean(dim=(2, 3)))
+        t = self.tail(f).mean(dim=(2, 3))
+        z = self.head(t)
         bar = self._pool_evidence(e)
+        if self.bar_context is not None:
+            bar = bar + self.bar_context(t)[:, 0]
         return torch.stack([z[:, 0], z[:, 1], z[:, 2], bar, z[:, 3]], dim=1), e
 
     def forward(self, x):
@@ -342,8 +357,28 @@ class MorphologyNet(nn.Module):
             y = layer(y)
         return y
 
+    def evidence_logit(self, evidence):
+        """Return the bar logit of the evidence alone, ``(B,)``, from :meth:`bar_evidence`'s map.
+
+        Parameters
+        ----------
+        evidence : torch.Tensor
+            ``(B, h, w)`` bar-evidence logits.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        return self._pool_evidence(evidence)
+
     def bar_logit(self, x, factorised=None):
-        """Return the raw bar logit, shape ``(B,)``: the quantity whose gradient is the saliency.
+        """Return the raw bar logit of the evidence, shape ``(B,)``: the quantity whose gradient
+        is the saliency.
+
+        Without a context term (``bar_context``) this is the bar column of :meth:`forward`.
+        With one, :meth:`forward`'s bar logit adds the context term to it, and the saliency
+        stays the gradient of the evidence alone: the part of the bar output that is a sum over
+        places in the frame.
 
         ``factorised`` is passed to :meth:`bar_evidence`.
         """
@@ -527,5 +562,6 @@ def forward_flops(arch=None, size=64, part="all"):
         c, k = skip["fuse"]
         macs += hl * hl * (cin + cl) * c * k * k + hl * hl * c  # fuse and evidence convolutions
     if part == "all":
-        macs += _stack_macs(arch["tail"], h, cin)[0]
+        tail, _, ct = _stack_macs(arch["tail"], h, cin)
+        macs += tail + (ct if arch.get("bar_context") else 0)
     return 2 * macs

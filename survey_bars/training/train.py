@@ -195,7 +195,7 @@ def _check_frame(arch, length_arch, size):
 
 
 def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
-                 mask_weight=1.0):
+                 mask_weight=1.0, evidence_weight=1.0):
     import torch
     import torch.nn.functional as F
 
@@ -230,16 +230,28 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 loss = loss + w * F.binary_cross_entropy_with_logits(z[ok, col], y[ok])
         return loss
 
+    context = getattr(net, "bar_context", None) is not None
+
     def step(idx):
-        if masks is None:
+        if masks is None and not context:
             x = _augment(torch.as_tensor(images[idx][:, None]), rng)
             return loss_fn(net(x), torch.as_tensor(idx))
-        x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng, masks[idx])
+        if masks is None:
+            x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng), None
+        else:
+            x, mk = _augment(torch.as_tensor(images[idx][:, None]), rng, masks[idx])
         z, e = net.outputs(x)
-        loss = loss_fn(z, torch.as_tensor(idx))
-        known = torch.isfinite(mk[:, 0, 0, 0])
-        if known.any():
-            loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
+        ti = torch.as_tensor(idx)
+        loss = loss_fn(z, ti)
+        if context:  # the evidence alone must still tell a bar (its gradient is the saliency)
+            y = bar[ti]
+            ok = torch.isfinite(y)
+            if ok.any():
+                loss = loss + evidence_weight * F.binary_cross_entropy_with_logits(net.evidence_logit(e)[ok], y[ok])
+        if mk is not None:
+            known = torch.isfinite(mk[:, 0, 0, 0])
+            if known.any():
+                loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
         return loss
 
     def validate(train_loss):

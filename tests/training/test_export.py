@@ -32,7 +32,10 @@ TINY_SKIP = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 1]}}
 TINY_SKIP3 = {**TINY_EVIDENCE, "skip": {"after": 2, "fuse": [8, 3]}}
 #: the evidence on the 64 x 64 pixel grid, the input frame fused with the upsampled body
 TINY_SKIP0 = {**TINY_EVIDENCE, "skip": {"after": 0, "fuse": [8, 1]}}
-ARCHS = {"pooled": TINY, "evidence": TINY_EVIDENCE, "skip": TINY_SKIP, "skip3": TINY_SKIP3, "skip0": TINY_SKIP0}
+#: the skip design with a context term in the bar logit (the default design since bundle 5.0)
+TINY_CONTEXT = {**TINY_SKIP, "bar_context": True}
+ARCHS = {"pooled": TINY, "evidence": TINY_EVIDENCE, "skip": TINY_SKIP, "skip3": TINY_SKIP3, "skip0": TINY_SKIP0,
+         "context": TINY_CONTEXT}
 LENGTH_TINY = {"stem": [8, 8, 4], "layers": [[8, 3, 1], [16, 3, 2]]}
 FWD_TOL = 1e-4
 GRAD_TOL = 1e-3
@@ -59,6 +62,9 @@ def tiny(request, tmp_path_factory):
         with torch.no_grad():  # some cells with evidence, so that the gradient is not ~0
             morph.evidence_conv.bias.fill_(0.5)
             morph.bar_scale.fill_(1.7)
+            if morph.bar_context is not None:  # a context term that changes the forward bar logit
+                morph.bar_context.weight.normal_(0.0, 0.5, generator=gen)
+                morph.bar_context.bias.fill_(-0.3)
     _randomise_bn(morph, gen)
     _randomise_bn(length, gen)
     with torch.no_grad():

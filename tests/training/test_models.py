@@ -22,6 +22,7 @@ from survey_bars.training.nets import (  # noqa: E402
     CLASS_NAMES,
     DEFAULT_ARCH,
     GRID16_ARCH,
+    SKIP_ARCH,
     LENGTH_ARCH,
     LengthNet,
     MorphologyNet,
@@ -56,11 +57,34 @@ def test_flop_count_matches_torch():
     assert fc.get_total_flops() == pytest.approx(forward_flops(DEFAULT_ARCH), rel=0.02)
 
 
-SKIP_ARCH = {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
-
 
 def test_default_architecture_is_the_skip_design():
-    assert SKIP_ARCH == DEFAULT_ARCH
+    assert SKIP_ARCH == {**GRID16_ARCH, "skip": {"after": 2, "fuse": [16, 1]}}
+    assert DEFAULT_ARCH == {**SKIP_ARCH, "bar_context": True}
+
+
+def test_bar_context_adds_to_the_evidence_logit_and_stays_out_of_the_saliency():
+    """With ``bar_context`` the forward bar logit is the evidence logit plus a linear function of
+    the pooled tail; it starts at zero, and ``bar_logit`` (whose gradient is the saliency) is the
+    evidence alone."""
+    torch.manual_seed(0)
+    net = MorphologyNet(DEFAULT_ARCH).eval()
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x)[:, 3], net.bar_logit(x), atol=1e-6)  # a new network: evidence alone
+        net.bar_context.weight.normal_()
+        net.bar_context.bias.fill_(0.5)
+        z, e = net.outputs(x)
+        t = net.tail(net._body(x)[0]).mean(dim=(2, 3))
+        assert torch.allclose(z[:, 3], net.evidence_logit(e) + net.bar_context(t)[:, 0], atol=1e-5)
+        assert torch.allclose(net.bar_logit(x), net.evidence_logit(e), atol=1e-6)
+        assert not torch.allclose(z[:, 3], net.bar_logit(x), atol=1e-3)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net.bar_logit(xg).sum(), xg)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    assert MorphologyNet(SKIP_ARCH).bar_context is None
+    assert forward_flops(DEFAULT_ARCH) - forward_flops(SKIP_ARCH) == 2 * 64  # one 64 -> 1 linear
+    assert forward_flops(DEFAULT_ARCH, part="bar") == forward_flops(SKIP_ARCH, part="bar")
 
 
 def test_skip_architecture_evidence_grid_and_flops():
