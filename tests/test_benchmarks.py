@@ -23,3 +23,53 @@ def test_accuracy_out_json_leaves_the_recorded_results_alone(tmp_path, monkeypat
     assert out.with_suffix(".png").is_file()
     assert results_md.read_text() == "# Benchmark results\n"
     assert not (tmp_path / "results").exists()
+
+
+def _fake_gz2(root, n=40):
+    """A tiny sdss-gz2-bars set: barred galaxies carry a bright elongated bar, unbarred ones not."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from survey_bars.training import realdata
+
+    d = root / realdata.GZ2_DIR / "images"
+    d.mkdir(parents=True)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    rows = []
+    for i in range(n):
+        barred = i % 2 == 0
+        img = 120 * np.exp(-np.hypot(xx, yy) / 6.0)
+        if barred:
+            img += 100 * np.exp(-(xx / 10.0) ** 2 - (yy / 2.0) ** 2)
+        name = f"sdss_{i:05d}.jpeg"
+        Image.fromarray(np.dstack([np.clip(img, 0, 255).astype(np.uint8)] * 3)).save(d / name)
+        rows.append({"file": name, "ra": 10.0 + i, "dec": 0.0, "pixel_scale": 0.3, "z": np.nan,
+                     "gz2_bar_fraction": 0.9 if barred else 0.0, "gz2_no_bar_fraction": 0.1 if barred else 1.0,
+                     "hoyle_bar_length_arcsec": np.nan, "hoyle_bar_length_kpc": np.nan,
+                     "hoyle_length_stdev_frac": np.nan, "objid": ""})
+    pd.DataFrame(rows).to_csv(root / realdata.GZ2_DIR / "labels.csv", index=False)
+    return root
+
+
+def test_bar_ablation_trains_on_the_training_folds_and_scores_the_test_fold(tmp_path):
+    pytest.importorskip("torch")
+    from benchmarks import bar_ablation
+    from survey_bars.training import realdata
+
+    root = _fake_gz2(tmp_path)
+    folds = realdata.load_gz2_bars(root)["fold"]
+    res = bar_ablation.run("raw", "skip", epochs=1, seed=0, root=root)
+    assert res["n_train"] == int(folds.isin(realdata.TRAIN_FOLDS).sum())
+    assert res["n_test"] == int((folds == realdata.TEST_FOLD).sum()) > 0
+    assert 0.0 <= res["auc"] <= 1.0 and res["net"] == "skip" and res["input"] == "raw"
+    with pytest.raises(ValueError, match="--colour needs"):
+        bar_ablation.run("frame", "plain", colour=True, root=root)
+
+
+def test_bar_ablation_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):
+    from benchmarks import bar_ablation
+
+    monkeypatch.setenv("SURVEY_BARS_REAL_DEV", str(tmp_path / "nowhere"))
+    assert bar_ablation.main([]) == 2
+    assert "SURVEY_BARS_REAL_DEV" in capsys.readouterr().err
