@@ -53,7 +53,6 @@ def _images(df, inp, colour):
 
 
 def _network(kind, channels):
-    import torch
     from torch import nn
 
     def block(i, o, s):

@@ -51,7 +51,6 @@ from ..simulate import display_copies, finished_copies, simulate, small_stamp_co
 from . import realdata
 from .calibrate import calibrate_bundle, calibrate_head, calibrate_head_errors, calibrate_real
 from .evaluate import evaluate_bundle
-from .nets import SKIP_ARCH
 
 __all__ = ["DEFAULTS", "build_default", "main"]
 
@@ -197,6 +196,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (" --head-stamp-copies" if head_stamp_copies else "")
                           + ("" if bar_context else " --no-bar-context"))
     if arch is None and not bar_context:
+        from .nets import SKIP_ARCH
+
         arch = SKIP_ARCH
     definition = length_definition({"length_definition": {"name": length_def}})
     if display or real_dev or small_stamps or length_def != "formal":
