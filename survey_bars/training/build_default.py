@@ -152,11 +152,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         simulated lengths that train the direct CNN, and those the calibrations and the
         evaluation compare with, are scaled to it; it is recorded as the card's
         ``length_definition``.
-
     bar_context : bool, optional
         Give the bar logit a context term, a linear function of the pooled morphology-tail
         features (:data:`survey_bars.training.nets.DEFAULT_ARCH`, bundle 5.0); False trains
         :data:`~survey_bars.training.nets.SKIP_ARCH`, the bar evidence alone (bundles 3.0 and 4.0).
+
     Returns
     -------
     Bundle

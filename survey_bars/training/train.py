@@ -194,8 +194,13 @@ def _check_frame(arch, length_arch, size):
             raise ValueError(msg) from None
 
 
+#: Weight of the evidence logit's own bar loss when the bar logit has a context term (``bar_context``):
+#: it keeps the evidence map, whose gradient is the saliency, a bar detector by itself.
+EVIDENCE_LOSS_WEIGHT = 1.0
+
+
 def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
-                 mask_weight=1.0, evidence_weight=1.0):
+                 mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT):
     import torch
     import torch.nn.functional as F
 
@@ -517,7 +522,8 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
 
     t0 = time.time()
     net = _train_morph(images, lab, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, arch=arch, log=log,
-                       bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight)
+                       bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight,
+                       evidence_weight=EVIDENCE_LOSS_WEIGHT)
     t_morph = time.time() - t0
     _fit_temperatures(net, images, lab, va, flips)
     log(f"temperatures: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, spiral {float(net.t_spiral):.3f}")
@@ -530,7 +536,8 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     card_extra = _training_card(name=name, version=version, cfg=cfg, command=command, seed=seed, data_dirs=data_dirs,
                                 labels=labels, data=data, split=(tr, va, te), epochs=epochs, length_epochs=length_epochs,
                                 batch_size=batch_size, lr=lr, bar_weight=bar_weight, mask_weight=mask_weight,
-                                threads=threads, times=(t_morph, t_length), flips=flips, metrics=metrics)
+                                threads=threads, times=(t_morph, t_length), flips=flips, metrics=metrics,
+                                context=net.evidence_design and net.bar_context is not None)
     if checkpoint:
         save_checkpoint(checkpoint, net, length_net, card_extra)
     card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
@@ -614,7 +621,7 @@ def _fit_temperatures(net, images, lab, va, flips):
 
 
 def _training_card(*, name, version, cfg, command, seed, data_dirs, labels, data, split, epochs, length_epochs, batch_size,
-                   lr, bar_weight, mask_weight, threads, times, flips, metrics):
+                   lr, bar_weight, mask_weight, threads, times, flips, metrics, context=False):
     """The card's training record: the data, the split, the settings, the times, the held-out metrics."""
     import torch
 
@@ -645,6 +652,9 @@ def _training_card(*, name, version, cfg, command, seed, data_dirs, labels, data
             "bar_loss_weight": float(bar_weight),
             "bar_mask_loss_weight": float(mask_weight),
             "bar_mask": "ellipse of the labelled length and PA, axis ratio 0.35, on the evidence grid",
+            **({"bar_evidence_loss_weight": EVIDENCE_LOSS_WEIGHT,
+                "bar_evidence_loss": "the bar labels' BCE on the evidence logit alone (without the context term)"}
+               if context else {}),
             "augmentation": "8 rotations/flips",
             "threads": int(threads),
             "wall_time_s": None,

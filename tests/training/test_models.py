@@ -406,6 +406,7 @@ def test_build_default_smoke(built):
     assert card["export_check"]["grad_rel_err"] <= 1e-3
     assert card["architecture"]["morphology"] == TINY_EVIDENCE and "bar_pooling" in card["architecture"]
     assert card["training"]["bar_mask_loss_weight"] == 1.0
+    assert "bar_evidence_loss_weight" not in card["training"]  # no context term in this architecture
     cal = card["calibration"]["moments"]
     assert cal["measurement_version"] == 2 and cal["seed"] == 90210 and cal["n_simulated"] == 12
     assert "--calibrate-n 12 --head-n 0 --evaluate-n 16" in card["training"]["command"]

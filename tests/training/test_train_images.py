@@ -139,9 +139,11 @@ def test_code_digest_covers_the_image_reader(monkeypatch, tmp_path):
     assert tr._code_digest() != before
 
 
-def test_train_on_images(image_set, tmp_path):
+@pytest.mark.parametrize("context", [False, True])
+def test_train_on_images(image_set, tmp_path, context):
     """One epoch on the twelve images writes a loadable bundle; the images without a scale
-    are used, and only the barred images with a scale give bar lengths."""
+    are used, and only the barred images with a scale give bar lengths. With the bar logit's
+    context term the card records the evidence logit's own bar loss."""
     torch = pytest.importorskip("torch")
     from survey_bars.inference.bundle import load_bundle
 
@@ -149,8 +151,11 @@ def test_train_on_images(image_set, tmp_path):
     torch.set_num_threads(1)
     msgs = []
     b = train([str(data)], tmp_path / "bundle", labels=str(labels), epochs=1, length_epochs=1, seed=2,
-                 arch=TINY_EVIDENCE, length_arch=TINY, batch_size=16, cache=False, flips=False, log=msgs.append)
+                 arch={**TINY_EVIDENCE, "bar_context": True} if context else TINY_EVIDENCE, length_arch=TINY,
+                 batch_size=16, cache=False, flips=False, log=msgs.append)
     card = load_bundle(b.path).card
+    assert card["architecture"]["morphology"].get("bar_context", False) is context
+    assert ("bar_evidence_loss_weight" in card["training"]) is context
     d = card["training"]["data"]
     assert d["n_files"] == 12 and d["n_used"] == 12
     assert d["classes"] == {"barred": 3, "disc": 3, "edge_on": 3, "smooth": 3}
