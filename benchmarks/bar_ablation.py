@@ -24,7 +24,8 @@ Run::
 
     python -m benchmarks.bar_ablation --input frame --net context [--epochs 14 --seed 0]
 
-It prints one JSON line (and writes it to ``--out-json`` when given). The real-dev data are read
+It prints one JSON line (and writes it to ``--out-json`` when given), with the network's forward
+cost for one frame (``forward_mflop``). The real-dev data are read
 from ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
 """
 
@@ -118,6 +119,8 @@ def run(inp="frame", net_kind="context", colour=False, epochs=14, seed=0, root=N
         rng.shuffle(train_idx)
         for b in range(0, len(train_idx), 64):
             j = train_idx[b : b + 64]
+            if len(j) < 2:  # batch norm needs two
+                continue
             xb = np.rot90(x[j], rng.integers(4), (2, 3))
             if rng.random() < 0.5:
                 xb = xb[:, :, :, ::-1]
@@ -133,7 +136,31 @@ def run(inp="frame", net_kind="context", colour=False, epochs=14, seed=0, root=N
                 for k in range(4))
     return {"input": inp, "net": net_kind, "colour": bool(colour), "epochs": epochs, "seed": seed,
             "n_train": int(len(train_idx)), "n_test": int(test.sum()), "auc": float(roc_auc(p, y[test])),
-            "s": round(time.time() - t0, 1)}
+            "s": round(time.time() - t0, 1), "forward_mflop": forward_mflop(net, x.shape[1], x.shape[-1])}
+
+
+def forward_mflop(net, channels=1, size=64):
+    """A network's forward cost for one frame, in MFLOP, as torch's FLOP counter gives it.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+    channels, size : int
+        The input frame's channels and side.
+
+    Returns
+    -------
+    float
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was = net.training
+    net.eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(torch.zeros(1, channels, size, size))
+    net.train(was)
+    return round(fc.get_total_flops() / 1e6, 1)
 
 
 def main(argv=None):

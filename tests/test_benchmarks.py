@@ -63,6 +63,9 @@ def test_bar_ablation_trains_on_the_training_folds_and_scores_the_test_fold(tmp_
     assert res["n_train"] == int(folds.isin(realdata.TRAIN_FOLDS).sum())
     assert res["n_test"] == int((folds == realdata.TEST_FOLD).sum()) > 0
     assert 0.0 <= res["auc"] <= 1.0 and res["net"] == "skip" and res["input"] == "raw"
+    from survey_bars.training.nets import SKIP_ARCH, forward_flops
+
+    assert res["forward_mflop"] == pytest.approx(forward_flops(SKIP_ARCH) / 1e6, rel=0.02)
     with pytest.raises(ValueError, match="--colour needs"):
         bar_ablation.run("frame", "plain", colour=True, root=root)
 
