@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.0) it
+With the defaults (:data:`DEFAULTS`, bundle 5.1) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -21,10 +21,13 @@ With the defaults (:data:`DEFAULTS`, bundle 5.0) it
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
-   fresh barred simulations (seed 5150) and fits its uncertainty with
-   :func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more (seed 6160);
+   fresh barred simulations (seed 5150), fine-tunes it on the volunteers' bar lengths of the
+   real folds 0-2 with some of those maps mixed in (``--head-real-lengths``), and fits its
+   uncertainty with :func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more
+   simulations (seed 6160);
 6. fits the moments' and the head's lengths and uncertainties to the volunteers' bar lengths of
-   the real training folds (:func:`survey_bars.training.calibrate.calibrate_real`);
+   the real training folds (:func:`survey_bars.training.calibrate.calibrate_real`): folds 0-3
+   for the moments, fold 3, which the head never saw, for the head;
 7. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
    (seed 4242) with :func:`survey_bars.training.evaluate.evaluate_bundle`: the card's
    ``evaluation``.
@@ -34,8 +37,9 @@ is never read. Given the same seed, thread count, software versions and real-dev
 weights are identical; the card records the command, the seed, the data, the calibrations and
 the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
---no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``, and
-bundle 4.0 this module's defaults with ``--no-bar-context``.
+--no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``,
+bundle 4.0 this module's defaults with ``--no-bar-context --no-head-real-lengths``, and bundle 5.0
+with ``--no-head-real-lengths``.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.0",
+    "version": "5.1",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -85,6 +89,9 @@ DEFAULTS = {
     "length_definition": "visible",
     # bundle 5.0: the bar logit's context term (4.0 and before: the bar evidence alone)
     "bar_context": True,
+    # bundle 5.1: the length head is fine-tuned on the volunteer lengths of the real folds 0-2
+    # (5.0 and before: simulations only)
+    "head_real_lengths": True,
 }
 
 
@@ -93,7 +100,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   length_arch=None, calibrate_n=DEFAULTS["calibrate_n"], evaluate_n=DEFAULTS["evaluate_n"],
                   head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
                   small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
-                  head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"]):
+                  head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
+                  head_real_lengths=DEFAULTS["head_real_lengths"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -156,6 +164,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         Give the bar logit a context term, a linear function of the pooled morphology-tail
         features (:data:`survey_bars.training.nets.DEFAULT_ARCH`, bundle 5.0); False trains
         :data:`~survey_bars.training.nets.SKIP_ARCH`, the bar evidence alone (bundles 3.0 and 4.0).
+    head_real_lengths : bool, optional
+        With real data, fine-tune the length head on the volunteer lengths of the real folds
+        :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS` (0-2) after the simulations
+        (``calibrate_head(real_root=...)``, bundle 5.1); its real scale and uncertainty are then
+        fitted on fold 3 alone. False: the head learns from simulations only (bundle 5.0).
 
     Returns
     -------
@@ -194,7 +207,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (" --small-stamps" if small_stamps else " --no-small-stamps")
                           + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}"
                           + (" --head-stamp-copies" if head_stamp_copies else "")
-                          + ("" if bar_context else " --no-bar-context"))
+                          + ("" if bar_context else " --no-bar-context")
+                          + ("" if head_real_lengths else " --no-head-real-lengths"))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
 
@@ -224,16 +238,17 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
+    real_root = _real_root(real_dev)
     if head_n:
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
-                       threads=threads, stamp_copies=head_stamp_copies)
+                       threads=threads, stamp_copies=head_stamp_copies,
+                       real_root=real_root if head_real_lengths else None)
         # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
         calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                               workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
                               workers=threads, threads=threads)
-    real_root = _real_root(real_dev)
     if real_root is not None:  # the lengths and uncertainties, fitted on the real training folds' volunteer lengths
         for method in ("moments", "head"):
             if method in (load_bundle(b.path).card.get("calibration") or {}):
@@ -349,11 +364,16 @@ def main(argv=None):
                         "--no-bar-context: the bar evidence alone, as bundles 3.0 and 4.0) (default %(default)s)")
     p.add_argument("--head-stamp-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_stamp_copies"],
                    help="train the length head on the maps of small-stamp display copies too (default %(default)s)")
+    p.add_argument("--head-real-lengths", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_real_lengths"],
+                   help="with real data, fine-tune the length head on the volunteer lengths of the real folds 0-2 and fit "
+                        "its real scale on fold 3 (bundle 5.1; --no-head-real-lengths: simulations only, as bundle 5.0) "
+                        "(default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
                       real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
-                      head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context)
+                      head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
+                      head_real_lengths=a.head_real_lengths)
     print(f"wrote {b.path}")
     return 0
 

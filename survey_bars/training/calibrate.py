@@ -37,7 +37,13 @@ from ..measure import get_method, length_sigma, map_methods, resolve_method
 from ..pipeline import RunOptions, process_items
 from ..simulate import simulate
 
-__all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors", "uncalibrated_head"]
+__all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors",
+           "calibrate_real", "real_length_maps", "uncalibrated_head"]
+
+#: How :func:`calibrate_head` fine-tunes the head on real volunteer lengths: epochs, peak
+#: learning rate, batch size, and the simulated maps mixed in (chosen by cross-validation on the
+#: training folds 0-3, ``benchmarks/RESULTS.md``).
+REAL_HEAD = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "sims": 600}
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -295,7 +301,8 @@ def _reuse_simulation(workdir, n, seed):
 
 
 def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
-                   holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False):
+                   holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False, real_root=None, real_folds=None,
+                   real_epochs=REAL_HEAD["epochs"], real_lr=REAL_HEAD["lr"], real_sims=REAL_HEAD["sims"]):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
@@ -336,6 +343,19 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
         (:func:`survey_bars.simulate.small_stamp_copies`, seed ``seed + 1``, then
         :func:`survey_bars.simulate.display_copies`, seed ``seed + 2``): the stamps and the
         8-bit stretch of the survey cutout services, which the full FITS stamps do not show.
+    real_root : str, optional
+        A real-dev directory: after the simulations, fine-tune the head on the volunteer
+        lengths (Hoyle et al. 2011) of its bars in ``real_folds``, made from their maps
+        (:func:`real_length_maps`), with ``real_sims`` of the simulated maps mixed in so that
+        it keeps what it learned there. Their lengths are scaled by the median of volunteer /
+        head on the real bars before the fine-tuning, so that both speak of one length.
+        Recorded as ``real_training``; :func:`calibrate_real` then fits the head's real scale and
+        uncertainty on the other training folds. None (the default): simulations only.
+    real_folds : sequence of int, optional
+        Default :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS`.
+    real_epochs, real_lr, real_sims : optional
+        Fine-tuning epochs, peak learning rate, and simulated maps mixed in
+        (default :data:`REAL_HEAD`).
 
     Returns
     -------
@@ -382,6 +402,10 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
             t1 = time.time()
             head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
+            real_rec = None
+            if real_root is not None:
+                real_rec, head = _fine_tune_real(head, rt, real_root, real_folds, maps[fit], true[fit], epochs=real_epochs,
+                                                 lr=real_lr, n_sims=real_sims, seed=seed, threads=threads, log=log)
             t_train, t_err = time.time() - t1, 0.0
             path = os.path.join(bundle.path, "length_head.onnx")
             export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
@@ -394,6 +418,8 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
                    "export_max_rel_err": float(export_err), "units": "model-frame pixels",
                    "samples": (bundle.smoothgrad or {}).get("samples"), "noise_frac": (bundle.smoothgrad or {}).get("noise_frac"),
                    "symmetrise": bool((bundle.smoothgrad or {}).get("symmetrise", False))}
+            if real_rec is not None:
+                rec["real_training"] = real_rec
             if len(out) >= 10:
                 # the held-out bars through the pipeline's own 'head' measurement
                 t2 = time.time()
@@ -412,6 +438,39 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     card["calibration"] = {**(card.get("calibration") or {}), "head": rec}
     write_card(bundle.path, card)
     return rec
+
+
+def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs, lr, n_sims, seed, threads, log):
+    """Fine-tune a head trained on simulations on the real volunteer lengths: (record, head)."""
+    import torch
+
+    from . import realdata
+    from .head import HeadGraph, train_head
+
+    t0 = time.time()
+    folds = tuple(int(f) for f in (realdata.LENGTH_TRAIN_FOLDS if folds is None else folds))
+    maps, lengths, _ = real_length_maps(runtime, root, folds, threads=threads)
+    if len(maps) < 20:
+        msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
+               "length head on. Check the real-dev directory, or leave the real lengths out.")
+        raise ValueError(msg)
+    with torch.no_grad():
+        before = HeadGraph(head)(torch.as_tensor(maps[:, None])).numpy().astype(float)
+    scale = float(np.median(lengths / before))  # the simulations' lengths in the volunteers' units
+    pick = np.random.default_rng(seed).permutation(len(sim_maps))[: int(n_sims)]
+    x = np.concatenate([maps, np.asarray(sim_maps, np.float32)[pick]])
+    y = np.concatenate([lengths, scale * np.asarray(sim_lengths, float)[pick]])
+    tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=REAL_HEAD["batch_size"], lr=lr,
+                       init=head, log=log)
+    rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
+           "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps),
+           "n_simulated_maps": len(pick), "simulated_length_scale": scale, "epochs": int(epochs), "lr": float(lr),
+           "batch_size": REAL_HEAD["batch_size"],
+           "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1]), "seconds": round(time.time() - t0, 1)}
+    if log is not None:
+        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {len(pick)} simulated maps "
+            f"(lengths x {scale:.3f})")
+    return rec, tuned
 
 
 def _stamp_display_copies(sim_dir, seed, workers):
@@ -564,8 +623,9 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     method : str, optional
         A calibrated measuring method, or ``"auto"`` (the bundle's default method).
     folds : sequence of int, optional
-        Folds to fit on (default :data:`survey_bars.training.realdata.TRAIN_FOLDS`); the test
-        fold is refused.
+        Folds to fit on (default: :data:`survey_bars.training.realdata.TRAIN_FOLDS`, less the
+        folds whose lengths a fine-tuned head learned, its card's ``real_training["folds"]``);
+        the test fold, and for such a head the folds it learned from, are refused.
     max_length_arcsec : float, optional
         Longest volunteer length used (default
         :data:`survey_bars.training.realdata.MAX_HOYLE_ARCSEC`, the benchmark's cut).
@@ -582,33 +642,37 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     Raises
     ------
     ValueError
-        For the test fold, a method the bundle has no simulation calibration for, or too few
-        measured bars.
+        For the test fold, a fold the method learned the lengths of, a method the bundle has
+        no simulation calibration for, or too few measured bars.
     """
     import pandas as pd
 
     from . import realdata
 
     t0 = time.time()
-    folds = tuple(int(f) for f in (realdata.TRAIN_FOLDS if folds is None else folds))
+    bundle = load_bundle(bundle_path)
+    name = resolve_method(bundle.card, method)
+    calib = dict(bundle.card.get("calibration") or {})
+    learned = tuple((calib.get(name) or {}).get("real_training", {}).get("folds", ()))  # a head fine-tuned on real lengths
+    if folds is None:
+        folds = tuple(f for f in realdata.TRAIN_FOLDS if f not in learned)
+    folds = tuple(int(f) for f in folds)
     if realdata.TEST_FOLD in folds:
         msg = (f"Fold {realdata.TEST_FOLD} is the real-dev test fold ({realdata.SPLIT_ID}); a real calibration "
                f"must be fitted on the training folds {list(realdata.TRAIN_FOLDS)} only.")
         raise ValueError(msg)
-    bundle = load_bundle(bundle_path)
-    name = resolve_method(bundle.card, method)
-    calib = dict(bundle.card.get("calibration") or {})
+    if set(folds) & set(learned):
+        msg = (f"The bundle's '{name}' method learned the volunteer lengths of folds {list(learned)}, so its real scale "
+               f"and uncertainty must be fitted on other folds (got {list(folds)}); leave folds unset to use "
+               f"{[f for f in realdata.TRAIN_FOLDS if f not in learned]}.")
+        raise ValueError(msg)
     own = {k: v for k, v in (calib.get(name) or {}).items() if k != "real"}
     if not own:
         msg = (f"The bundle has no simulation calibration for the '{name}' method; run `survey-bars calibrate "
                f"--model {bundle_path} --method {name}` first.")
         raise ValueError(msg)
     max_length_arcsec = realdata.MAX_HOYLE_ARCSEC if max_length_arcsec is None else float(max_length_arcsec)
-    gz2 = realdata.select_folds(realdata.load_gz2_bars(root), folds)
-    hoyle = gz2["hoyle_bar_length_arcsec"].to_numpy(float)
-    bars = gz2[np.isfinite(hoyle) & (hoyle > 0) & (hoyle <= max_length_arcsec)].reset_index(drop=True)
-    items = [InputItem(file=r.file, object_id=str(r.object_id), pixel_scale=float(r.pixel_scale),
-                       redshift=float(r.redshift) if np.isfinite(r.redshift) else None) for r in bars.itertuples()]
+    bars, items = _real_bars(root, folds, max_length_arcsec)
     rt = ModelRuntime(bundle, threads=threads)
     rt.card = {**bundle.card, "calibration": {**calib, name: own}}
     cat = process_items(items, RunOptions(method=name, p_bar_min=0.0, threads=threads), runtime=rt).to_pandas()
@@ -648,6 +712,84 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     return rec
 
 
+def _real_bars(root, folds, max_length_arcsec):
+    """The real-dev bars of ``folds`` with a volunteer length up to ``max_length_arcsec``: table and pipeline items."""
+    from . import realdata
+
+    gz2 = realdata.select_folds(realdata.load_gz2_bars(root), folds)
+    hoyle = gz2["hoyle_bar_length_arcsec"].to_numpy(float)
+    bars = gz2[np.isfinite(hoyle) & (hoyle > 0) & (hoyle <= max_length_arcsec)].reset_index(drop=True)
+    items = [InputItem(file=r.file, object_id=str(r.object_id), pixel_scale=float(r.pixel_scale),
+                       redshift=float(r.redshift) if np.isfinite(r.redshift) else None) for r in bars.itertuples()]
+    return bars, items
+
+
+def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1):
+    """SmoothGrad maps of the real-dev bars with a volunteer length, and that length in model pixels.
+
+    The ``sdss-gz2-bars`` galaxies of ``folds`` with a Hoyle et al. (2011) length (at most
+    ``max_length_arcsec``) go through the pipeline (``p_bar_min`` 0, so every one gets a map);
+    each volunteer length is divided by the arcseconds per model-frame pixel of its frame.
+
+    Parameters
+    ----------
+    runtime : survey_bars.inference.runtime.ModelRuntime
+        The model that makes the maps.
+    root : str, optional
+        The real-dev directory (default :func:`survey_bars.training.realdata.default_root`).
+    folds : sequence of int, optional
+        Folds to use (default :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS`); the test
+        fold is refused.
+    max_length_arcsec : float, optional
+        Longest volunteer length used (default :data:`survey_bars.training.realdata.MAX_HOYLE_ARCSEC`).
+    threads : int, optional
+        onnxruntime threads.
+
+    Returns
+    -------
+    maps : ndarray
+        ``(N, S, S)`` float32 maps of the bars that got one.
+    lengths : ndarray
+        Their volunteer lengths in model-frame pixels, ``(N,)``.
+    object_ids : list of str
+        Their object ids.
+
+    Raises
+    ------
+    ValueError
+        For the test fold.
+    """
+    import shutil
+
+    from astropy.io import fits
+
+    from . import realdata
+
+    folds = tuple(int(f) for f in (realdata.LENGTH_TRAIN_FOLDS if folds is None else folds))
+    if realdata.TEST_FOLD in folds:
+        msg = (f"Fold {realdata.TEST_FOLD} is the real-dev test fold ({realdata.SPLIT_ID}); no length may be learned "
+               f"from it. Use folds among {list(realdata.TRAIN_FOLDS)}.")
+        raise ValueError(msg)
+    max_length_arcsec = realdata.MAX_HOYLE_ARCSEC if max_length_arcsec is None else float(max_length_arcsec)
+    bars, items = _real_bars(root, folds, max_length_arcsec)
+    tmp = tempfile.mkdtemp(prefix="survey-bars-real-maps-")
+    try:
+        process_items(items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=tmp), runtime=runtime)
+        maps, lengths, ids = [], [], []
+        for item, r in zip(items, bars.itertuples()):
+            path = saliency_file(tmp, item.object_id)
+            if not os.path.isfile(path):  # an unreadable image: a flagged row without a map
+                continue
+            with fits.open(path) as h:
+                maps.append(np.asarray(h[0].data, dtype=np.float32))
+                arcsec_per_px = float(h[0].header["SCALE"]) * float(r.pixel_scale)
+            lengths.append(float(r.hoyle_bar_length_arcsec) / arcsec_per_px)
+            ids.append(item.object_id)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return (np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)), np.asarray(lengths, float), ids
+
+
 def _read_maps(directory, object_ids):
     """The saliency maps saved by the pipeline for ``object_ids``, shape (N, S, S)."""
     import numpy as np
@@ -685,6 +827,10 @@ def configure_parser(parser):
                         help="--method head: also train on the maps of small-stamp display (JPEG) copies of the simulations.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
+    parser.add_argument("--real-lengths", default=None, metavar="DIR",
+                        help="--method head: after the simulations, fine-tune the head on the volunteer bar lengths of these "
+                             "real labelled galaxies' folds 0-2 ('auto': $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev); "
+                             "then fit its real scale with --real-dev, which uses fold 3.")
     parser.add_argument("--real-dev", default=None, metavar="DIR",
                         help="Instead of simulations, fit the real-galaxy scale and error scale of --method (moments "
                              "or head) on the volunteer bar lengths of these real labelled galaxies' training folds "
@@ -712,9 +858,17 @@ def run_cli(args):
                   f"and {rec['floor_native_px']:.2f} input px "
                   f"({e['n']} bars); within 1 sigma {100 * e['within_1sigma']:.1f} %, 2 sigma {100 * e['within_2sigma']:.1f} %")
             return 0
+        if args.real_lengths is not None and not head:
+            raise ValueError("--real-lengths fine-tunes the learned length head: use it with --method head.")
         if head:
+            real_root = None
+            if args.real_lengths is not None:
+                from .realdata import default_root
+
+                real_root = default_root() if args.real_lengths == "auto" else args.real_lengths
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
-                                 workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies)
+                                 workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies,
+                                 real_root=real_root)
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)

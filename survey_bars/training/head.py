@@ -16,6 +16,8 @@ Only training and export import torch; the worker path does not import this modu
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -93,12 +95,13 @@ def _dihedral(t, k, flip):
     return torch.flip(t, (3,)) if flip else t
 
 
-def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr=3e-3, arch=None, log=None):
+def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr=3e-3, arch=None, init=None, log=None):
     """Train a :class:`LengthHead` on saliency maps with known bar lengths.
 
     AdamW with a one-cycle schedule, smooth-L1 loss on the log length, and a random rotation
     by a multiple of 90 degrees and flip of every batch (a bar's length does not depend on its
-    orientation).
+    orientation). With ``init``, a copy of a trained head is fine-tuned instead (the real
+    volunteer lengths after the simulations: :func:`survey_bars.training.calibrate.calibrate_head`).
 
     Parameters
     ----------
@@ -111,7 +114,10 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
     lr : float, optional
         Peak learning rate.
     arch : dict, optional
-        Architecture (default :data:`HEAD_ARCH`).
+        Architecture (default :data:`HEAD_ARCH`); ignored with ``init``.
+    init : LengthHead, optional
+        Start from a copy of this head (its weights and ``offset``; ``init`` itself is left
+        as it is) rather than from random weights.
     log : callable, optional
         Called with a progress line after each epoch.
 
@@ -142,9 +148,12 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
     rng = np.random.default_rng(int(seed))
     x = peak_normalise(torch.as_tensor(maps[:, None]))
     y = torch.as_tensor(np.log(lengths), dtype=torch.float32)
-    net = LengthHead(arch)
-    with torch.no_grad():
-        net.offset.fill_(float(y.mean()))
+    if init is None:
+        net = LengthHead(arch)
+        with torch.no_grad():
+            net.offset.fill_(float(y.mean()))
+    else:
+        net = copy.deepcopy(init)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)  # OneCycleLR sets the rate
     steps = epochs * int(np.ceil(len(y) / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))

@@ -48,6 +48,7 @@ __all__ = [
     "SPLIT_ID",
     "TEST_FOLD",
     "TRAIN_FOLDS",
+    "LENGTH_TRAIN_FOLDS",
     "default_root",
     "default_spitzer_root",
     "fold_of",
@@ -65,6 +66,9 @@ N_FOLDS = 5
 TEST_FOLD = 4
 #: the folds for training, tuning and calibration
 TRAIN_FOLDS = (0, 1, 2, 3)
+#: the training folds whose volunteer bar lengths fine-tune the learned length head; the head's
+#: real scale and uncertainty are then fitted on the training fold it never saw (fold 3)
+LENGTH_TRAIN_FOLDS = (0, 1, 2)
 #: the longest volunteer bar length (arcsec) scored or fitted on: the bars that fit the 64-pixel
 #: (19.2") sdss-gz2-bars stamps
 MAX_HOYLE_ARCSEC = 15.0

@@ -1,0 +1,119 @@
+"""The length head learns the volunteers' lengths of the real training folds, and is calibrated on another."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from survey_bars.inference.bundle import load_bundle
+from survey_bars.inference.runtime import ModelRuntime
+from survey_bars.io.inputs import InputItem
+from survey_bars.pipeline import RunOptions, process_items
+from survey_bars.testing import tiny_bundle
+from survey_bars.training import realdata
+from survey_bars.training.calibrate import calibrate_head, calibrate_real, real_length_maps
+from survey_bars.training.head import LengthHead, train_head
+
+
+def _objids_by_fold(per_fold):
+    """SDSS-like objids, ``per_fold[k]`` of them in each fold ``k`` of the real-dev split."""
+    out, want, i = [], dict(per_fold), 0
+    while any(want.values()):
+        objid = str(587741709414000000 + i)
+        k = realdata.fold_of(realdata.split_key(objid, ""))
+        if want.get(k, 0):
+            out.append((objid, k))
+            want[k] -= 1
+        i += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_root(tmp_path_factory):
+    """A small real-dev directory: JPEG stamps of barred discs with volunteer lengths in every fold."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("real-dev")
+    images = root / realdata.GZ2_DIR / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:64, 0:64] - 31.5
+    rows = []
+    for i, (objid, _) in enumerate(_objids_by_fold({0: 9, 1: 9, 2: 9, 3: 8, 4: 4})):
+        half, t = rng.uniform(4, 12), rng.uniform(0, np.pi)
+        u, v = x * np.cos(t) + y * np.sin(t), -x * np.sin(t) + y * np.cos(t)
+        img = np.exp(-np.hypot(x, y) / 8.0) + 0.8 * np.exp(-(np.clip(np.abs(u) - half, 0, None) ** 2 + v**2) / 4.0)
+        rgb = np.clip(255 * img / img.max() + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+        name = f"sdss_{i:05d}.jpeg"
+        Image.fromarray(np.stack([rgb] * 3, axis=-1)).save(images / name, quality=90)
+        rows.append({"file": name, "ra": 150.0, "dec": 2.0, "pixel_scale": 0.3, "z": 0.05, "gz2_bar_fraction": 0.8,
+                     "gz2_no_bar_fraction": 0.2, "hoyle_bar_length_arcsec": 2 * half * 0.3, "hoyle_bar_length_kpc": np.nan,
+                     "hoyle_length_stdev_frac": 0.1, "objid": objid})
+    pd.DataFrame(rows).to_csv(root / realdata.GZ2_DIR / "labels.csv", index=False)
+    return root
+
+
+def test_real_length_maps_are_the_volunteer_lengths_in_model_pixels(real_root):
+    rt = ModelRuntime(load_bundle(tiny_bundle()), threads=1)
+    maps, lengths, ids = real_length_maps(rt, real_root, (0, 1, 2))
+    labels = realdata.load_gz2_bars(real_root)
+    want = labels[labels["fold"].isin([0, 1, 2])]
+    assert sorted(ids) == sorted(want["object_id"].astype(str))
+    assert maps.shape == (27, 64, 64) and np.all(np.isfinite(maps))
+    # each length is the volunteer's arcsec over the frame's arcsec per model pixel (0.3" x the resample scale)
+    want = want.set_index(want["object_id"].astype(str)).loc[ids]
+    items = [InputItem(file=f, object_id=o, pixel_scale=0.3) for f, o in zip(want["file"], ids)]
+    cat = process_items(items, RunOptions(p_bar_min=0.0), runtime=rt).to_pandas()
+    np.testing.assert_allclose(lengths, want["hoyle_bar_length_arcsec"].to_numpy(float) / (0.3 * cat["resample_scale"].to_numpy(float)),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="test fold"):
+        real_length_maps(rt, real_root, (3, realdata.TEST_FOLD))
+
+
+def test_train_head_from_init_fine_tunes_a_copy():
+    rng = np.random.default_rng(0)
+    maps = rng.random((24, 64, 64)).astype(np.float32)
+    lengths = rng.uniform(5, 30, 24)
+    first = train_head(maps, lengths, epochs=1, seed=0)
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    tuned = train_head(maps, 2 * lengths, epochs=2, seed=1, init=first)
+    assert isinstance(tuned, LengthHead) and tuned is not first
+    for k, v in first.state_dict().items():  # the initial head is left as it was
+        assert (v == before[k]).all(), k
+    assert float(tuned.offset) == pytest.approx(float(first.offset))  # it keeps the offset it started from
+    changed = [k for k, v in tuned.state_dict().items() if v.dtype.is_floating_point and not (v == before[k]).all()]
+    assert changed
+
+
+def test_head_fine_tuned_on_real_folds_is_calibrated_on_the_fold_it_never_saw(real_root, tmp_path):
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    b = str(tmp_path / "bundle")
+    rec = calibrate_head(b, n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1, holdout_frac=0.25,
+                         p_bar_min=0.0, log=lambda msg: None, real_root=str(real_root), real_epochs=1, real_sims=8)
+    rt = rec["real_training"]
+    assert rt["folds"] == list(realdata.LENGTH_TRAIN_FOLDS) == [0, 1, 2]
+    assert rt["n_bars"] == 27 and rt["n_simulated_maps"] <= 8 and rt["simulated_length_scale"] > 0
+    assert rt["split"] == realdata.SPLIT_ID
+    assert load_bundle(b).card["calibration"]["head"]["real_training"] == rt
+    # the real scale and uncertainty come from fold 3, which the head did not learn from
+    real = calibrate_real(b, str(real_root), method="head", min_bars=5)
+    assert real["folds"] == [3] and real["n_bars"] == 8
+    card = load_bundle(b).card["calibration"]["head"]
+    assert card["real"]["folds"] == [3] and card["real_training"] == rt  # the fit keeps the training record
+    with pytest.raises(ValueError, match="learned the volunteer lengths of folds"):
+        calibrate_real(b, str(real_root), method="head", folds=(0, 3), min_bars=5)
+    with pytest.raises(ValueError, match="test fold"):
+        calibrate_real(b, str(real_root), method="head", folds=(realdata.TEST_FOLD,), min_bars=5)
+
+
+def test_fine_tuning_needs_enough_real_bars(real_root, tmp_path):
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    with pytest.raises(ValueError, match="too few to fine-tune"):
+        calibrate_head(str(tmp_path / "bundle"), n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1,
+                       holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None, real_root=str(real_root),
+                       real_folds=(3,), real_epochs=1)
