@@ -462,8 +462,11 @@ def bundle_note(card, folds):
     training = card.get("training") or {}
     real = training.get("real") if isinstance(training, dict) else None
     name = f"`{card.get('name', '?')}` {card.get('version', '?')}"
-    fits = [c["real"] for c in (card.get("calibration") or {}).values() if isinstance(c, dict) and c.get("real")]
-    for fit in fits:  # a length fit on real bars must not have seen the scored folds either
+    # a length fit on real bars (calibrate_real), or a length head that learned real lengths
+    # (calibrate_head's real_training), must not have seen the scored folds either
+    fits = [c[k] for c in (card.get("calibration") or {}).values() if isinstance(c, dict)
+            for k in ("real", "real_training") if c.get(k)]
+    for fit in fits:
         bad = sorted(set(int(f) for f in fit.get("folds", [])) & set(folds))
         if fit.get("split") != SPLIT_ID or bad:
             return (f"WARNING: bundle {name}'s lengths were fitted on real-dev folds {fit.get('folds')} of split "

@@ -286,6 +286,14 @@ def test_bundle_note_checks_the_training_folds():
     card["calibration"]["moments"]["real"]["folds"] = [0, 1, 2, 3, 4]
     note, ok = bench.bundle_note(card, [4])
     assert not ok and "lengths were fitted on real-dev folds" in note
+    # so must a length head fine-tuned on real lengths (calibrate_head's real_training)
+    card["calibration"]["moments"]["real"]["folds"] = [0, 1, 2, 3]
+    card["calibration"]["head"] = {"real_training": {"split": realdata.SPLIT_ID, "folds": [0, 1, 2]},
+                                   "real": {"split": realdata.SPLIT_ID, "folds": [3]}}
+    assert bench.bundle_note(card, [4])[1]
+    card["calibration"]["head"]["real_training"]["folds"] = [0, 1, 2, 4]
+    note, ok = bench.bundle_note(card, [4])
+    assert not ok and "[0, 1, 2, 4]" in note
 
 
 def test_gz2_scores_and_figure_on_a_synthetic_catalogue(tmp_path):
