@@ -424,7 +424,9 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
                 # the held-out bars through the pipeline's own 'head' measurement
                 t2 = time.time()
                 held = [_sim_item(f, s) for f, s in zip(df["file"].iloc[out], df["true_pixel_scale_arcsec"].iloc[out])]
-                errs = _head_errors(uncalibrated_head(rt, held), true[out])
+                # in the units the head learned: a head fine-tuned on real lengths speaks of them
+                unit = real_rec["simulated_length_scale"] if real_rec is not None else 1.0
+                errs = _head_errors(uncalibrated_head(rt, held), unit * true[out])
                 rec.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"),
                            floor_native_px=errs.pop("floor_native_px"), holdout_median_rel_err=errs["median_rel_err"], holdout_pearson_r=errs["pearson_r"],
                            errors={"source": "the held-out bars", **errs})
@@ -538,7 +540,9 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     detected bars (p_bar >= ``p_bar_min``). The fit replaces ``scatter_frac``,
     ``floor_model_px`` and ``floor_native_px`` in the card's ``calibration["head"]``, which also records the
     simulations under ``errors``. Use it to fit the uncertainties to your own survey
-    (``survey="sdss"``, ...). Needs no torch.
+    (``survey="sdss"``, ...). For a head fine-tuned on real lengths the simulated truth is
+    taken in the units it learned (times its ``real_training["simulated_length_scale"]``).
+    Needs no torch.
 
     Parameters
     ----------
@@ -586,7 +590,9 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     if keep.sum() < 10:
         msg = f"Only {int(keep.sum())} of {n} simulated bars were detected: too few to fit the errors. Simulate more (-n)."
         raise ValueError(msg)
-    errs = _head_errors(df[keep], df.loc[keep, "true_length_model"])
+    # a head fine-tuned on real lengths learned the simulated ones in the volunteers' units
+    unit = float((head.get("real_training") or {}).get("simulated_length_scale", 1.0))
+    errs = _head_errors(df[keep], unit * df.loc[keep, "true_length_model"])
     head.update(scatter_frac=errs.pop("scatter_frac"), floor_model_px=errs.pop("floor_model_px"), floor_native_px=errs.pop("floor_native_px"),
                 errors={"source": "fresh simulations", "seed": int(seed), "n_simulated": int(n), "survey": survey, **errs,
                         "seconds": round(time.time() - t0, 1)})

@@ -16,7 +16,7 @@ from survey_bars.io.inputs import InputItem
 from survey_bars.pipeline import RunOptions, process_items
 from survey_bars.testing import tiny_bundle
 from survey_bars.training import realdata
-from survey_bars.training.calibrate import calibrate_head, calibrate_real, real_length_maps
+from survey_bars.training.calibrate import calibrate_head, calibrate_head_errors, calibrate_real, real_length_maps
 from survey_bars.training.head import LengthHead, train_head
 
 
@@ -90,7 +90,7 @@ def test_train_head_from_init_fine_tunes_a_copy():
     assert changed
 
 
-def test_head_fine_tuned_on_real_folds_is_calibrated_on_the_fold_it_never_saw(real_root, tmp_path):
+def test_head_fine_tuned_on_real_folds_is_calibrated_on_the_fold_it_never_saw(real_root, tmp_path, monkeypatch):
     shutil.copytree(tiny_bundle(), tmp_path / "bundle")
     b = str(tmp_path / "bundle")
     rec = calibrate_head(b, n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1, holdout_frac=0.25,
@@ -105,6 +105,19 @@ def test_head_fine_tuned_on_real_folds_is_calibrated_on_the_fold_it_never_saw(re
     assert real["folds"] == [3] and real["n_bars"] == 8
     card = load_bundle(b).card["calibration"]["head"]
     assert card["real"]["folds"] == [3] and card["real_training"] == rt  # the fit keeps the training record
+    # the head's errors on simulations compare it with their truth in the units it learned
+    import survey_bars.training.calibrate as cal
+
+    seen = {}
+    real_errors = cal._head_errors
+
+    def spy(df, true):
+        seen["ratio"] = np.asarray(true, float) / df["true_length_model"].to_numpy(float)
+        return real_errors(df, true)
+
+    monkeypatch.setattr(cal, "_head_errors", spy)
+    calibrate_head_errors(b, n=40, seed=78, workdir=str(tmp_path / "err-sims"), threads=1, p_bar_min=0.0)
+    np.testing.assert_allclose(seen["ratio"], rt["simulated_length_scale"])
     with pytest.raises(ValueError, match="learned the volunteer lengths of folds"):
         calibrate_real(b, str(real_root), method="head", folds=(0, 3), min_bars=5)
     with pytest.raises(ValueError, match="test fold"):
