@@ -76,3 +76,30 @@ def test_bar_ablation_says_where_the_data_are_missing(tmp_path, monkeypatch, cap
     monkeypatch.setenv("SURVEY_BARS_REAL_DEV", str(tmp_path / "nowhere"))
     assert bar_ablation.main([]) == 2
     assert "SURVEY_BARS_REAL_DEV" in capsys.readouterr().err
+
+
+def test_head_real_cross_validates_on_the_training_folds(tmp_path):
+    pytest.importorskip("torch")
+    from benchmarks import head_real
+    from survey_bars.testing import tiny_bundle
+    from survey_bars.training import realdata
+
+    from .training.test_real_lengths import fake_real_lengths_root
+
+    root = fake_real_lengths_root(tmp_path / "real-dev")
+    res = head_real.run(tiny_bundle(), n=40, workdir=str(tmp_path / "sims"), epochs=1, real_epochs=1, mixes=(0, 5),
+                        threads=1, root=str(root), p_bar_min=0.0, log=lambda msg: None)
+    labels = realdata.load_gz2_bars(root)
+    assert res["n_real"] == int(labels["fold"].isin(realdata.TRAIN_FOLDS).sum())  # never the test fold
+    assert res["folds"] == [0, 1, 2, 3] and res["n_sim_holdout"] > 0
+    assert set(res["results"]) == {"none", "mix=0", "mix=5"}
+    for r in res["results"].values():
+        assert -1.0 <= r["pearson_r"] <= 1.0 and r["median_rel_err"] >= 0 and r["median_ratio"] > 0
+
+
+def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):
+    from benchmarks import head_real
+
+    monkeypatch.setenv("SURVEY_BARS_REAL_DEV", str(tmp_path / "nowhere"))
+    assert head_real.main([]) == 2
+    assert "SURVEY_BARS_REAL_DEV" in capsys.readouterr().err

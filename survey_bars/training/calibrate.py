@@ -447,7 +447,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     import torch
 
     from . import realdata
-    from .head import HeadGraph, train_head
+    from .head import HeadGraph, fine_tune_head
 
     t0 = time.time()
     folds = tuple(int(f) for f in (realdata.LENGTH_TRAIN_FOLDS if folds is None else folds))
@@ -458,19 +458,16 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         raise ValueError(msg)
     with torch.no_grad():
         before = HeadGraph(head)(torch.as_tensor(maps[:, None])).numpy().astype(float)
-    scale = float(np.median(lengths / before))  # the simulations' lengths in the volunteers' units
-    pick = np.random.default_rng(seed).permutation(len(sim_maps))[: int(n_sims)]
-    x = np.concatenate([maps, np.asarray(sim_maps, np.float32)[pick]])
-    y = np.concatenate([lengths, scale * np.asarray(sim_lengths, float)[pick]])
-    tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=REAL_HEAD["batch_size"], lr=lr,
-                       init=head, log=log)
+    tuned, scale, n_mixed = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, epochs=epochs, lr=lr,
+                                           n_sims=n_sims, batch_size=REAL_HEAD["batch_size"], seed=seed,
+                                           threads=threads, log=log)
     rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
            "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps),
-           "n_simulated_maps": len(pick), "simulated_length_scale": scale, "epochs": int(epochs), "lr": float(lr),
+           "n_simulated_maps": n_mixed, "simulated_length_scale": scale, "epochs": int(epochs), "lr": float(lr),
            "batch_size": REAL_HEAD["batch_size"],
            "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1]), "seconds": round(time.time() - t0, 1)}
     if log is not None:
-        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {len(pick)} simulated maps "
+        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {n_mixed} simulated maps "
             f"(lengths x {scale:.3f})")
     return rec, tuned
 

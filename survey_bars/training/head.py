@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "peak_normalise", "train_head"]
+__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "fine_tune_head", "peak_normalise", "train_head"]
 
 #: Channels of the four convolution stages and the width of the dense layer.
 HEAD_ARCH = {"channels": [16, 32, 64, 64], "hidden": 64}
@@ -176,6 +176,50 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
         if log is not None:
             log(f"length head epoch {ep + 1}/{epochs}: train loss {total / max(n, 1):.4f}")
     return net.eval()
+
+
+def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_sims, batch_size=32, seed=0, threads=1,
+                   log=None):
+    """Fine-tune a head trained on simulations on real bar lengths, with simulated maps mixed in.
+
+    The simulated lengths are first put in the real lengths' units: multiplied by the median of
+    real / predicted over the real maps (the head's own predictions, before the fine-tuning).
+    Then ``n_sims`` simulated maps, drawn with ``seed``, join the real ones, and
+    :func:`train_head` continues from a copy of ``head``.
+
+    Parameters
+    ----------
+    head : LengthHead
+        A head trained on simulated maps (left as it is).
+    maps, lengths : ndarray
+        Real maps ``(N, S, S)`` and their lengths in model-frame pixels.
+    sim_maps, sim_lengths : ndarray
+        Simulated maps and their true lengths (model-frame pixels) to draw from.
+    epochs, lr, n_sims, batch_size, seed, threads : optional
+        Fine-tuning epochs, peak learning rate, simulated maps mixed in (at most all of them),
+        batch size, random seed and torch threads.
+    log : callable, optional
+        Progress lines, as for :func:`train_head`.
+
+    Returns
+    -------
+    tuned : LengthHead
+        The fine-tuned head, in eval mode.
+    scale : float
+        The factor applied to the simulated lengths.
+    n_mixed : int
+        Simulated maps mixed in.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    with torch.no_grad():
+        before = HeadGraph(copy.deepcopy(head))(torch.as_tensor(maps[:, None])).numpy().astype(float)
+    scale = float(np.median(lengths / before))
+    pick = np.random.default_rng(seed).permutation(len(sim_maps))[: int(n_sims)]
+    x = np.concatenate([maps, np.asarray(sim_maps, np.float32)[pick]])
+    y = np.concatenate([lengths, scale * np.asarray(sim_lengths, float)[pick]])
+    tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size, lr=lr, init=head, log=log)
+    return tuned, scale, len(pick)
 
 
 def export_head(head, path, *, size, check_maps=None, atol=1e-4):

@@ -33,12 +33,10 @@ def _objids_by_fold(per_fold):
     return out
 
 
-@pytest.fixture(scope="module")
-def real_root(tmp_path_factory):
-    """A small real-dev directory: JPEG stamps of barred discs with volunteer lengths in every fold."""
+def fake_real_lengths_root(root):
+    """A small real-dev directory in ``root``: JPEG stamps of barred discs with volunteer lengths in every fold."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("real-dev")
     images = root / realdata.GZ2_DIR / "images"
     images.mkdir(parents=True)
     rng = np.random.default_rng(3)
@@ -56,6 +54,11 @@ def real_root(tmp_path_factory):
                      "hoyle_length_stdev_frac": 0.1, "objid": objid})
     pd.DataFrame(rows).to_csv(root / realdata.GZ2_DIR / "labels.csv", index=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def real_root(tmp_path_factory):
+    return fake_real_lengths_root(tmp_path_factory.mktemp("real-dev"))
 
 
 def test_real_length_maps_are_the_volunteer_lengths_in_model_pixels(real_root):

@@ -1,0 +1,199 @@
+"""Can the length head read real bar lengths off the saliency maps? Cross-validation on the training folds.
+
+The learned length head of bundles up to 5.0 learns from the maps of simulated bars only. This
+benchmark measures what it gains by also learning the volunteers' lengths (Hoyle et al. 2011)
+of real bars, as :func:`survey_bars.training.calibrate.calibrate_head` does with ``real_root``
+(bundle 5.1), and chooses how much of the simulations to mix in. For a bundle (default: the
+shipped one) it
+
+1. makes the SmoothGrad maps of the volunteer-measured bars (<= 15") of the real-dev training
+   folds 0-3 through the pipeline (:func:`~survey_bars.training.calibrate.real_length_maps`);
+2. makes those of ``--n`` barred simulations (seed 5150, the build's head seed; the bars the
+   bundle detects), keeps 10 % of them out, and trains a head on the rest, as the build does;
+3. scores that head on the real bars (``none``), then, for each fold k of 0-3 and each
+   ``--mix`` m, fine-tunes a copy on the other three folds' real bars with m simulated maps mixed
+   in (:func:`survey_bars.training.head.fine_tune_head`, the build's settings) and predicts the
+   bars of fold k.
+
+It reports, pooled over the out-of-fold predictions: Pearson r against the volunteers' lengths
+(arcsec), the median relative error and the median ratio volunteer / head; and the correlation
+of log lengths on the held-out simulated bars (the mean over the four fine-tuned heads). The
+test fold 4 is never read. Run::
+
+    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --workdir DIR --out-json FILE]
+
+Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
+``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _scores(pred_px, true_px, true_arcsec):
+    """r (arcsec), median relative error and median ratio volunteer / predicted."""
+    pred = np.asarray(pred_px, float) * (true_arcsec / true_px)  # each bar's arcsec per model pixel
+    return {"pearson_r": float(np.corrcoef(pred, true_arcsec)[0, 1]),
+            "median_rel_err": float(np.median(np.abs(pred - true_arcsec) / true_arcsec)),
+            "median_ratio": float(np.median(true_arcsec / pred))}
+
+
+def _log_r(pred, true):
+    return float(np.corrcoef(np.log(pred), np.log(true))[0, 1])
+
+
+def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=None, lr=None, mixes=(0, 600),
+        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, log=None):
+    """Cross-validate the fine-tuning of a length head on the real training folds.
+
+    Parameters
+    ----------
+    model : str, optional
+        Bundle directory (default: the shipped bundle).
+    n, seed : int, optional
+        Barred simulations whose maps train the head, and their seed.
+    workdir : str, optional
+        Where the simulations go (reused when they are already there).
+    epochs : int, optional
+        Epochs of the head on the simulated maps.
+    real_epochs, lr : optional
+        Fine-tuning epochs and peak learning rate (default: the build's,
+        :data:`survey_bars.training.calibrate.REAL_HEAD`).
+    mixes : sequence of int, optional
+        Simulated maps mixed into the fine-tuning; one cross-validation each.
+    threads : int, optional
+        Torch and onnxruntime threads, and simulation processes.
+    root : str, optional
+        The real-dev directory (default :func:`survey_bars.training.realdata.default_root`).
+    holdout_frac : float, optional
+        Fraction of the simulated bars kept out of every training, to score on.
+    p_bar_min : float, optional
+        Simulated bars count as detected, and train the head, from this ``p_bar``.
+    log : callable, optional
+        Progress lines (default: standard error).
+
+    Returns
+    -------
+    dict
+        ``n_real``, ``n_sim_train``, ``n_sim_holdout`` and, under ``results``, the scores of
+        ``"none"`` (the head of the simulations) and of each ``"mix=m"``.
+    """
+    import torch
+
+    from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
+    from survey_bars.inference.runtime import ModelRuntime
+    from survey_bars.pipeline import RunOptions
+    from survey_bars.training import realdata
+    from survey_bars.training.calibrate import (
+        REAL_HEAD,
+        _barred_simulations,
+        _detected_bars,
+        _read_maps,
+        measure_simulation,
+        real_length_maps,
+    )
+    from survey_bars.training.head import HeadGraph, fine_tune_head, train_head
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    real_epochs = REAL_HEAD["epochs"] if real_epochs is None else int(real_epochs)
+    lr = REAL_HEAD["lr"] if lr is None else float(lr)
+    t0 = time.time()
+    rt = ModelRuntime(load_bundle(model or DEFAULT_BUNDLE), threads=threads)
+    maps, lengths, ids = real_length_maps(rt, root, realdata.TRAIN_FOLDS, threads=threads)
+    labels = realdata.load_gz2_bars(root).set_index("object_id")
+    labels.index = labels.index.astype(str)
+    fold = labels.loc[ids, "fold"].to_numpy(int)
+    arcsec = labels.loc[ids, "hoyle_bar_length_arcsec"].to_numpy(float)
+    log(f"head_real: {len(ids)} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}")
+    with tempfile.TemporaryDirectory(prefix="survey-bars-head-real-") as tmp, \
+            _barred_simulations(workdir, n, seed, "mixed", threads, "survey-bars-head-real-") as sim_dir:
+        d = measure_simulation(sim_dir, rt, RunOptions(save_saliency=tmp, method="moments"), calibrated=True)
+        d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
+        if len(d) < 20:
+            msg = f"Only {len(d)} of {n} simulated bars were detected (p_bar >= {p_bar_min}): too few. Simulate more (--n)."
+            raise ValueError(msg)
+        sim_maps, sim_len = _read_maps(tmp, d["object_id"]), d["true_length_model"].to_numpy(float)
+    order = np.random.default_rng(seed).permutation(len(sim_len))
+    n_out = round(holdout_frac * len(sim_len))
+    out, fit = order[:n_out], order[n_out:]
+    log(f"head_real: {len(sim_len)} detected simulated bars, {len(fit)} to train on, {len(out)} held out")
+    torch.set_num_threads(int(threads))
+    base = train_head(sim_maps[fit], sim_len[fit], epochs=epochs, seed=seed, threads=threads)
+
+    def predict(head, m):
+        with torch.no_grad():
+            return HeadGraph(head)(torch.as_tensor(np.asarray(m, np.float32)[:, None])).numpy().astype(float)
+
+    results = {"none": {**_scores(predict(base, maps), lengths, arcsec),
+                        "sim_log_r": _log_r(predict(base, sim_maps[out]), sim_len[out])}}
+    for mix in mixes:
+        oof, sim_r, scales = np.full(len(lengths), np.nan), [], []
+        for k in realdata.TRAIN_FOLDS:
+            train = fold != k
+            tuned, scale, _ = fine_tune_head(base, maps[train], lengths[train], sim_maps[fit], sim_len[fit],
+                                             epochs=real_epochs, lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"],
+                                             seed=seed, threads=threads)
+            oof[~train] = predict(tuned, maps[~train])
+            q = predict(tuned, sim_maps[out])
+            sim_r.append(_log_r(q, scale * sim_len[out]))
+            scales.append(scale)
+        results[f"mix={mix}"] = {**_scores(oof, lengths, arcsec), "sim_log_r": float(np.mean(sim_r)),
+                                 "simulated_length_scale": float(np.mean(scales))}
+        log(f"head_real: mix={mix}: {results[f'mix={mix}']}")
+    return {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
+            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(fit), "n_sim_holdout": len(out),
+            "n": int(n), "seed": int(seed), "epochs": int(epochs), "real_epochs": real_epochs, "lr": lr,
+            "results": results, "seconds": round(time.time() - t0, 1)}
+
+
+def main(argv=None):
+    """Command-line entry point.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+
+    Returns
+    -------
+    int
+    """
+    p = argparse.ArgumentParser(prog="python -m benchmarks.head_real", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="bundle directory (default: the shipped bundle)")
+    p.add_argument("--n", type=int, default=4000, help="barred simulations (default %(default)s)")
+    p.add_argument("--seed", type=int, default=5150)
+    p.add_argument("--workdir", help="where the simulations go (reused when there)")
+    p.add_argument("--epochs", type=int, default=30, help="head epochs on the simulated maps (default %(default)s)")
+    p.add_argument("--real-epochs", type=int, default=None, help="fine-tuning epochs (default: the build's)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning peak learning rate (default: the build's)")
+    p.add_argument("--mix", default="0,600", help="simulated maps mixed in, comma-separated (default %(default)s)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out-json", help="also write the result here")
+    a = p.parse_args(argv)
+    from survey_bars.training import realdata
+
+    root = realdata.default_root()
+    if not (root / realdata.GZ2_DIR / "labels.csv").is_file():
+        print(f"error: no real-dev data in {root}: set $SURVEY_BARS_REAL_DEV to the directory that holds "
+              f"{realdata.GZ2_DIR}/labels.csv", file=sys.stderr)
+        return 2
+    mixes = [int(m) for m in a.mix.split(",") if m.strip()]
+    res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
+              mixes=mixes, threads=a.threads, root=root)
+    res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
+    line = json.dumps(res)
+    print(line)
+    if a.out_json:
+        with open(a.out_json, "w") as fh:
+            fh.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
