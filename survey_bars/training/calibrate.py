@@ -41,8 +41,9 @@ __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrat
            "calibrate_real", "real_length_maps", "uncalibrated_head"]
 
 #: How :func:`calibrate_head` fine-tunes the head on real volunteer lengths: epochs, peak
-#: learning rate, batch size, and the simulated maps mixed in (chosen by cross-validation on the
-#: training folds 0-3, ``benchmarks/RESULTS.md``).
+#: learning rate, batch size, and the simulated maps mixed in, which keep the head reading
+#: simulated (FITS-like) maps at some cost on the real stamps; ``python -m benchmarks.head_real``
+#: measures both by cross-validation on the training folds 0-3 (``benchmarks/RESULTS.md``).
 REAL_HEAD = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "sims": 600}
 
 

@@ -24,7 +24,9 @@ falls in the same fold in both.
 Folds 0-3 (:data:`TRAIN_FOLDS`) are for training, tuning and calibration. A bundle that learns
 from any of these images should record what it used in its card, as
 ``card["training"]["real"] = {"split": SPLIT_ID, "folds": [0, 1, 2, 3], ...}``, so that the
-benchmark can check that the test fold stayed out.
+benchmark can check that the test fold stayed out. The learned length head learns the
+volunteers' bar lengths of folds 0-2 (:data:`LENGTH_TRAIN_FOLDS`, recorded as
+``calibration["head"]["real_training"]``) and is calibrated on fold 3.
 
 This module imports no torch.
 """
