@@ -32,11 +32,12 @@ from ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
+
+from .common import has_torch, print_json_line, real_dev_root
 
 
 def _images(df, inp, colour):
@@ -182,19 +183,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
-    from survey_bars.training import realdata
-
-    root = realdata.default_root()
-    if not (root / realdata.GZ2_DIR / "labels.csv").is_file():
-        print(f"error: no real-dev data in {root}: set $SURVEY_BARS_REAL_DEV to the directory that holds "
-              f"{realdata.GZ2_DIR}/labels.csv", file=sys.stderr)
+    root = real_dev_root("benchmarks.bar_ablation")
+    if root is None or not has_torch("benchmarks.bar_ablation"):
         return 2
-    res = run(a.input, a.net, a.colour, a.epochs, a.seed, root)
-    line = json.dumps(res)
-    print(line)
-    if a.out_json:
-        with open(a.out_json, "w") as fh:
-            fh.write(line + "\n")
+    print_json_line(run(a.input, a.net, a.colour, a.epochs, a.seed, root), a.out_json)
     return 0
 
 

@@ -85,3 +85,45 @@ def table(header, rows):
     for r in rows:
         out.append("| " + " | ".join(str(x) for x in r) + " |")
     return "\n".join(out)
+
+
+def real_dev_root(prog):
+    """The real-dev directory of a benchmark that needs it, or None after saying where to put it.
+
+    Parameters
+    ----------
+    prog : str
+        The benchmark's name, for the error line on standard error.
+
+    Returns
+    -------
+    pathlib.Path or None
+        :func:`survey_bars.training.realdata.default_root` when it holds the GZ2 labels.
+    """
+    from survey_bars.training import realdata
+
+    root = realdata.default_root()
+    if (root / realdata.GZ2_DIR / "labels.csv").is_file():
+        return root
+    print(f"{prog}: error: no real-dev data in {root}: set $SURVEY_BARS_REAL_DEV to the directory that holds "
+          f"{realdata.GZ2_DIR}/labels.csv", file=sys.stderr)
+    return None
+
+
+def has_torch(prog):
+    """Whether torch is installed; if not, say how to install it (the ``[train]`` extra) and return False."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        return True
+    print(f'{prog}: error: this benchmark trains networks and needs torch: pip install -e ".[train]"', file=sys.stderr)
+    return False
+
+
+def print_json_line(result, out_json=None):
+    """Print a benchmark's result as one JSON line, and also write it to ``out_json`` when given."""
+    line = json.dumps(result)
+    print(line)
+    if out_json:
+        with open(out_json, "w", encoding="utf-8") as fh:
+            fh.write(line + "\n")

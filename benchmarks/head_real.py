@@ -29,12 +29,13 @@ Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from .common import has_torch, print_json_line, real_dev_root
 
 
 def _scores(pred_px, true_px, true_arcsec):
@@ -89,16 +90,8 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
 
     from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
     from survey_bars.inference.runtime import ModelRuntime
-    from survey_bars.pipeline import RunOptions
     from survey_bars.training import realdata
-    from survey_bars.training.calibrate import (
-        REAL_HEAD,
-        _barred_simulations,
-        _detected_bars,
-        _read_maps,
-        measure_simulation,
-        real_length_maps,
-    )
+    from survey_bars.training.calibrate import REAL_HEAD, _barred_simulations, detected_bar_maps, real_length_maps
     from survey_bars.training.head import HeadGraph, fine_tune_head, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -114,12 +107,11 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     log(f"head_real: {len(ids)} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}")
     with tempfile.TemporaryDirectory(prefix="survey-bars-head-real-") as tmp, \
             _barred_simulations(workdir, n, seed, "mixed", threads, "survey-bars-head-real-") as sim_dir:
-        d = measure_simulation(sim_dir, rt, RunOptions(save_saliency=tmp, method="moments"), calibrated=True)
-        d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
-        if len(d) < 20:
-            msg = f"Only {len(d)} of {n} simulated bars were detected (p_bar >= {p_bar_min}): too few. Simulate more (--n)."
-            raise ValueError(msg)
-        sim_maps, sim_len = _read_maps(tmp, d["object_id"]), d["true_length_model"].to_numpy(float)
+        d, sim_maps = detected_bar_maps(sim_dir, rt, tmp, p_bar_min)
+    if len(d) < 20:
+        msg = f"Only {len(d)} of {n} simulated bars were detected (p_bar >= {p_bar_min}): too few. Simulate more (--n)."
+        raise ValueError(msg)
+    sim_len = d["true_length_model"].to_numpy(float)
     order = np.random.default_rng(seed).permutation(len(sim_len))
     n_out = round(holdout_frac * len(sim_len))
     out, fit = order[:n_out], order[n_out:]
@@ -137,9 +129,9 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         oof, sim_r, scales = np.full(len(lengths), np.nan), [], []
         for k in realdata.TRAIN_FOLDS:
             train = fold != k
-            tuned, scale, _ = fine_tune_head(base, maps[train], lengths[train], sim_maps[fit], sim_len[fit],
-                                             epochs=real_epochs, lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"],
-                                             seed=seed, threads=threads)
+            tuned, info = fine_tune_head(base, maps[train], lengths[train], sim_maps[fit], sim_len[fit], epochs=real_epochs,
+                                         lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads)
+            scale = info["simulated_length_scale"]
             oof[~train] = predict(tuned, maps[~train])
             q = predict(tuned, sim_maps[out])
             sim_r.append(_log_r(q, scale * sim_len[out]))
@@ -176,22 +168,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
-    from survey_bars.training import realdata
-
-    root = realdata.default_root()
-    if not (root / realdata.GZ2_DIR / "labels.csv").is_file():
-        print(f"error: no real-dev data in {root}: set $SURVEY_BARS_REAL_DEV to the directory that holds "
-              f"{realdata.GZ2_DIR}/labels.csv", file=sys.stderr)
+    root = real_dev_root("benchmarks.head_real")
+    if root is None or not has_torch("benchmarks.head_real"):
         return 2
     mixes = [int(m) for m in a.mix.split(",") if m.strip()]
     res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
               mixes=mixes, threads=a.threads, root=root)
     res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
-    line = json.dumps(res)
-    print(line)
-    if a.out_json:
-        with open(a.out_json, "w") as fh:
-            fh.write(line + "\n")
+    print_json_line(res, a.out_json)
     return 0
 
 

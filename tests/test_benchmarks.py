@@ -103,3 +103,14 @@ def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("SURVEY_BARS_REAL_DEV", str(tmp_path / "nowhere"))
     assert head_real.main([]) == 2
     assert "SURVEY_BARS_REAL_DEV" in capsys.readouterr().err
+
+
+def test_benchmarks_that_train_say_how_to_install_torch(monkeypatch, capsys):
+    import importlib.util
+
+    from benchmarks import common
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    assert common.has_torch("benchmarks.head_real") is False
+    assert 'pip install -e ".[train]"' in capsys.readouterr().err

@@ -38,7 +38,7 @@ from ..pipeline import RunOptions, process_items
 from ..simulate import simulate
 
 __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors",
-           "calibrate_real", "real_length_maps", "uncalibrated_head"]
+           "calibrate_real", "detected_bar_maps", "real_length_maps", "uncalibrated_head"]
 
 #: How :func:`calibrate_head` fine-tunes the head on real volunteer lengths: epochs, peak
 #: learning rate, batch size, and the simulated maps mixed in, which keep the head reading
@@ -290,6 +290,33 @@ def _detected_bars(df, p_bar_min):
         & (df["true_length_model"] > 0)
 
 
+def detected_bar_maps(sim_dir, runtime, maps_dir, p_bar_min=0.5):
+    """The SmoothGrad maps of the simulated bars that a bundle detects, with their truth.
+
+    Parameters
+    ----------
+    sim_dir : str
+        A simulated directory (with ``truth.parquet``).
+    runtime : survey_bars.inference.runtime.ModelRuntime
+        The model.
+    maps_dir : str
+        Where the pipeline saves the maps (one FITS file per galaxy).
+    p_bar_min : float, optional
+        Bars count as detected from this ``p_bar``.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        :func:`measure_simulation`'s rows of the detected bars (``true_length_model`` is their
+        length in model-frame pixels).
+    maps : ndarray
+        Their maps, ``(N, S, S)``.
+    """
+    d = measure_simulation(sim_dir, runtime, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
+    d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
+    return d, _read_maps(maps_dir, d["object_id"])
+
+
 def _reuse_simulation(workdir, n, seed):
     """Whether ``workdir`` already holds the ``n`` barred simulations of ``seed``."""
     import pandas as pd
@@ -384,11 +411,9 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             rt = ModelRuntime(bundle, threads=threads)
             frames, stacks = [], []
             for k, src in enumerate(sources):  # one maps directory per source: the copies share the object ids
-                src_maps = os.path.join(maps_dir, str(k))
-                d = measure_simulation(src, rt, RunOptions(save_saliency=src_maps, method="moments"), calibrated=True)
-                d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
+                d, m = detected_bar_maps(src, rt, os.path.join(maps_dir, str(k)), p_bar_min)
                 frames.append(d)
-                stacks.append(_read_maps(src_maps, d["object_id"]))
+                stacks.append(m)
             t_maps = time.time() - t0 - t_sim
             df = pd.concat(frames, ignore_index=True)
             if len(df) < 20:
@@ -445,10 +470,8 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
 
 def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs, lr, n_sims, seed, threads, log):
     """Fine-tune a head trained on simulations on the real volunteer lengths: (record, head)."""
-    import torch
-
     from . import realdata
-    from .head import HeadGraph, fine_tune_head
+    from .head import fine_tune_head
 
     t0 = time.time()
     folds = tuple(int(f) for f in (realdata.LENGTH_TRAIN_FOLDS if folds is None else folds))
@@ -457,19 +480,15 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
                "length head on. Check the real-dev directory, or leave the real lengths out.")
         raise ValueError(msg)
-    with torch.no_grad():
-        before = HeadGraph(head)(torch.as_tensor(maps[:, None])).numpy().astype(float)
-    tuned, scale, n_mixed = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, epochs=epochs, lr=lr,
-                                           n_sims=n_sims, batch_size=REAL_HEAD["batch_size"], seed=seed,
-                                           threads=threads, log=log)
+    tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, epochs=epochs, lr=lr, n_sims=n_sims,
+                                 batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads, log=log)
     rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
-           "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps),
-           "n_simulated_maps": n_mixed, "simulated_length_scale": scale, "epochs": int(epochs), "lr": float(lr),
-           "batch_size": REAL_HEAD["batch_size"],
-           "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1]), "seconds": round(time.time() - t0, 1)}
+           "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps), **info,
+           "epochs": int(epochs), "lr": float(lr), "batch_size": REAL_HEAD["batch_size"],
+           "seconds": round(time.time() - t0, 1)}
     if log is not None:
-        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {n_mixed} simulated maps "
-            f"(lengths x {scale:.3f})")
+        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {info['n_simulated_maps']} "
+            f"simulated maps (lengths x {info['simulated_length_scale']:.3f})")
     return rec, tuned
 
 

@@ -205,10 +205,10 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     -------
     tuned : LengthHead
         The fine-tuned head, in eval mode.
-    scale : float
-        The factor applied to the simulated lengths.
-    n_mixed : int
-        Simulated maps mixed in.
+    info : dict
+        ``simulated_length_scale`` (the factor applied to the simulated lengths),
+        ``n_simulated_maps`` (mixed in) and ``pearson_r_before`` (the head's predictions on the
+        real maps against their lengths, before the fine-tuning), as the card records them.
     """
     maps = np.asarray(maps, dtype=np.float32)
     lengths = np.asarray(lengths, dtype=np.float64)
@@ -219,7 +219,8 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     x = np.concatenate([maps, np.asarray(sim_maps, np.float32)[pick]])
     y = np.concatenate([lengths, scale * np.asarray(sim_lengths, float)[pick]])
     tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size, lr=lr, init=head, log=log)
-    return tuned, scale, len(pick)
+    return tuned, {"simulated_length_scale": scale, "n_simulated_maps": len(pick),
+                   "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1])}
 
 
 def export_head(head, path, *, size, check_maps=None, atol=1e-4):
