@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,18 @@ REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rea
 # corpus and the reliability benchmark)
 galaxy_image = _testing.galaxy_image
 write_fits = _testing.write_cutout
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _preprocessing_cache(tmp_path_factory):
+    """The training preprocessing cache goes to a temporary directory, not the user's ~/.cache."""
+    old = os.environ.get("SURVEY_BARS_CACHE_DIR")
+    os.environ["SURVEY_BARS_CACHE_DIR"] = str(tmp_path_factory.mktemp("survey-bars-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SURVEY_BARS_CACHE_DIR", None)
+    else:
+        os.environ["SURVEY_BARS_CACHE_DIR"] = old
 
 
 @pytest.fixture

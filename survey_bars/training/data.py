@@ -24,7 +24,7 @@ from .. import normalise as normalise_module
 from ..io import CutoutError, cutout, fits, image, read_cutout, readers
 from ..normalise import NormaliseConfig, normalise
 
-__all__ = ["CLASS_MAP", "load_labels", "preprocess", "log"]
+__all__ = ["CLASS_MAP", "cache_dir", "load_labels", "preprocess", "log"]
 
 #: Accepted spellings of the morphology class -> index in the 3-way softmax.
 CLASS_MAP = {
@@ -194,9 +194,26 @@ def _cache_key(paths, pixel_scales, cfg):
     return h.hexdigest()[:20]
 
 
+def cache_dir():
+    """The directory the preprocessing cache is written to.
+
+    ``$SURVEY_BARS_CACHE_DIR`` when set, else ``survey-bars`` under ``$XDG_CACHE_HOME`` or
+    ``~/.cache``. The data directories are inputs and are never written to (they may be shared
+    or read-only).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    env = os.environ.get("SURVEY_BARS_CACHE_DIR")
+    if env:
+        return pathlib.Path(env).expanduser()
+    return pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache").expanduser() / "survey-bars"
+
+
 def _cache_dirs(paths):
-    first = pathlib.Path(paths[0]).parent
-    return [first / ".survey-bars-cache", pathlib.Path.home() / ".cache" / "survey-bars"]
+    """Where a cache is looked for: the user's cache, then (read only) where versions up to 5.1 wrote it."""
+    return [cache_dir(), pathlib.Path(paths[0]).parent / ".survey-bars-cache"]
 
 
 def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=log):
@@ -214,8 +231,10 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=l
     workers : int, optional
         Processes of the preprocessing pool.
     cache : bool, optional
-        Read and write the ``.npz`` cache (in ``.survey-bars-cache/`` next to the data, or
-        ``~/.cache/survey-bars``).
+        Read and write the ``.npz`` cache, in :func:`cache_dir` (``~/.cache/survey-bars`` by
+        default; one file per file list, which for a full training set is several hundred MB).
+        A cache that an earlier version left in ``.survey-bars-cache/`` next to the data is still
+        read.
     log : callable, optional
         Progress messages (default: the training log on standard error).
 
@@ -259,14 +278,17 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=l
     }
     log(f"preprocessed {len(paths)} files in {time.time() - t0:.1f} s with {workers} worker(s)")
     if cache:
-        for d in _cache_dirs(paths):
+        d = cache_dir()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
             try:
-                d.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
                 with os.fdopen(fd, "wb") as fh:
                     np.savez(fh, **res)
                 os.replace(tmp, d / f"prep-{key}.npz")
-                break
             except OSError:
-                continue
+                pathlib.Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            log(f"the preprocessed frames were not cached ({exc}); set SURVEY_BARS_CACHE_DIR to a writable directory")
     return res

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from survey_bars.inference.bundle import load_bundle  # noqa: E402
 from survey_bars.normalise import NormaliseConfig
-from survey_bars.training.data import load_labels, preprocess  # noqa: E402
+from survey_bars.training.data import cache_dir, load_labels, preprocess  # noqa: E402
 from survey_bars.training.metrics import (  # noqa: E402
     expected_calibration_error,
     fit_temperature,
@@ -297,7 +297,8 @@ def test_split_is_deterministic_and_disjoint():
     assert len(a[1]) == 15 and len(a[2]) == 15
 
 
-def test_user_label_table_and_cache(tmp_path):
+def test_user_label_table_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURVEY_BARS_CACHE_DIR", str(tmp_path / "cache"))
     d = tmp_path / "fits"
     d.mkdir()
     rows = []
@@ -315,10 +316,26 @@ def test_user_label_table_and_cache(tmp_path):
     prep = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1)
     assert prep["images"].shape == (4, 64, 64) and (prep["error"] == "").all()
     assert prep["pixel_scale"] == pytest.approx(0.25, rel=1e-3)
-    cached = list((d / ".survey-bars-cache").glob("prep-*.npz"))
-    assert len(cached) == 1
-    again = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1)
+    cached = list(cache_dir().glob("prep-*.npz"))
+    assert len(cached) == 1 and cache_dir() == tmp_path / "cache"
+    assert not (d / ".survey-bars-cache").exists()  # the data directory is never written to
+    lines = []
+    again = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1, log=lines.append)
     np.testing.assert_array_equal(again["images"], prep["images"])
+    assert lines and "read from the cache" in lines[0]
+    # a cache an earlier version wrote next to the data is still read
+    (d / ".survey-bars-cache").mkdir()
+    cached[0].rename(d / ".survey-bars-cache" / cached[0].name)
+    lines = []
+    old = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1, log=lines.append)
+    np.testing.assert_array_equal(old["images"], prep["images"])
+    assert lines and str(d / ".survey-bars-cache") in lines[0]
+    # an unwritable cache directory costs the cache, not the run
+    monkeypatch.setenv("SURVEY_BARS_CACHE_DIR", str(tmp_path / "labels.csv" / "sub"))
+    lines = []
+    fresh = preprocess(lab["path"][:2], lab["pixel_scale_arcsec"][:2], workers=1, log=lines.append)
+    assert fresh["images"].shape == (2, 64, 64)
+    assert any("not cached" in m and "SURVEY_BARS_CACHE_DIR" in m for m in lines)
 
     bad = pd.DataFrame([{"file": "g0.fits", "class": "blob"}])
     bad.to_csv(tmp_path / "bad.csv", index=False)
@@ -416,7 +433,7 @@ def test_build_default_smoke(built):
     assert (root / "sims" / "evaluation-4242-16" / "truth.parquet").is_file()
     for key in ("bar_auc", "ece_bar", "ece_morph", "n_test"):
         assert key in card["metrics"]
-    assert (root / "sims" / ".survey-bars-cache").is_dir()
+    assert not (root / "sims" / ".survey-bars-cache").exists()  # the cache goes to cache_dir()
     assert not list(b.path.glob("*.pt")) and not list(b.path.glob("*.pkl"))
 
 
