@@ -20,7 +20,7 @@ It reports, pooled over the out-of-fold predictions: Pearson r against the volun
 of log lengths on the held-out simulated bars (the mean over the four fine-tuned heads). The
 test fold 4 is never read. Run::
 
-    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --workdir DIR --out-json FILE]
+    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --workdir DIR --out-json FILE]
 
 Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
@@ -29,6 +29,7 @@ Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -51,7 +52,7 @@ def _log_r(pred, true):
 
 
 def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=None, lr=None, mixes=(0, 600),
-        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, log=None):
+        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, log=None):
     """Cross-validate the fine-tuning of a length head on the real training folds.
 
     Parameters
@@ -77,6 +78,11 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         Fraction of the simulated bars kept out of every training, to score on.
     p_bar_min : float, optional
         Simulated bars count as detected, and train the head, from this ``p_bar``.
+    stamp_copies : bool, optional
+        Also train the head on the maps of the simulations' small-stamp display copies, as
+        ``calibrate_head(..., stamp_copies=True)`` does (``build_default --head-stamp-copies``).
+        The copies of the held-out simulations are left out of training; the scores are on the
+        held-out full-size simulations either way.
     log : callable, optional
         Progress lines (default: standard error).
 
@@ -91,7 +97,8 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
     from survey_bars.inference.runtime import ModelRuntime
     from survey_bars.training import realdata
-    from survey_bars.training.calibrate import REAL_HEAD, _barred_simulations, detected_bar_maps, real_length_maps
+    from survey_bars.training.calibrate import (REAL_HEAD, _barred_simulations, _stamp_display_copies, detected_bar_maps,
+                                                real_length_maps)
     from survey_bars.training.head import HeadGraph, fine_tune_head, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -107,17 +114,25 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     log(f"head_real: {len(ids)} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}")
     with tempfile.TemporaryDirectory(prefix="survey-bars-head-real-") as tmp, \
             _barred_simulations(workdir, n, seed, "mixed", threads, "survey-bars-head-real-") as sim_dir:
-        d, sim_maps = detected_bar_maps(sim_dir, rt, tmp, p_bar_min)
+        sources = [sim_dir] + ([_stamp_display_copies(sim_dir, seed, threads)] if stamp_copies else [])
+        frames, stacks = zip(*(detected_bar_maps(src, rt, os.path.join(tmp, str(k)), p_bar_min)
+                               for k, src in enumerate(sources)))
+    d = frames[0]  # the full-size simulations; their copies share the object ids
     if len(d) < 20:
         msg = f"Only {len(d)} of {n} simulated bars were detected (p_bar >= {p_bar_min}): too few. Simulate more (--n)."
         raise ValueError(msg)
-    sim_len = d["true_length_model"].to_numpy(float)
+    sim_maps, sim_len = stacks[0], d["true_length_model"].to_numpy(float)
     order = np.random.default_rng(seed).permutation(len(sim_len))
     n_out = round(holdout_frac * len(sim_len))
     out, fit = order[:n_out], order[n_out:]
-    log(f"head_real: {len(sim_len)} detected simulated bars, {len(fit)} to train on, {len(out)} held out")
+    held = set(d["object_id"].iloc[out])
+    train_maps = np.concatenate([sim_maps[fit]] + [m[~f["object_id"].isin(held).to_numpy()] for f, m in zip(frames[1:], stacks[1:])])
+    train_len = np.concatenate([sim_len[fit]] + [f.loc[~f["object_id"].isin(held), "true_length_model"].to_numpy(float)
+                                                 for f in frames[1:]])
+    log(f"head_real: {len(sim_len)} detected simulated bars, {len(fit)} to train on ({len(train_len)} maps with the "
+        f"copies), {len(out)} held out")
     torch.set_num_threads(int(threads))
-    base = train_head(sim_maps[fit], sim_len[fit], epochs=epochs, seed=seed, threads=threads)
+    base = train_head(train_maps, train_len, epochs=epochs, seed=seed, threads=threads)
 
     def predict(head, m):
         with torch.no_grad():
@@ -129,7 +144,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         oof, sim_r, scales = np.full(len(lengths), np.nan), [], []
         for k in realdata.TRAIN_FOLDS:
             train = fold != k
-            tuned, info = fine_tune_head(base, maps[train], lengths[train], sim_maps[fit], sim_len[fit], epochs=real_epochs,
+            tuned, info = fine_tune_head(base, maps[train], lengths[train], train_maps, train_len, epochs=real_epochs,
                                          lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads)
             scale = info["simulated_length_scale"]
             oof[~train] = predict(tuned, maps[~train])
@@ -140,7 +155,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
                                  "simulated_length_scale": float(np.mean(scales))}
         log(f"head_real: mix={mix}: {results[f'mix={mix}']}")
     return {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
-            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(fit), "n_sim_holdout": len(out),
+            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies), "n_sim_holdout": len(out),
             "n": int(n), "seed": int(seed), "epochs": int(epochs), "real_epochs": real_epochs, "lr": lr,
             "results": results, "seconds": round(time.time() - t0, 1)}
 
@@ -165,6 +180,8 @@ def main(argv=None):
     p.add_argument("--real-epochs", type=int, default=None, help="fine-tuning epochs (default: the build's)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning peak learning rate (default: the build's)")
     p.add_argument("--mix", default="0,600", help="simulated maps mixed in, comma-separated (default %(default)s)")
+    p.add_argument("--stamp-copies", action="store_true",
+                   help="also train the head on the small-stamp display copies' maps (build_default --head-stamp-copies)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
@@ -173,7 +190,7 @@ def main(argv=None):
         return 2
     mixes = [int(m) for m in a.mix.split(",") if m.strip()]
     res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
-              mixes=mixes, threads=a.threads, root=root)
+              mixes=mixes, threads=a.threads, root=root, stamp_copies=a.stamp_copies)
     res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
     print_json_line(res, a.out_json)
     return 0

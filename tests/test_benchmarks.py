@@ -95,6 +95,12 @@ def test_head_real_cross_validates_on_the_training_folds(tmp_path):
     assert set(res["results"]) == {"none", "mix=0", "mix=5"}
     for r in res["results"].values():
         assert -1.0 <= r["pearson_r"] <= 1.0 and r["median_rel_err"] >= 0 and r["median_ratio"] > 0
+    # with the small-stamp display copies the head trains on more maps, but none of a held-out simulation
+    more = head_real.run(tiny_bundle(), n=40, workdir=str(tmp_path / "sims"), epochs=1, real_epochs=1, mixes=(0,),
+                         threads=1, root=str(root), p_bar_min=0.0, stamp_copies=True, log=lambda msg: None)
+    assert more["stamp_copies"] is True and res["stamp_copies"] is False
+    assert more["n_sim_holdout"] == res["n_sim_holdout"]
+    assert res["n_sim_train"] < more["n_sim_train"] <= 2 * res["n_sim_train"]
 
 
 def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):
