@@ -92,6 +92,9 @@ DEFAULTS = {
     # bundle 5.1: the length head is fine-tuned on the volunteer lengths of the real folds 0-2
     # (5.0 and before: simulations only)
     "head_real_lengths": True,
+    # bundle 5.2: cross-fitted, it learns those of all four training folds, and its real scale and
+    # uncertainty are fitted on its out-of-fold heads (5.1: learns folds 0-2, fitted on fold 3)
+    "head_crossfit": True,
 }
 
 
@@ -101,7 +104,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
                   small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
                   head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
-                  head_real_lengths=DEFAULTS["head_real_lengths"]):
+                  head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -169,6 +172,12 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS` (0-2) after the simulations
         (``calibrate_head(real_root=...)``, bundle 5.1); its real scale and uncertainty are then
         fitted on fold 3 alone. False: the head learns from simulations only (bundle 5.0).
+    head_crossfit : bool, optional
+        With ``head_real_lengths``, cross-fit the head (bundle 5.2): it learns the volunteer
+        lengths of all four training folds, one out-of-fold head per fold is fine-tuned without
+        that fold (kept in ``workdir/head-crossfit``, not in the bundle), and the head's real
+        scale and uncertainty are fitted on each fold's bars as measured by the head that did not
+        learn them. False: folds 0-2, fitted on fold 3 (bundle 5.1).
 
     Returns
     -------
@@ -208,7 +217,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}"
                           + (" --head-stamp-copies" if head_stamp_copies else "")
                           + ("" if bar_context else " --no-bar-context")
-                          + ("" if head_real_lengths else " --no-head-real-lengths"))
+                          + ("" if head_real_lengths else " --no-head-real-lengths")
+                          + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit"))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
 
@@ -239,12 +249,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                          workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
                          workers=threads)
     real_root = _real_root(real_dev)
+    crossfit = os.path.join(workdir, "head-crossfit") if head_n and head_real_lengths and head_crossfit and real_root else None
     if head_n:
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
                        threads=threads, stamp_copies=head_stamp_copies,
-                       real_root=real_root if head_real_lengths else None)
+                       real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit)
         # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
         calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                               workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
@@ -252,7 +263,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     if real_root is not None:  # the lengths and uncertainties, fitted on the real training folds' volunteer lengths
         for method in ("moments", "head"):
             if method in (load_bundle(b.path).card.get("calibration") or {}):
-                calibrate_real(str(b.path), real_root, method=method, threads=threads)
+                calibrate_real(str(b.path), real_root, method=method, threads=threads,
+                               crossfit_dir=crossfit if method == "head" else None)
     if evaluate_n:
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
@@ -368,12 +380,16 @@ def main(argv=None):
                    help="with real data, fine-tune the length head on the volunteer lengths of the real folds 0-2 and fit "
                         "its real scale on fold 3 (bundle 5.1; --no-head-real-lengths: simulations only, as bundle 5.0) "
                         "(default %(default)s)")
+    p.add_argument("--head-crossfit", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_crossfit"],
+                   help="with --head-real-lengths, cross-fit the head: it learns the real folds 0-3, and its real scale "
+                        "and uncertainty are fitted on out-of-fold heads (bundle 5.2; --no-head-crossfit: folds 0-2, "
+                        "fitted on fold 3, as bundle 5.1) (default %(default)s)")
     a = p.parse_args(argv)
     b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
                       calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
                       real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
                       head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
-                      head_real_lengths=a.head_real_lengths)
+                      head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit)
     print(f"wrote {b.path}")
     return 0
 

@@ -10,19 +10,25 @@ scatter into the bundle card under ``calibration[method]``. The scatter enters
 
 :func:`calibrate_head` goes further for the ``head`` measuring method: it trains the learned
 length head (:mod:`survey_bars.training.head`) on the SmoothGrad maps of fresh simulated bars
-and adds it to the bundle as ``length_head.onnx``.
+and adds it to the bundle as ``length_head.onnx``. With ``real_root`` it then fine-tunes the head
+on the volunteers' bar lengths of real training folds; with ``crossfit_dir`` as well, on all of
+them, with one out-of-fold head per fold for :func:`calibrate_real` (cross-fitting).
 
 :func:`calibrate_real` fits what simulations cannot: how a method's lengths relate to the bars
 that astronomers measure on real images. It measures the volunteer-measured bars (Hoyle et al.
 2011) of the real-dev *training* folds, never the test fold, and records a scale (the median
 ratio of the volunteers' length to the measured one) and an error scale (so that 68.3 % of them
-fall within one sigma) under ``calibration[method]["real"]``.
+fall within one sigma) under ``calibration[method]["real"]``. A head that learned some folds'
+lengths is fitted on the other folds, or on every fold through its out-of-fold heads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
+import pathlib
 import sys
 import tempfile
 import time
@@ -330,7 +336,8 @@ def _reuse_simulation(workdir, n, seed):
 
 def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
                    holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False, real_root=None, real_folds=None,
-                   real_epochs=REAL_HEAD["epochs"], real_lr=REAL_HEAD["lr"], real_sims=REAL_HEAD["sims"]):
+                   real_epochs=REAL_HEAD["epochs"], real_lr=REAL_HEAD["lr"], real_sims=REAL_HEAD["sims"],
+                   crossfit_dir=None):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
@@ -380,10 +387,19 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
         Recorded as ``real_training``; :func:`calibrate_real` then fits the head's real scale and
         uncertainty on the other training folds. None (the default): simulations only.
     real_folds : sequence of int, optional
-        Default :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS`.
+        Default :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS` (0-2, so that
+        :func:`calibrate_real` has fold 3 left to fit on), or with ``crossfit_dir`` every
+        training fold (:data:`survey_bars.training.realdata.TRAIN_FOLDS`).
     real_epochs, real_lr, real_sims : optional
         Fine-tuning epochs, peak learning rate, and simulated maps mixed in
         (default :data:`REAL_HEAD`).
+    crossfit_dir : str, optional
+        With ``real_root``: also fine-tune, for every fold k of ``real_folds``, an out-of-fold head
+        on the other folds only (the same recipe), and write them here
+        (:func:`write_crossfit_heads`). :func:`calibrate_real` measures each fold's bars with the
+        head that never saw them, so the real scale and uncertainty are fitted on every fold the
+        shipped head learned from, without fitting on what it learned. They are not part of the
+        bundle.
 
     Returns
     -------
@@ -428,13 +444,17 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             log(f"length head: {len(df)} detected bars, {len(fit)} to train, {len(out)} to measure the scatter")
             t1 = time.time()
             head = train_head(maps[fit], true[fit], epochs=epochs, seed=seed, threads=threads, log=log)
-            real_rec = None
+            real_rec, oof_heads = None, {}
             if real_root is not None:
-                real_rec, head = _fine_tune_real(head, rt, real_root, real_folds, maps[fit], true[fit], epochs=real_epochs,
-                                                 lr=real_lr, n_sims=real_sims, seed=seed, threads=threads, log=log)
+                real_rec, head, oof_heads = _fine_tune_real(head, rt, real_root, real_folds, maps[fit], true[fit],
+                                                            epochs=real_epochs, lr=real_lr, n_sims=real_sims, seed=seed,
+                                                            threads=threads, log=log, crossfit=crossfit_dir is not None)
             t_train, t_err = time.time() - t1, 0.0
             path = os.path.join(bundle.path, "length_head.onnx")
             export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
+            if oof_heads:
+                real_rec["cross_fitted"] = write_crossfit_heads(crossfit_dir, oof_heads, path, size=maps.shape[-1],
+                                                                check_maps=maps[out[:64]] if len(out) else None)
             write_card(bundle.path, dict(bundle.card))  # records the new graph's hash, so the bundle loads with it
             clear_cache()
             rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
@@ -468,28 +488,107 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     return rec
 
 
-def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs, lr, n_sims, seed, threads, log):
-    """Fine-tune a head trained on simulations on the real volunteer lengths: (record, head)."""
+def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs, lr, n_sims, seed, threads, log,
+                    crossfit=False):
+    """Fine-tune a head trained on simulations on the real volunteer lengths: (record, head, out-of-fold heads).
+
+    With ``crossfit``, also one head per fold k fine-tuned without fold k's bars (``{k: head}``).
+    """
     from . import realdata
     from .head import fine_tune_head
 
     t0 = time.time()
-    folds = tuple(int(f) for f in (realdata.LENGTH_TRAIN_FOLDS if folds is None else folds))
-    maps, lengths, _ = real_length_maps(runtime, root, folds, threads=threads)
+    if folds is None:  # cross-fitted, the head may learn every training fold
+        folds = realdata.TRAIN_FOLDS if crossfit else realdata.LENGTH_TRAIN_FOLDS
+    folds = tuple(int(f) for f in folds)
+    maps, lengths, ids = real_length_maps(runtime, root, folds, threads=threads)
     if len(maps) < 20:
         msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
                "length head on. Check the real-dev directory, or leave the real lengths out.")
         raise ValueError(msg)
-    tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, epochs=epochs, lr=lr, n_sims=n_sims,
-                                 batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads, log=log)
+    kw = {"epochs": epochs, "lr": lr, "n_sims": n_sims, "batch_size": REAL_HEAD["batch_size"], "seed": seed,
+          "threads": threads}
+    tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, log=log, **kw)
     rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
            "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps), **info,
-           "epochs": int(epochs), "lr": float(lr), "batch_size": REAL_HEAD["batch_size"],
-           "seconds": round(time.time() - t0, 1)}
+           "epochs": int(epochs), "lr": float(lr), "batch_size": REAL_HEAD["batch_size"]}
     if log is not None:
         log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {info['n_simulated_maps']} "
             f"simulated maps (lengths x {info['simulated_length_scale']:.3f})")
-    return rec, tuned
+    oof = {}
+    if crossfit:
+        labels = realdata.load_gz2_bars(root).set_index("object_id")
+        labels.index = labels.index.astype(str)
+        fold = labels.loc[list(ids), "fold"].to_numpy(int)
+        for k in folds:
+            train = fold != k
+            if train.sum() < 20 or train.all():
+                msg = (f"Cross-fitting the length head needs at least 20 real bars outside fold {k} and some inside it; "
+                       f"got {int(train.sum())} and {int((~train).sum())}. Give more folds, or fit without crossfit_dir.")
+                raise ValueError(msg)
+            oof[k], _ = fine_tune_head(head, maps[train], lengths[train], sim_maps, sim_lengths, **kw)
+        if log is not None:
+            log(f"length head: {len(oof)} out-of-fold heads (one without each of folds {list(folds)})")
+    rec["seconds"] = round(time.time() - t0, 1)
+    return rec, tuned, oof
+
+
+#: the file :func:`write_crossfit_heads` describes the out-of-fold heads in
+CROSSFIT_FILE = "crossfit.json"
+
+
+def write_crossfit_heads(directory, heads, head_path, *, size, check_maps=None):
+    """Export out-of-fold length heads and tie them to the bundle head they were cross-fitted with.
+
+    Parameters
+    ----------
+    directory : str
+        Output directory (created; earlier heads there are replaced).
+    heads : dict
+        ``{fold: LengthHead}``: the head fine-tuned without that fold's real bars.
+    head_path : str
+        The bundle's ``length_head.onnx`` (fine-tuned on all the folds): its sha256 is recorded,
+        and :func:`calibrate_real` refuses these heads for any other head.
+    size : int
+        Side of the model frame.
+    check_maps : ndarray, optional
+        Maps to compare onnxruntime with torch on (:func:`survey_bars.training.head.export_head`).
+
+    Returns
+    -------
+    dict
+        The record (also written to ``crossfit.json``): ``folds``, ``files``, ``head_sha256``.
+    """
+    from ..inference.bundle import sha256_file
+    from .head import export_head
+
+    os.makedirs(directory, exist_ok=True)
+    files = {}
+    for k, h in sorted(heads.items()):
+        files[str(k)] = f"length_head.fold{k}.onnx"
+        export_head(h, os.path.join(directory, files[str(k)]), size=size, check_maps=check_maps)
+    rec = {"folds": sorted(int(k) for k in heads), "files": files, "head_sha256": sha256_file(head_path)}
+    with open(os.path.join(directory, CROSSFIT_FILE), "w") as fh:
+        json.dump(rec, fh, indent=1)
+    return {"folds": rec["folds"], "head_sha256": rec["head_sha256"]}
+
+
+def _crossfit_heads(directory, bundle):
+    """``{fold: path}`` of the out-of-fold heads in ``directory``, checked against the bundle's head."""
+    from ..inference.bundle import sha256_file
+
+    f = os.path.join(directory, CROSSFIT_FILE)
+    if not os.path.isfile(f):
+        msg = (f"No {CROSSFIT_FILE} in {directory}: it is written by `survey-bars calibrate --method head --real-lengths "
+               "... --crossfit DIR` (calibrate_head(..., crossfit_dir=DIR)).")
+        raise FileNotFoundError(msg)
+    with open(f) as fh:
+        rec = json.load(fh)
+    if bundle.head_path is None or rec.get("head_sha256") != sha256_file(bundle.head_path):
+        msg = (f"The out-of-fold heads in {directory} were cross-fitted with another length head than the bundle's "
+               f"{bundle.path}; retrain the head with --crossfit, or fit without it.")
+        raise ValueError(msg)
+    return {int(k): os.path.join(directory, name) for k, name in rec["files"].items()}
 
 
 def _stamp_display_copies(sim_dir, seed, workers):
@@ -620,7 +719,7 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
 
 
 def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_length_arcsec=None,
-                   threads=1, min_bars=30):
+                   threads=1, min_bars=30, crossfit_dir=None):
     """Fit a method's lengths and uncertainties to the volunteers' lengths of real bars, and record it.
 
     The real-dev ``sdss-gz2-bars`` galaxies of the training folds that have a Hoyle et al.
@@ -632,6 +731,12 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     - ``error_scale`` is the 68.3rd percentile of ``|scale * measured - volunteer| / (scale * sigma)``:
       the uncertainties are multiplied by ``scale * error_scale``, so that 68.3 % of these bars
       lie within one sigma.
+
+    A length head fine-tuned on real lengths (its card's ``real_training``) must not be fitted
+    on the bars it learned. Without ``crossfit_dir`` it is fitted on the training folds it did
+    not learn from; with the out-of-fold heads of :func:`calibrate_head` (``crossfit_dir``),
+    each fold's bars are measured by the head that was fine-tuned without them, and every
+    training fold is used (cross-fitting).
 
     Both go into the card as ``calibration[method]["real"]``, which
     :func:`survey_bars.measure.calibration.calibrated_length` applies to every input. A later
@@ -656,6 +761,9 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
         onnxruntime threads.
     min_bars : int, optional
         Fewest measured bars to fit on.
+    crossfit_dir : str, optional
+        The out-of-fold heads of a head fine-tuned on real lengths
+        (:func:`write_crossfit_heads`). The folds then default to every training fold.
 
     Returns
     -------
@@ -677,17 +785,29 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     name = resolve_method(bundle.card, method)
     calib = dict(bundle.card.get("calibration") or {})
     learned = tuple((calib.get(name) or {}).get("real_training", {}).get("folds", ()))  # a head fine-tuned on real lengths
+    oof = {}
+    if crossfit_dir is not None:
+        if not learned:
+            msg = (f"crossfit_dir holds out-of-fold heads of a length head fine-tuned on real lengths, and the bundle's "
+                   f"'{name}' method learned none; fit without it.")
+            raise ValueError(msg)
+        oof = _crossfit_heads(crossfit_dir, bundle)
     if folds is None:
-        folds = tuple(f for f in realdata.TRAIN_FOLDS if f not in learned)
+        folds = tuple(f for f in realdata.TRAIN_FOLDS if f not in learned or f in oof)
     folds = tuple(int(f) for f in folds)
     if realdata.TEST_FOLD in folds:
         msg = (f"Fold {realdata.TEST_FOLD} is the real-dev test fold ({realdata.SPLIT_ID}); a real calibration "
                f"must be fitted on the training folds {list(realdata.TRAIN_FOLDS)} only.")
         raise ValueError(msg)
-    if set(folds) & set(learned):
+    if set(folds) & (set(learned) - set(oof)):
         msg = (f"The bundle's '{name}' method learned the volunteer lengths of folds {list(learned)}, so its real scale "
-               f"and uncertainty must be fitted on other folds (got {list(folds)}); leave folds unset to use "
-               f"{[f for f in realdata.TRAIN_FOLDS if f not in learned]}.")
+               f"and uncertainty must be fitted on other folds (got {list(folds)}), or on out-of-fold heads "
+               f"(crossfit_dir; these have {sorted(oof)}); leave folds unset to use "
+               f"{[f for f in realdata.TRAIN_FOLDS if f not in learned or f in oof]}.")
+        raise ValueError(msg)
+    if not folds:
+        msg = (f"The bundle's '{name}' method learned the volunteer lengths of every training fold {list(learned)}: "
+               "fit its real scale on its out-of-fold heads (crossfit_dir, written by calibrate_head).")
         raise ValueError(msg)
     own = {k: v for k, v in (calib.get(name) or {}).items() if k != "real"}
     if not own:
@@ -696,9 +816,20 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
         raise ValueError(msg)
     max_length_arcsec = realdata.MAX_HOYLE_ARCSEC if max_length_arcsec is None else float(max_length_arcsec)
     bars, items = _real_bars(root, folds, max_length_arcsec)
-    rt = ModelRuntime(bundle, threads=threads)
-    rt.card = {**bundle.card, "calibration": {**calib, name: own}}
-    cat = process_items(items, RunOptions(method=name, p_bar_min=0.0, threads=threads), runtime=rt).to_pandas()
+    card = {**bundle.card, "calibration": {**calib, name: own}}
+    opts = RunOptions(method=name, p_bar_min=0.0, threads=threads)
+    fold = bars["fold"].to_numpy(int)
+    parts = []
+    # each learned fold through the head that did not learn it (cross-fitting); the others through the bundle's
+    for group in [[f] for f in folds if f in learned] + [[f for f in folds if f not in learned]]:
+        sel = np.flatnonzero(np.isin(fold, group))
+        if not len(sel):
+            continue
+        b = dataclasses.replace(bundle, head_path=pathlib.Path(oof[group[0]])) if group[0] in learned else bundle
+        rt = ModelRuntime(b, threads=threads)
+        rt.card = card
+        parts.append(process_items([items[i] for i in sel], opts, runtime=rt).to_pandas())
+    cat = pd.concat(parts).set_index("object_id").loc[[it.object_id for it in items]].reset_index()
     true = bars["hoyle_bar_length_arcsec"].to_numpy(float)
     meas = pd.to_numeric(cat["bar_length_arcsec"]).to_numpy(float)
     err = pd.to_numeric(cat["bar_length_err_arcsec"]).to_numpy(float)
@@ -726,6 +857,7 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
         "within_2sigma": float(np.mean(z <= 2 * k)),
         "median_rel_err": float(np.median(np.abs(scale * m - t) / t)),
         "measurement_version": get_method(name).version,
+        **({"cross_fitted": True, "crossfit_folds": sorted(set(folds) & set(oof))} if oof else {}),
         "seconds": round(time.time() - t0, 1),
     }
     card = dict(bundle.card)
@@ -853,11 +985,15 @@ def configure_parser(parser):
     parser.add_argument("--real-lengths", default=None, metavar="DIR",
                         help="--method head: after the simulations, fine-tune the head on the volunteer bar lengths of these "
                              "real labelled galaxies' folds 0-2 ('auto': $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev); "
-                             "then fit its real scale with --real-dev, which uses fold 3.")
+                             "then fit its real scale with --real-dev, which uses fold 3. With --crossfit, folds 0-3.")
     parser.add_argument("--real-dev", default=None, metavar="DIR",
                         help="Instead of simulations, fit the real-galaxy scale and error scale of --method (moments "
                              "or head) on the volunteer bar lengths of these real labelled galaxies' training folds "
                              "('auto': $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev).")
+    parser.add_argument("--crossfit", default=None, metavar="DIR",
+                        help="Cross-fit the length head: with --real-lengths, it learns every training fold and an "
+                             "out-of-fold head per fold is written to DIR (not to the bundle); with --real-dev, each "
+                             "fold's bars are measured by the DIR head that did not learn them.")
 
 
 def run_cli(args):
@@ -869,7 +1005,8 @@ def run_cli(args):
         if args.real_dev is not None:
             if args.method == "head-errors":
                 raise ValueError("--real-dev fits a method's lengths: use --method moments or head.")
-            rec = calibrate_real(args.model, None if args.real_dev == "auto" else args.real_dev, method=args.method)
+            rec = calibrate_real(args.model, None if args.real_dev == "auto" else args.real_dev, method=args.method,
+                                 crossfit_dir=args.crossfit)
             print(f"real calibration ({args.method}): scale {rec['scale']:.3f}, error scale {rec['error_scale']:.2f} "
                   f"({rec['n_measured']} of {rec['n_bars']} bars, folds {rec['folds']}); r {rec['pearson_r']:.2f}, "
                   f"within 1 sigma {100 * rec['within_1sigma_before']:.0f} % before, {100 * rec['within_1sigma']:.0f} % after")
@@ -883,6 +1020,9 @@ def run_cli(args):
             return 0
         if args.real_lengths is not None and not head:
             raise ValueError("--real-lengths fine-tunes the learned length head: use it with --method head.")
+        if args.crossfit is not None and args.real_lengths is None:
+            raise ValueError("--crossfit goes with --real-lengths (to write the out-of-fold heads) or --real-dev "
+                             "(to fit on them).")
         if head:
             real_root = None
             if args.real_lengths is not None:
@@ -891,7 +1031,7 @@ def run_cli(args):
                 real_root = default_root() if args.real_lengths == "auto" else args.real_lengths
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                  workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies,
-                                 real_root=real_root)
+                                 real_root=real_root, crossfit_dir=args.crossfit)
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)

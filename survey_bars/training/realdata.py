@@ -25,8 +25,10 @@ Folds 0-3 (:data:`TRAIN_FOLDS`) are for training, tuning and calibration. A bund
 from any of these images should record what it used in its card, as
 ``card["training"]["real"] = {"split": SPLIT_ID, "folds": [0, 1, 2, 3], ...}``, so that the
 benchmark can check that the test fold stayed out. The learned length head learns the
-volunteers' bar lengths of folds 0-2 (:data:`LENGTH_TRAIN_FOLDS`, recorded as
-``calibration["head"]["real_training"]``) and is calibrated on fold 3.
+volunteers' bar lengths (recorded as ``calibration["head"]["real_training"]``): those of all
+four training folds, with its real scale and uncertainty fitted on out-of-fold heads
+(cross-fitting, the default build), or those of folds 0-2 (:data:`LENGTH_TRAIN_FOLDS`), with
+the fit on fold 3.
 
 This module imports no torch.
 """
@@ -68,8 +70,10 @@ N_FOLDS = 5
 TEST_FOLD = 4
 #: the folds for training, tuning and calibration
 TRAIN_FOLDS = (0, 1, 2, 3)
-#: the training folds whose volunteer bar lengths fine-tune the learned length head; the head's
-#: real scale and uncertainty are then fitted on the training fold it never saw (fold 3)
+#: the training folds whose volunteer bar lengths fine-tune the learned length head when it is not
+#: cross-fitted; the head's real scale and uncertainty are then fitted on the training fold it never
+#: saw (fold 3). Cross-fitted (``calibrate_head(..., crossfit_dir=...)``, the default build), it
+#: learns every training fold and is fitted on its out-of-fold heads
 LENGTH_TRAIN_FOLDS = (0, 1, 2)
 #: the longest volunteer bar length (arcsec) scored or fitted on: the bars that fit the 64-pixel
 #: (19.2") sdss-gz2-bars stamps

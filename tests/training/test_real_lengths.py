@@ -133,3 +133,62 @@ def test_fine_tuning_needs_enough_real_bars(real_root, tmp_path):
         calibrate_head(str(tmp_path / "bundle"), n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1,
                        holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None, real_root=str(real_root),
                        real_folds=(3,), real_epochs=1)
+
+
+def test_cross_fitted_head_learns_every_training_fold_and_is_fitted_out_of_fold(real_root, tmp_path, monkeypatch):
+    import json
+
+    import survey_bars.training.calibrate as cal
+
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    b, cf = str(tmp_path / "bundle"), tmp_path / "crossfit"
+    rec = calibrate_head(b, n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1, holdout_frac=0.25,
+                         p_bar_min=0.0, log=lambda msg: None, real_root=str(real_root), real_epochs=1, real_sims=8,
+                         crossfit_dir=str(cf))
+    rt = rec["real_training"]
+    assert rt["folds"] == list(realdata.TRAIN_FOLDS) and rt["n_bars"] == 35  # fold 4 never
+    assert rt["cross_fitted"]["folds"] == [0, 1, 2, 3]
+    meta = json.loads((cf / cal.CROSSFIT_FILE).read_text())
+    assert sorted(meta["files"]) == ["0", "1", "2", "3"] and all((cf / f).is_file() for f in meta["files"].values())
+    assert not list((tmp_path / "bundle").glob("*fold*"))  # the out-of-fold heads are not part of the bundle
+    # without the out-of-fold heads no fold is left to fit on
+    with pytest.raises(ValueError, match="every training fold"):
+        calibrate_real(b, str(real_root), method="head", min_bars=5)
+    # with them, each fold is measured by the head that never saw it
+    used = []
+
+    class Spy(cal.ModelRuntime):
+        def __init__(self, bundle, threads=1):
+            used.append(bundle.head_path.name)
+            super().__init__(bundle, threads)
+
+    monkeypatch.setattr(cal, "ModelRuntime", Spy)
+    real = calibrate_real(b, str(real_root), method="head", min_bars=5, crossfit_dir=str(cf))
+    assert sorted(used) == sorted(meta["files"].values())
+    assert real["folds"] == [0, 1, 2, 3] and real["n_bars"] == 35 and real["cross_fitted"] is True
+    assert real["crossfit_folds"] == [0, 1, 2, 3] and real["scale"] > 0 and real["error_scale"] > 0
+    assert load_bundle(b).card["calibration"]["head"]["real"]["folds"] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="test fold"):
+        calibrate_real(b, str(real_root), method="head", folds=(3, realdata.TEST_FOLD), min_bars=5, crossfit_dir=str(cf))
+    # heads cross-fitted with another head are refused
+    meta["head_sha256"] = "0" * 64
+    (cf / cal.CROSSFIT_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="another length head"):
+        calibrate_real(b, str(real_root), method="head", min_bars=5, crossfit_dir=str(cf))
+    with pytest.raises(FileNotFoundError, match="crossfit"):
+        calibrate_real(b, str(real_root), method="head", min_bars=5, crossfit_dir=str(tmp_path))
+
+
+def test_crossfit_dir_is_for_a_head_that_learned_real_lengths(real_root, tmp_path):
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    with pytest.raises(ValueError, match="learned none"):
+        calibrate_real(str(tmp_path / "bundle"), str(real_root), method="moments", min_bars=5,
+                       crossfit_dir=str(tmp_path))
+
+
+def test_calibrate_cli_crossfit_needs_real_lengths_or_real_dev(tmp_path, capsys):
+    from survey_bars.cli import main
+
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    assert main(["calibrate", "--model", str(tmp_path / "bundle"), "--method", "head", "--crossfit", str(tmp_path)]) == 2
+    assert "--crossfit goes with --real-lengths" in capsys.readouterr().err
