@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.1) it
+With the defaults (:data:`DEFAULTS`, bundle 5.2) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -21,13 +21,16 @@ With the defaults (:data:`DEFAULTS`, bundle 5.1) it
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
-   fresh barred simulations (seed 5150), fine-tunes it on the volunteers' bar lengths of the
-   real folds 0-2 with some of those maps mixed in (``--head-real-lengths``), and fits its
-   uncertainty with :func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more
-   simulations (seed 6160);
+   fresh barred simulations (seed 5150) and of their small-stamp display copies
+   (``--head-stamp-copies``), fine-tunes it on the volunteers' bar lengths of the real training
+   folds 0-3 with some of those maps mixed in (``--head-real-lengths``), and fine-tunes one
+   out-of-fold head without each fold (``--head-crossfit``, kept in ``workdir/head-crossfit``);
+   then it fits the head's uncertainty with
+   :func:`survey_bars.training.calibrate.calibrate_head_errors` on 1500 more simulations (seed
+   6160);
 6. fits the moments' and the head's lengths and uncertainties to the volunteers' bar lengths of
-   the real training folds (:func:`survey_bars.training.calibrate.calibrate_real`): folds 0-3
-   for the moments, fold 3, which the head never saw, for the head;
+   the real training folds 0-3 (:func:`survey_bars.training.calibrate.calibrate_real`): the
+   head's with each fold measured by the out-of-fold head that never saw it;
 7. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
    (seed 4242) with :func:`survey_bars.training.evaluate.evaluate_bundle`: the card's
    ``evaluation``.
@@ -38,8 +41,8 @@ weights are identical; the card records the command, the seed, the data, the cal
 the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
 --no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``,
-bundle 4.0 this module's defaults with ``--no-bar-context --no-head-real-lengths``, and bundle 5.0
-with ``--no-head-real-lengths``.
+bundle 4.0 this module's defaults with ``--no-bar-context --no-head-real-lengths``, bundle 5.0
+with ``--no-head-real-lengths``, and bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit``.
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.1",
+    "version": "5.2",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
-    "head_stamp_copies": False,
+    # bundle 5.2: the head also learns its simulations' small-stamp display copies (5.1 and before:
+    # the full-size simulations only); benchmarks.head_real chose it on the real training folds
+    "head_stamp_copies": True,
     "head_seed": 5150,
     "head_epochs": 30,
     "head_errors_n": 1500,
@@ -155,7 +160,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         ``display``, on display copies of those.
     head_stamp_copies : bool, optional
         Train the length head on the maps of small-stamp display copies of its simulations too
-        (:func:`survey_bars.training.calibrate.calibrate_head`).
+        (:func:`survey_bars.training.calibrate.calibrate_head`; bundle 5.2: a head that then
+        learns real lengths reads them better, ``benchmarks/head_real.py --stamp-copies``).
     length_def : str, optional
         What the bundle's bar lengths mean, a key of
         :data:`survey_bars.inference.bundle.LENGTH_DEFINITIONS`: ``"formal"`` (bundle 3.0) or
@@ -215,7 +221,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (" --display" if display else " --no-display")
                           + (" --small-stamps" if small_stamps else " --no-small-stamps")
                           + f" --real-dev {'none' if real_dev is None else real_dev} --length-definition {length_def}"
-                          + (" --head-stamp-copies" if head_stamp_copies else "")
+                          + ((" --head-stamp-copies" if head_stamp_copies else " --no-head-stamp-copies") if head_n else "")
                           + ("" if bar_context else " --no-bar-context")
                           + ("" if head_real_lengths else " --no-head-real-lengths")
                           + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit"))
@@ -377,8 +383,8 @@ def main(argv=None):
     p.add_argument("--head-stamp-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_stamp_copies"],
                    help="train the length head on the maps of small-stamp display copies too (default %(default)s)")
     p.add_argument("--head-real-lengths", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_real_lengths"],
-                   help="with real data, fine-tune the length head on the volunteer lengths of the real folds 0-2 and fit "
-                        "its real scale on fold 3 (bundle 5.1; --no-head-real-lengths: simulations only, as bundle 5.0) "
+                   help="with real data, fine-tune the length head on the volunteer lengths of the real training folds "
+                        "(bundle 5.1 and after; --no-head-real-lengths: simulations only, as bundle 5.0) "
                         "(default %(default)s)")
     p.add_argument("--head-crossfit", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_crossfit"],
                    help="with --head-real-lengths, cross-fit the head: it learns the real folds 0-3, and its real scale "
