@@ -557,7 +557,8 @@ def write_crossfit_heads(directory, heads, head_path, *, size, check_maps=None):
     Returns
     -------
     dict
-        The record (also written to ``crossfit.json``): ``folds``, ``files``, ``head_sha256``.
+        The card's record, ``folds`` and ``head_sha256``; ``crossfit.json`` in ``directory``
+        also names each fold's ``files``.
     """
     from ..inference.bundle import sha256_file
     from .head import export_head
