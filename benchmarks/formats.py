@@ -19,8 +19,10 @@ Run::
     python -m benchmarks.formats --n 800
 
 It reports the share of galaxies with the same bar decision (``p_bar >= 0.5``), the spread of
-the probability differences, and the ratio of the bar lengths measured on both, and writes the
-``formats`` block of ``benchmarks/RESULTS.md``.
+the probability differences, and the ratio of the bar lengths measured on both (the default
+method's, and over the same bars the moments' and the direct CNN's), and writes the ``formats``
+block of ``benchmarks/RESULTS.md``. ``--model DIR`` scores another bundle (then pass
+``--out-json`` to leave RESULTS.md alone).
 """
 
 from __future__ import annotations
@@ -83,12 +85,14 @@ def write_jpegs(frames, out, stretch):
     return cat
 
 
-def run(inputs, out, catalogue=None, workers=2):
+def run(inputs, out, catalogue=None, workers=2, model=None):
     from survey_bars.cluster import process
+    from survey_bars.pipeline import RunOptions
 
     if os.path.exists(out):
         os.unlink(out)
-    process(inputs, str(out), catalogue=catalogue, workers=workers, progress=False, overwrite=True)
+    process(inputs, str(out), catalogue=catalogue, workers=workers, progress=False, overwrite=True,
+            options=RunOptions(model=model) if model else None)
     return pd.read_parquet(out)
 
 
@@ -108,6 +112,12 @@ def compare(fits_cat, jpeg_cat):
     res["n_lengths_both"] = int(len(both))
     res["length_ratio_median"] = float(ratio.median()) if len(both) else float("nan")
     res["length_ratio_p16_p84"] = [float(ratio.quantile(0.16)), float(ratio.quantile(0.84))] if len(both) else []
+    # the other lengths of every catalogue, over the same bars: the moments of the same map, and the direct CNN
+    for name in ("moments", "direct"):
+        col = f"bar_length_{name}_arcsec"
+        if f"{col}_f" in both:
+            r = pd.to_numeric(both[f"{col}_j"]) / pd.to_numeric(both[f"{col}_f"])
+            res[f"{name}_length_ratio_median"] = float(r.median()) if r.notna().any() else float("nan")
     return res
 
 
@@ -116,6 +126,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=800)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", default=None, help="bundle directory (default: the shipped bundle)")
     ap.add_argument("--out-json", default=None, help="write the result here and leave RESULTS.md alone")
     args = ap.parse_args(argv)
     work = WORK / f"n{args.n}-s{args.seed}"
@@ -123,13 +134,13 @@ def main(argv=None):
     fits_files = [os.path.join(r["dir"], r["file"]) for t in frames for _, r in t.iterrows()]
     listing = work / "fits.txt"
     listing.write_text("\n".join(fits_files) + "\n")
-    fits_cat = run([f"@{listing}"], work / "fits.parquet", workers=args.workers)
+    fits_cat = run([f"@{listing}"], work / "fits.parquet", workers=args.workers, model=args.model)
     results = {}
     for stretch in ("linear", "asinh"):
         jdir = work / f"jpeg-{stretch}"
         shutil.rmtree(jdir, ignore_errors=True)
         cat = write_jpegs(frames, jdir, stretch)
-        jpeg_cat = run([], work / f"jpeg-{stretch}.parquet", catalogue=str(cat), workers=args.workers)
+        jpeg_cat = run([], work / f"jpeg-{stretch}.parquet", catalogue=str(cat), workers=args.workers, model=args.model)
         results[stretch] = compare(fits_cat, jpeg_cat)
         print(stretch, results[stretch], flush=True)
     rows = []
@@ -141,16 +152,19 @@ def main(argv=None):
             f"{r['p_smooth_absdiff_median']:.3f} / {r['p_smooth_absdiff_p95']:.3f}",
             f"{r['p_edge_on_absdiff_median']:.3f} / {r['p_edge_on_absdiff_p95']:.3f}",
             f"{r['length_ratio_median']:.3f} ({lo:.2f}-{hi:.2f}, {r['n_lengths_both']} bars)",
+            f"{r.get('moments_length_ratio_median', np.nan):.3f} / {r.get('direct_length_ratio_median', np.nan):.3f}",
         ])
     md = "\n".join([
         f"The held-out simulated set ({args.n} galaxies, SDSS-heavy mix, seed {args.seed}) processed as FITS and "
         "again as JPEG (pixel scale from an input catalogue), both through `survey-bars process`:",
         "",
         table(["JPEG", "ok (both)", "same bar decision", "|dp_bar| median / 95 %", "|dp_smooth| median / 95 %",
-               "|dp_edge_on| median / 95 %", "length JPEG / FITS: median (16-84 %)"], rows),
+               "|dp_edge_on| median / 95 %", "length JPEG / FITS: median (16-84 %)",
+               "the same bars' moments / direct CNN lengths, JPEG / FITS"], rows),
     ])
     save("formats", {"n": args.n, "seed": args.seed, "quality": QUALITY, "results": results}, md,
-         f"python -m benchmarks.formats --n {args.n}", json_path=args.out_json)
+         f"python -m benchmarks.formats --n {args.n}" + (f" --model {args.model}" if args.model else ""),
+         json_path=args.out_json)
 
 
 if __name__ == "__main__":

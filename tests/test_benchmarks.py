@@ -120,3 +120,22 @@ def test_benchmarks_that_train_say_how_to_install_torch(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
     assert common.has_torch("benchmarks.head_real") is False
     assert 'pip install -e ".[train]"' in capsys.readouterr().err
+
+
+def test_formats_compares_every_length_of_the_same_bars():
+    import pandas as pd
+
+    from benchmarks import formats
+
+    def cat(scale):
+        return pd.DataFrame({"object_id": ["a", "b", "c"], "status": ["ok", "ok", "ok"], "p_bar": [0.9, 0.8, 0.1],
+                             "p_smooth": 0.1, "p_edge_on": 0.0, "p_spiral": 0.5,
+                             "bar_length_arcsec": [4.0 * scale, 6.0 * scale, None],
+                             "bar_length_moments_arcsec": [5.0 * scale ** 2, 5.0 * scale ** 2, None],
+                             "bar_length_direct_arcsec": [3.0, 3.0, 3.0]})
+
+    res = formats.compare(cat(1.0), cat(1.5))
+    assert res["n_ok_both"] == 3 and res["n_lengths_both"] == 2 and res["same_bar_decision"] == 1.0
+    assert res["length_ratio_median"] == pytest.approx(1.5)
+    assert res["moments_length_ratio_median"] == pytest.approx(2.25)
+    assert res["direct_length_ratio_median"] == pytest.approx(1.0)
