@@ -212,7 +212,7 @@ def cache_dir():
 
 
 def _cache_dirs(paths):
-    """Where a cache is looked for: the user's cache, then (read only) where versions up to 5.1 wrote it."""
+    """Where a cache is looked for: the user's cache, then (read only) where earlier versions of survey-bars wrote it."""
     return [cache_dir(), pathlib.Path(paths[0]).parent / ".survey-bars-cache"]
 
 
