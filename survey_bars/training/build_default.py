@@ -41,8 +41,9 @@ weights are identical; the card records the command, the seed, the data, the cal
 the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
 --no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``,
-bundle 4.0 this module's defaults with ``--no-bar-context --no-head-real-lengths``, bundle 5.0
-with ``--no-head-real-lengths``, and bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit``.
+bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
+--no-head-real-lengths``, bundle 5.0 with ``--no-head-stamp-copies --no-head-real-lengths``, and
+bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit``.
 """
 
 from __future__ import annotations
