@@ -175,10 +175,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         features (:data:`survey_bars.training.nets.DEFAULT_ARCH`, bundle 5.0); False trains
         :data:`~survey_bars.training.nets.SKIP_ARCH`, the bar evidence alone (bundles 3.0 and 4.0).
     head_real_lengths : bool, optional
-        With real data, fine-tune the length head on the volunteer lengths of the real folds
-        :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS` (0-2) after the simulations
-        (``calibrate_head(real_root=...)``, bundle 5.1); its real scale and uncertainty are then
-        fitted on fold 3 alone. False: the head learns from simulations only (bundle 5.0).
+        With real data, fine-tune the length head on the volunteer lengths of real training folds
+        after the simulations (``calibrate_head(real_root=...)``, bundle 5.1 and later): all four
+        with ``head_crossfit``, else :data:`survey_bars.training.realdata.LENGTH_TRAIN_FOLDS`
+        (0-2), its real scale and uncertainty then fitted on fold 3 alone (bundle 5.1). False:
+        the head learns from simulations only (bundle 5.0).
     head_crossfit : bool, optional
         With ``head_real_lengths``, cross-fit the head (bundle 5.2): it learns the volunteer
         lengths of all four training folds, one out-of-fold head per fold is fine-tuned without
