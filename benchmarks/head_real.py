@@ -12,7 +12,7 @@ shipped one) it
    bundle detects), keeps 10 % of them out, and trains a head on the rest, as the build does;
 3. scores that head on the real bars (``none``), then, for each fold k of 0-3 and each
    ``--mix`` m, fine-tunes a copy on the other three folds' real bars with m simulated maps mixed
-   in (:func:`survey_bars.training.head.fine_tune_head`, the build's settings) and predicts the
+   in (:func:`survey_bars.training.head.fine_tune_out_of_fold`, the build's settings) and predicts the
    bars of fold k.
 
 It reports, pooled over the out-of-fold predictions: Pearson r against the volunteers' lengths
@@ -99,7 +99,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     from survey_bars.training import realdata
     from survey_bars.training.calibrate import (REAL_HEAD, _barred_simulations, _stamp_display_copies, detected_bar_maps,
                                                 real_length_maps)
-    from survey_bars.training.head import HeadGraph, fine_tune_head, train_head
+    from survey_bars.training.head import HeadGraph, fine_tune_out_of_fold, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     real_epochs = REAL_HEAD["epochs"] if real_epochs is None else int(real_epochs)
@@ -142,12 +142,12 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
                         "sim_log_r": _log_r(predict(base, sim_maps[out]), sim_len[out])}}
     for mix in mixes:
         oof, sim_r, scales = np.full(len(lengths), np.nan), [], []
-        for k in realdata.TRAIN_FOLDS:
-            train = fold != k
-            tuned, info = fine_tune_head(base, maps[train], lengths[train], train_maps, train_len, epochs=real_epochs,
-                                         lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads)
+        heads = fine_tune_out_of_fold(base, maps, lengths, fold, realdata.TRAIN_FOLDS, train_maps, train_len,
+                                      epochs=real_epochs, lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"],
+                                      seed=seed, threads=threads)
+        for k, (tuned, info) in heads.items():
             scale = info["simulated_length_scale"]
-            oof[~train] = predict(tuned, maps[~train])
+            oof[fold == k] = predict(tuned, maps[fold == k])
             q = predict(tuned, sim_maps[out])
             sim_r.append(_log_r(q, scale * sim_len[out]))
             scales.append(scale)

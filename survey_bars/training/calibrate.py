@@ -495,7 +495,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     With ``crossfit``, also one head per fold k fine-tuned without fold k's bars (``{k: head}``).
     """
     from . import realdata
-    from .head import fine_tune_head
+    from .head import fine_tune_head, fine_tune_out_of_fold
 
     t0 = time.time()
     if folds is None:  # cross-fitted, the head may learn every training fold
@@ -520,13 +520,8 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         labels = realdata.load_gz2_bars(root).set_index("object_id")
         labels.index = labels.index.astype(str)
         fold = labels.loc[list(ids), "fold"].to_numpy(int)
-        for k in folds:
-            train = fold != k
-            if train.sum() < 20 or train.all():
-                msg = (f"Cross-fitting the length head needs at least 20 real bars outside fold {k} and some inside it; "
-                       f"got {int(train.sum())} and {int((~train).sum())}. Give more folds, or fit without crossfit_dir.")
-                raise ValueError(msg)
-            oof[k], _ = fine_tune_head(head, maps[train], lengths[train], sim_maps, sim_lengths, **kw)
+        oof = {k: h for k, (h, _) in fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths,
+                                                           **kw).items()}
         if log is not None:
             log(f"length head: {len(oof)} out-of-fold heads (one without each of folds {list(folds)})")
     rec["seconds"] = round(time.time() - t0, 1)
@@ -807,8 +802,11 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
                f"{[f for f in realdata.TRAIN_FOLDS if f not in learned or f in oof]}.")
         raise ValueError(msg)
     if not folds:
-        msg = (f"The bundle's '{name}' method learned the volunteer lengths of every training fold {list(learned)}: "
-               "fit its real scale on its out-of-fold heads (crossfit_dir, written by calibrate_head).")
+        msg = (f"The bundle's '{name}' method learned the volunteer lengths of every training fold {list(learned)}, so "
+               "its real scale must be fitted on its out-of-fold heads: pass the directory they were written to "
+               "(`--crossfit DIR`; calibrate_real(crossfit_dir=DIR)). They are not part of the bundle; to make them, "
+               "retrain the head with `survey-bars calibrate --method head --real-lengths auto --crossfit DIR` (or "
+               "build_default, which keeps them in WORKDIR/head-crossfit).")
         raise ValueError(msg)
     own = {k: v for k, v in (calib.get(name) or {}).items() if k != "real"}
     if not own:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "fine_tune_head", "peak_normalise", "train_head"]
+__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "fine_tune_head", "fine_tune_out_of_fold",
+           "peak_normalise", "train_head"]
 
 #: Channels of the four convolution stages and the width of the dense layer.
 HEAD_ARCH = {"channels": [16, 32, 64, 64], "hidden": 64}
@@ -221,6 +222,44 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size, lr=lr, init=head, log=log)
     return tuned, {"simulated_length_scale": scale, "n_simulated_maps": len(pick),
                    "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1])}
+
+
+def fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths, **kw):
+    """One fine-tuned head per fold, each without that fold's real bars (cross-fitting).
+
+    Parameters
+    ----------
+    head, maps, lengths : LengthHead, ndarray, ndarray
+        The head trained on simulations and the real maps and lengths, as for :func:`fine_tune_head`.
+    fold : array_like of int
+        The fold of each real map.
+    folds : sequence of int
+        The folds to leave out, one head each.
+    sim_maps, sim_lengths : ndarray
+        Simulated maps and their true lengths, as for :func:`fine_tune_head`.
+    **kw
+        :func:`fine_tune_head`'s settings (``epochs``, ``lr``, ``n_sims``, ...).
+
+    Returns
+    -------
+    dict
+        ``{k: (tuned, info)}``: :func:`fine_tune_head`'s result without fold ``k``.
+
+    Raises
+    ------
+    ValueError
+        When a fold has no bars, or fewer than 20 lie outside it.
+    """
+    fold = np.asarray(fold)
+    out = {}
+    for k in folds:
+        train = fold != k
+        if train.sum() < 20 or train.all():
+            msg = (f"Out-of-fold fine-tuning needs at least 20 real bars outside fold {k} and some inside it; got "
+                   f"{int(train.sum())} and {int((~train).sum())}. Give more folds.")
+            raise ValueError(msg)
+        out[int(k)] = fine_tune_head(head, maps[train], lengths[train], sim_maps, sim_lengths, **kw)
+    return out
 
 
 def export_head(head, path, *, size, check_maps=None, atol=1e-4):

@@ -192,3 +192,19 @@ def test_calibrate_cli_crossfit_needs_real_lengths_or_real_dev(tmp_path, capsys)
     shutil.copytree(tiny_bundle(), tmp_path / "bundle")
     assert main(["calibrate", "--model", str(tmp_path / "bundle"), "--method", "head", "--crossfit", str(tmp_path)]) == 2
     assert "--crossfit goes with --real-lengths" in capsys.readouterr().err
+
+
+def test_out_of_fold_fine_tuning_needs_bars_in_and_out_of_each_fold():
+    from survey_bars.training.head import fine_tune_out_of_fold
+
+    rng = np.random.default_rng(1)
+    maps, lengths = rng.random((30, 64, 64)).astype(np.float32), rng.uniform(5, 30, 30)
+    head = train_head(maps, lengths, epochs=1, seed=0)
+    fold = np.repeat([0, 1, 2], 10)
+    kw = {"epochs": 1, "lr": 1e-3, "n_sims": 4}
+    with pytest.raises(ValueError, match="at least 20 real bars outside fold 3"):
+        fine_tune_out_of_fold(head, maps, lengths, fold, (0, 3), maps, lengths, **kw)  # fold 3 has none
+    with pytest.raises(ValueError, match="outside fold 0"):
+        fine_tune_out_of_fold(head, maps, lengths, np.repeat([0, 1], 15), (0,), maps, lengths, **kw)  # 15 outside
+    heads = fine_tune_out_of_fold(head, maps, lengths, fold, (0, 1, 2), maps, lengths, **kw)
+    assert sorted(heads) == [0, 1, 2] and all(isinstance(h, LengthHead) for h, _ in heads.values())
