@@ -4,7 +4,7 @@
 JPEG or PNG cutouts; :func:`preprocess` reads and normalises every file with the functions the
 inference path uses (:func:`survey_bars.io.read_cutout`, :func:`survey_bars.normalise.normalise`)
 in a process pool, and caches the frames in an ``.npz`` keyed by a hash of the file list (with
-sizes and modification times), the preprocessing configuration and the preprocessing code.
+each file's size and contents), the preprocessing configuration and the preprocessing code.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ CLASS_MAP = {
     "edge_on": 1, "edge-on": 1, "edgeon": 1,
     "disc": 2, "disk": 2, "barred": 2, "spiral": 2, "featured": 2, "face_on": 2,
 }
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _LABEL_COLUMNS = ("class", "has_bar", "has_spiral", "bar_length_arcsec", "bar_pa_deg", "pixel_scale_arcsec")
 #: accepted names of the label table's pixel-scale column (arcsec per pixel), first found first used
 _PIXEL_SCALE_COLUMNS = ("pixel_scale_arcsec", "pixel_scale")
@@ -185,12 +185,29 @@ def _code_digest():
     return h.hexdigest()[:16]
 
 
+def _file_digest(path):
+    """BLAKE2b digest of a file's contents (read in 1 MiB blocks)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _cache_key(paths, pixel_scales, cfg):
+    """Key of a file list's cache: each path, size and content digest, the pixel scales, the configuration and the code.
+
+    The contents, not the modification times: a data directory that is copied, synced or checked
+    out again keeps its cache, and a file rewritten with other pixels loses it.
+    """
     h = hashlib.sha256()
     h.update(json.dumps({"v": _CACHE_VERSION, "cfg": cfg.to_dict(), "code": _code_digest()}, sort_keys=True).encode())
     for p, s in zip(paths, pixel_scales):
-        st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{s!r}\n".encode())
+        try:
+            stamp = f"{os.stat(p).st_size}\0{_file_digest(p)}"
+        except OSError as exc:  # unreadable: preprocessing gives it an error row; the key records why
+            stamp = f"{type(exc).__name__}"
+        h.update(f"{p}\0{stamp}\0{s!r}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -18,7 +18,7 @@
 Every file goes through :func:`survey_bars.io.read_cutout` and
 :func:`survey_bars.normalise.normalise`, the functions the inference path uses, in a
 process pool; the frames are cached in an ``.npz`` keyed by a hash of the file list (with
-sizes and modification times), the preprocessing configuration and the preprocessing code.
+each file's size and contents), the preprocessing configuration and the preprocessing code.
 Truth lengths are converted to model-frame pixels as
 ``bar_length_arcsec / pixel_scale_arcsec / scale``.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -323,6 +324,22 @@ def test_user_label_table_and_cache(tmp_path, monkeypatch):
     again = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1, log=lines.append)
     np.testing.assert_array_equal(again["images"], prep["images"])
     assert lines and "read from the cache" in lines[0]
+    # the key is the files' contents: new modification times keep the cache, new pixels miss it
+    for f in d.glob("*.fits"):
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**12))
+    lines = []
+    preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1, log=lines.append)
+    assert lines and "read from the cache" in lines[0]
+    write_fits(d / "g0.fits", galaxy_image(n=80, r50=6.0, seed=99), scale=0.25)
+    lines = []
+    changed = preprocess(lab["path"], lab["pixel_scale_arcsec"], workers=1, log=lines.append)
+    assert not any("read from the cache" in m for m in lines)
+    assert not np.array_equal(changed["images"][0], prep["images"][0])
+    np.testing.assert_array_equal(changed["images"][1:], prep["images"][1:])
+    write_fits(d / "g0.fits", galaxy_image(n=80, r50=6.0, seed=0), scale=0.25)  # back as it was
+    for f in cache_dir().glob("prep-*.npz"):
+        if f != cached[0]:
+            f.unlink()
     # a cache an earlier version wrote next to the data is still read
     (d / ".survey-bars-cache").mkdir()
     cached[0].rename(d / ".survey-bars-cache" / cached[0].name)
