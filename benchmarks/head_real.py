@@ -20,7 +20,7 @@ It reports, pooled over the out-of-fold predictions: Pearson r against the volun
 of log lengths on the held-out simulated bars (the mean over the four fine-tuned heads). The
 test fold 4 is never read. Run::
 
-    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --workdir DIR --out-json FILE]
+    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --format-copies --workdir DIR --out-json FILE]
 
 Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
@@ -51,8 +51,12 @@ def _log_r(pred, true):
     return float(np.corrcoef(np.log(pred), np.log(true))[0, 1])
 
 
+#: The kind of input of each head source directory (:func:`survey_bars.training.calibrate.head_sources`).
+_KINDS = {"small-stamps-display": "small_display", "small-stamps": "small_fits", "display": "full_display"}
+
+
 def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=None, lr=None, mixes=(0, 600),
-        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, log=None):
+        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, format_copies=False, log=None):
     """Cross-validate the fine-tuning of a length head on the real training folds.
 
     Parameters
@@ -83,6 +87,11 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         ``calibrate_head(..., stamp_copies=True)`` does (``build_default --head-stamp-copies``).
         The copies of the held-out simulations are left out of training; the scores are on the
         held-out full-size simulations either way.
+    format_copies : bool, optional
+        Also train the head on the maps of the small FITS stamps and of display JPEGs of the
+        full-size stamps (``calibrate_head(..., format_copies=True)``,
+        ``build_default --head-format-copies``); those of held-out simulations are left out too,
+        and the scores on the held-out maps are given per kind of input (``sim_by_input``).
     log : callable, optional
         Progress lines (default: standard error).
 
@@ -97,8 +106,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
     from survey_bars.inference.runtime import ModelRuntime
     from survey_bars.training import realdata
-    from survey_bars.training.calibrate import (REAL_HEAD, _barred_simulations, _stamp_display_copies, detected_bar_maps,
-                                                real_length_maps)
+    from survey_bars.training.calibrate import REAL_HEAD, _barred_simulations, detected_bar_maps, head_sources, real_length_maps
     from survey_bars.training.head import HeadGraph, fine_tune_out_of_fold, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -114,7 +122,8 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     log(f"head_real: {len(ids)} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}")
     with tempfile.TemporaryDirectory(prefix="survey-bars-head-real-") as tmp, \
             _barred_simulations(workdir, n, seed, "mixed", threads, "survey-bars-head-real-") as sim_dir:
-        sources = [sim_dir] + ([_stamp_display_copies(sim_dir, seed, threads)] if stamp_copies else [])
+        sources = head_sources(sim_dir, seed, threads, stamp_copies=stamp_copies, format_copies=format_copies)
+        kinds = [_KINDS.get(os.path.relpath(src, sim_dir), "full_fits") for src in sources]
         frames, stacks = zip(*(detected_bar_maps(src, rt, os.path.join(tmp, str(k)), p_bar_min)
                                for k, src in enumerate(sources)))
     d = frames[0]  # the full-size simulations; their copies share the object ids
@@ -138,10 +147,20 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         with torch.no_grad():
             return HeadGraph(head)(torch.as_tensor(np.asarray(m, np.float32)[:, None])).numpy().astype(float)
 
+    def by_input(head, scale):
+        """Held-out simulations per kind of input: median head / truth (in the head's units) and log r."""
+        res = {}
+        for kind, f, m in zip(kinds, frames, stacks):
+            k = f["object_id"].isin(held).to_numpy()
+            if k.sum() >= 3:
+                p, t = predict(head, m[k]), scale * f.loc[k, "true_length_model"].to_numpy(float)
+                res[kind] = {"n": int(k.sum()), "median_ratio": float(np.median(p / t)), "log_r": _log_r(p, t)}
+        return res
+
     results = {"none": {**_scores(predict(base, maps), lengths, arcsec),
-                        "sim_log_r": _log_r(predict(base, sim_maps[out]), sim_len[out])}}
+                        "sim_log_r": _log_r(predict(base, sim_maps[out]), sim_len[out]), "sim_by_input": by_input(base, 1.0)}}
     for mix in mixes:
-        oof, sim_r, scales = np.full(len(lengths), np.nan), [], []
+        oof, sim_r, scales, per_input = np.full(len(lengths), np.nan), [], [], []
         heads = fine_tune_out_of_fold(base, maps, lengths, fold, realdata.TRAIN_FOLDS, train_maps, train_len,
                                       epochs=real_epochs, lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"],
                                       seed=seed, threads=threads)
@@ -151,11 +170,15 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
             q = predict(tuned, sim_maps[out])
             sim_r.append(_log_r(q, scale * sim_len[out]))
             scales.append(scale)
+            per_input.append(by_input(tuned, scale))
         results[f"mix={mix}"] = {**_scores(oof, lengths, arcsec), "sim_log_r": float(np.mean(sim_r)),
-                                 "simulated_length_scale": float(np.mean(scales))}
+                                 "simulated_length_scale": float(np.mean(scales)),
+                                 "sim_by_input": {kind: {q: float(np.mean([r[kind][q] for r in per_input]))
+                                                         for q in per_input[0][kind]} for kind in per_input[0]}}
         log(f"head_real: mix={mix}: {results[f'mix={mix}']}")
     return {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
-            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies), "n_sim_holdout": len(out),
+            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies),
+            "format_copies": bool(format_copies), "n_sim_holdout": len(out),
             "n": int(n), "seed": int(seed), "epochs": int(epochs), "real_epochs": real_epochs, "lr": lr,
             "results": results, "seconds": round(time.time() - t0, 1)}
 
@@ -182,6 +205,9 @@ def main(argv=None):
     p.add_argument("--mix", default="0,600", help="simulated maps mixed in, comma-separated (default %(default)s)")
     p.add_argument("--stamp-copies", action="store_true",
                    help="also train the head on the small-stamp display copies' maps (build_default --head-stamp-copies)")
+    p.add_argument("--format-copies", action="store_true",
+                   help="also train the head on the small FITS stamps' and full-size display copies' maps "
+                        "(build_default --head-format-copies)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
@@ -190,7 +216,8 @@ def main(argv=None):
         return 2
     mixes = [int(m) for m in a.mix.split(",") if m.strip()]
     res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
-              mixes=mixes, threads=a.threads, root=root, stamp_copies=a.stamp_copies)
+              mixes=mixes, threads=a.threads, root=root, stamp_copies=a.stamp_copies,
+              format_copies=a.format_copies)
     res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
     print_json_line(res, a.out_json)
     return 0

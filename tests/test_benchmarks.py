@@ -101,6 +101,15 @@ def test_head_real_cross_validates_on_the_training_folds(tmp_path):
     assert more["stamp_copies"] is True and res["stamp_copies"] is False
     assert more["n_sim_holdout"] == res["n_sim_holdout"]
     assert res["n_sim_train"] < more["n_sim_train"] <= 2 * res["n_sim_train"]
+    # with the format copies too: four kinds of input, each scored on its held-out simulations
+    every = head_real.run(tiny_bundle(), n=40, workdir=str(tmp_path / "sims"), epochs=1, real_epochs=1, mixes=(0,),
+                          threads=1, root=str(root), p_bar_min=0.0, stamp_copies=True, format_copies=True,
+                          log=lambda msg: None)
+    assert every["format_copies"] is True and every["n_sim_holdout"] == res["n_sim_holdout"]
+    assert more["n_sim_train"] < every["n_sim_train"] <= 4 * res["n_sim_train"]
+    kinds = {"full_fits", "small_display", "small_fits", "full_display"}
+    assert set(every["results"]["none"]["sim_by_input"]) == kinds == set(every["results"]["mix=0"]["sim_by_input"])
+    assert all(v["median_ratio"] > 0 for v in every["results"]["mix=0"]["sim_by_input"].values())
 
 
 def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):

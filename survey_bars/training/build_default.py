@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.2) it
+With the defaults (:data:`DEFAULTS`, bundle 5.3) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -21,8 +21,9 @@ With the defaults (:data:`DEFAULTS`, bundle 5.2) it
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
-   fresh barred simulations (seed 5150) and of their small-stamp display copies
-   (``--head-stamp-copies``), fine-tunes it on the volunteers' bar lengths of the real training
+   fresh barred simulations (seed 5150) and of their copies: small-stamp display JPEGs
+   (``--head-stamp-copies``), small FITS stamps and full-size display JPEGs
+   (``--head-format-copies``), so that it has seen every stamp size and format; fine-tunes it on the volunteers' bar lengths of the real training
    folds 0-3 with some of those maps mixed in (``--head-real-lengths``), and fine-tunes one
    out-of-fold head without each fold (``--head-crossfit``, kept in ``workdir/head-crossfit``);
    then it fits the head's uncertainty with
@@ -42,8 +43,15 @@ the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simula
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
 --no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``,
 bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
---no-head-real-lengths``, bundle 5.0 with ``--no-head-stamp-copies --no-head-real-lengths``, and
-bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit``.
+--no-head-real-lengths --no-head-format-copies``, bundle 5.0 with ``--no-head-stamp-copies
+--no-head-real-lengths --no-head-format-copies``,
+bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies``, and bundle 5.2 with
+``--no-head-format-copies``.
+
+``--networks-from BUNDLE`` takes the two networks of a bundle that this command trained with the
+same network settings, and redoes only the steps that follow the training (5 to 7): for a change
+to the calibrations or the head, an hour less on 2 cores, and the same bundle, since the training
+is deterministic.
 """
 
 from __future__ import annotations
@@ -73,13 +81,16 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.2",
+    "version": "5.3",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
     # bundle 5.2: the head also learns its simulations' small-stamp display copies (5.1 and before:
     # the full-size simulations only); benchmarks.head_real chose it on the real training folds
     "head_stamp_copies": True,
+    # bundle 5.3: and the two other combinations of stamp and format, the small FITS stamps and
+    # display copies of the full-size stamps, so that it reads every input alike
+    "head_format_copies": True,
     "head_seed": 5150,
     "head_epochs": 30,
     "head_errors_n": 1500,
@@ -110,7 +121,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_n=DEFAULTS["head_n"], display=DEFAULTS["display_copies"], real_dev=DEFAULTS["real_dev"],
                   small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
                   head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
-                  head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"]):
+                  head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
+                  head_format_copies=DEFAULTS["head_format_copies"], networks_from=None):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -186,6 +198,18 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         that fold (kept in ``workdir/head-crossfit``, not in the bundle), and the head's real
         scale and uncertainty are fitted on each fold's bars as measured by the head that did not
         learn them. False: folds 0-2, fitted on fold 3 (bundle 5.1).
+    head_format_copies : bool, optional
+        Train the length head on the maps of its simulations' small FITS stamps and full-size
+        display copies too (``calibrate_head(..., format_copies=True)``, bundle 5.3), so that it has
+        seen every combination of stamp size and format.
+    networks_from : str, optional
+        A bundle whose two networks this build takes instead of training them, to redo only the
+        steps after the training (the calibrations, the head and the evaluation). Its card's
+        recorded command must name the same network settings as this build's (simulations,
+        seed, threads, epochs, training data and architecture) and its torch version must be
+        this one's: training is deterministic, so the networks are those the full command
+        trains, byte for byte (bundles 5.0, 5.1 and 5.2 were trained three times and are
+        identical). The card records the reuse under ``training["networks_reused_from"]``.
 
     Returns
     -------
@@ -226,7 +250,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + ((" --head-stamp-copies" if head_stamp_copies else " --no-head-stamp-copies") if head_n else "")
                           + ("" if bar_context else " --no-bar-context")
                           + ("" if head_real_lengths else " --no-head-real-lengths")
-                          + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit"))
+                          + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit")
+                          + ("" if head_format_copies or not head_n else " --no-head-format-copies")
+                          + (f" --networks-from {networks_from}" if networks_from else ""))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
 
@@ -236,10 +262,19 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
     else:  # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
         labels, mix = None, {}
-    b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
-              workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
-              version=DEFAULTS["version"], command=command, arch=arch,
-              length_arch=length_arch)
+    if networks_from:
+        if arch is not None or length_arch is not None:
+            msg = "networks_from reuses trained networks; it cannot be combined with another architecture (arch, length_arch)."
+            raise ValueError(msg)
+        b = _reuse_networks(networks_from, out, command, {
+            "n": n, "seed": seed, "threads": threads, "epochs": epochs, "length_epochs": length_epochs,
+            "display": display, "small_stamps": small_stamps, "real_dev": "none" if real_dev is None else real_dev,
+            "length_definition": length_def, "bar_context": bar_context}, mix.get("sources"))
+    else:
+        b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
+                  workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
+                  version=DEFAULTS["version"], command=command, arch=arch,
+                  length_arch=length_arch)
     card = dict(b.card)
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),
@@ -262,7 +297,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
         calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                        workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
-                       threads=threads, stamp_copies=head_stamp_copies,
+                       threads=threads, stamp_copies=head_stamp_copies, format_copies=head_format_copies,
                        real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit)
         # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
         calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
@@ -283,6 +318,63 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
         write_card(b.path, card)
     return load_bundle(b.path)
+
+
+#: The settings of the recorded command that decide the networks (the rest only changes what follows the training).
+_NETWORK_SETTINGS = ("n", "seed", "threads", "epochs", "length_epochs", "display", "small_stamps", "real_dev",
+                     "length_definition", "bar_context")
+
+
+def _reuse_networks(src, out, command, settings, sources):
+    """Copy the two trained networks of the bundle ``src`` into ``out``, with a card made for this build.
+
+    Refuses, naming the difference, a bundle whose recorded command trained its networks with
+    other settings, on another training set, or with another torch version: the full command
+    would not give the same networks.
+    """
+    import datetime
+    import shlex
+    import shutil
+
+    import torch
+
+    from .. import __version__
+
+    old = load_bundle(src)
+    card = json.loads(json.dumps(old.card))
+    recorded = (card.get("training") or {}).get("command") or ""
+    words = shlex.split(recorded)
+    if words[:3] != ["python", "-m", "survey_bars.training.build_default"]:
+        msg = f"{src} was not trained by build_default (its card's command is {recorded!r}); train the networks (drop --networks-from)."
+        raise ValueError(msg)
+    was = vars(_parser().parse_args(words[3:]))
+    differ = [f"{k}: {was[k]!r} there, {settings[k]!r} here" for k in _NETWORK_SETTINGS if was[k] != settings[k]]
+    if (card["training"].get("sources") or None) != (sources or None):
+        differ.append(f"training sources: {card['training'].get('sources')} there, {sources} here")
+    if card["training"].get("torch") != str(torch.__version__):
+        differ.append(f"torch {card['training'].get('torch')} there, {torch.__version__} here")
+    if differ:
+        msg = (f"The networks of {src} were trained with other settings than this build's, so the full command would "
+               f"not reproduce them: {'; '.join(differ)}. Train them (drop --networks-from).")
+        raise ValueError(msg)
+    os.makedirs(out, exist_ok=True)
+    if not os.path.samefile(src, out):
+        for name in ("forward.onnx", "saliency.onnx"):
+            shutil.copyfile(os.path.join(src, name), os.path.join(out, name))
+    if os.path.exists(os.path.join(out, "length_head.onnx")):
+        os.remove(os.path.join(out, "length_head.onnx"))  # the head is trained again
+    files = {k: v for k, v in card["files"].items() if k in ("forward.onnx", "saliency.onnx")}
+    card.update(name=DEFAULTS["name"], version=DEFAULTS["version"], files=files, calibration={},
+                created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                software={**card.get("software", {}), "survey_bars": __version__})
+    for key in ("evaluation", "length_definition"):
+        card.pop(key, None)
+    card["training"] = {**card["training"], "command": command, "networks_reused_from": {
+        "version": old.card.get("version"), "command": recorded, "files": files,
+        "how": "forward.onnx and saliency.onnx copied from a bundle trained by build_default with the same network "
+               "settings; training is deterministic, so the full command trains the same bytes"}}
+    write_card(out, card)
+    return load_bundle(out)
 
 
 def _real_root(real_dev):
@@ -353,6 +445,19 @@ def main(argv=None):
     -------
     int
     """
+    a = _parser().parse_args(argv)
+    b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
+                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
+                      real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
+                      head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
+                      head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
+                      head_format_copies=a.head_format_copies, networks_from=a.networks_from)
+    print(f"wrote {b.path}")
+    return 0
+
+
+def _parser():
+    """The command line's parser (also reads the command a bundle's card records)."""
     p = argparse.ArgumentParser(prog="python -m survey_bars.training.build_default", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=DEFAULTS["n"], help="simulated galaxies (default %(default)s)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="simulation and training seed (default %(default)s)")
@@ -392,14 +497,13 @@ def main(argv=None):
                    help="with --head-real-lengths, cross-fit the head: it learns the real folds 0-3, and its real scale "
                         "and uncertainty are fitted on out-of-fold heads (bundle 5.2; --no-head-crossfit: folds 0-2, "
                         "fitted on fold 3, as bundle 5.1) (default %(default)s)")
-    a = p.parse_args(argv)
-    b = build_default(a.n, a.seed, a.workdir, a.out, threads=a.threads, epochs=a.epochs, length_epochs=a.length_epochs,
-                      calibrate_n=a.calibrate_n, evaluate_n=a.evaluate_n, head_n=a.head_n, display=a.display,
-                      real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
-                      head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
-                      head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit)
-    print(f"wrote {b.path}")
-    return 0
+    p.add_argument("--head-format-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_format_copies"],
+                   help="train the length head on the maps of the small FITS stamps and full-size display copies too, so "
+                        "that it has seen every stamp size and format (bundle 5.3) (default %(default)s)")
+    p.add_argument("--networks-from", metavar="BUNDLE",
+                   help="take the two networks of this bundle instead of training them (its card's command must name the "
+                        "same network settings); redoes only the calibrations, the head and the evaluation")
+    return p
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,7 +44,7 @@ from ..pipeline import RunOptions, process_items
 from ..simulate import simulate
 
 __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrate_bundle", "calibrate_head", "calibrate_head_errors",
-           "calibrate_real", "detected_bar_maps", "real_length_maps", "uncalibrated_head"]
+           "calibrate_real", "detected_bar_maps", "head_sources", "real_length_maps", "uncalibrated_head"]
 
 #: How :func:`calibrate_head` fine-tunes the head on real volunteer lengths: epochs, peak
 #: learning rate, batch size, and the simulated maps mixed in, which keep the head reading
@@ -337,7 +337,7 @@ def _reuse_simulation(workdir, n, seed):
 def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
                    holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False, real_root=None, real_folds=None,
                    real_epochs=REAL_HEAD["epochs"], real_lr=REAL_HEAD["lr"], real_sims=REAL_HEAD["sims"],
-                   crossfit_dir=None):
+                   crossfit_dir=None, format_copies=False):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
@@ -378,6 +378,12 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
         (:func:`survey_bars.simulate.small_stamp_copies`, seed ``seed + 1``, then
         :func:`survey_bars.simulate.display_copies`, seed ``seed + 2``): the stamps and the
         8-bit stretch of the survey cutout services, which the full FITS stamps do not show.
+    format_copies : bool, optional
+        Also train on the maps of the small FITS stamps and of display JPEGs of the full-size
+        stamps (seed ``seed + 3``), so that the head has seen every combination of stamp and
+        format (:func:`head_sources`). A head shown only full FITS stamps and small display JPEGs
+        reads full-size display JPEGs of the same bars 1.24 times longer and small FITS stamps
+        0.91 times shorter (bundle 5.2's head; ``benchmarks/RESULTS.md``).
     real_root : str, optional
         A real-dev directory: after the simulations, fine-tune the head on the volunteer
         lengths (Hoyle et al. 2011) of its bars in ``real_folds``, made from their maps
@@ -420,9 +426,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     t0 = time.time()
     try:
         with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-head-") as sim_dir:
-            sources = [sim_dir]
-            if stamp_copies:
-                sources.append(_stamp_display_copies(sim_dir, seed, workers))
+            sources = head_sources(sim_dir, seed, workers, stamp_copies=stamp_copies, format_copies=format_copies)
             t_sim = time.time() - t0
             rt = ModelRuntime(bundle, threads=threads)
             frames, stacks = [], []
@@ -459,6 +463,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             clear_cache()
             rt = ModelRuntime(load_bundle(bundle.path), threads=threads)
             rec = {"n_simulated": int(n), "seed": int(seed), "survey": survey, "stamp_copies": bool(stamp_copies),
+                   "format_copies": bool(format_copies),
                    "n_train": len(fit),
                    "n_holdout": len(out), "epochs": int(epochs), "arch": HEAD_ARCH, "orientations": 8,
                    "export_max_rel_err": float(export_err), "units": "model-frame pixels",
@@ -595,6 +600,46 @@ def _stamp_display_copies(sim_dir, seed, workers):
     finished_copies(sim_dir, stamps, lambda: small_stamp_copies(sim_dir, stamps, seed=seed + 1, workers=workers))
     finished_copies(stamps, out, lambda: display_copies(stamps, out, seed=seed + 2, workers=workers))
     return out
+
+
+def head_sources(sim_dir, seed, workers=1, *, stamp_copies=False, format_copies=False):
+    """The directories whose maps train the length head: the simulations, then the copies asked for.
+
+    The copies are made once, inside ``sim_dir``, and share the simulations' object ids and truth.
+
+    Parameters
+    ----------
+    sim_dir : str
+        The head's barred simulations (full-size FITS stamps).
+    seed : int
+        Their seed; the copies use ``seed + 1`` (small stamps), ``seed + 2`` (their display copies)
+        and ``seed + 3`` (display copies of the full-size stamps).
+    workers : int, optional
+        Processes that make the copies.
+    stamp_copies : bool, optional
+        Add the small-stamp display JPEGs (``small-stamps-display``, bundle 5.2).
+    format_copies : bool, optional
+        Add the two other combinations of stamp and format: the small FITS stamps
+        (``small-stamps``) and display JPEGs of the full-size stamps (``display``), so that
+        the head learns every input it meets, not only the two it was shown (bundle 5.3).
+
+    Returns
+    -------
+    list of str
+        ``[sim_dir, ...]``, in the order above.
+    """
+    from ..simulate import display_copies, finished_copies
+
+    sources = [sim_dir]
+    if stamp_copies or format_copies:
+        small_display = _stamp_display_copies(sim_dir, seed, workers)  # makes small-stamps on the way
+        if stamp_copies:
+            sources.append(small_display)
+    if format_copies:
+        display = os.path.join(sim_dir, "display")
+        finished_copies(sim_dir, display, lambda: display_copies(sim_dir, display, seed=seed + 3, workers=workers))
+        sources += [os.path.join(sim_dir, "small-stamps"), display]
+    return sources
 
 
 def uncalibrated_head(runtime, files):

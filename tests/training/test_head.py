@@ -250,3 +250,23 @@ def test_calibrate_head_with_stamp_copies_trains_on_the_display_maps_too(tmp_pat
     assert rec["stamp_copies"] and rec["n_train"] + rec["n_holdout"] == 40  # every FITS stamp and every JPEG copy
     assert rec["errors"]["n"] == rec["n_holdout"]  # the held-out JPEGs were measured too (they have a pixel scale)
     assert load_bundle(tmp_path / "bundle").card["calibration"]["head"]["stamp_copies"] is True
+
+
+def test_calibrate_head_with_format_copies_learns_every_stamp_and_format(tmp_path):
+    """``format_copies`` adds the small FITS stamps and full-size display JPEGs: four kinds of input in all."""
+    from survey_bars.training.calibrate import head_sources
+
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    rec = calibrate_head(str(tmp_path / "bundle"), n=20, seed=79, workdir=str(tmp_path / "sims"), epochs=1, threads=1,
+                         holdout_frac=0.5, p_bar_min=0.0, log=lambda msg: None, stamp_copies=True, format_copies=True)
+    sims = tmp_path / "sims"
+    assert len(list((sims / "display").glob("*.jpg"))) == 20  # full-size display copies, made inside the simulations
+    assert rec["format_copies"] and rec["n_train"] + rec["n_holdout"] == 80  # 20 bars x 4 kinds of input
+    assert load_bundle(tmp_path / "bundle").card["calibration"]["head"]["format_copies"] is True
+    # the order is fixed, the copies are made once and reused
+    stamp = (sims / "display" / "truth.parquet").stat().st_mtime_ns
+    assert head_sources(str(sims), 79, stamp_copies=True, format_copies=True) == [
+        str(sims), str(sims / "small-stamps-display"), str(sims / "small-stamps"), str(sims / "display")]
+    assert head_sources(str(sims), 79, format_copies=True)[1:] == [str(sims / "small-stamps"), str(sims / "display")]
+    assert head_sources(str(sims), 79) == [str(sims)]
+    assert (sims / "display" / "truth.parquet").stat().st_mtime_ns == stamp

@@ -454,6 +454,31 @@ def test_build_default_smoke(built):
     assert not list(b.path.glob("*.pt")) and not list(b.path.glob("*.pkl"))
 
 
+def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path):
+    """``networks_from`` takes the networks of a bundle trained with the same settings and redoes what follows."""
+    import hashlib
+
+    from survey_bars.training.build_default import build_default
+
+    root, b = built
+    kw = dict(n=24, seed=11, workdir=str(root / "sims"), threads=1, epochs=1, length_epochs=1, calibrate_n=12,
+              evaluate_n=0, head_n=0, display=True, small_stamps=True, length_def="visible", real_dev=None)
+    again = build_default(out=str(tmp_path / "again"), networks_from=str(b.path), **kw)
+    card, old = again.card, load_bundle(b.path).card
+    for name in ("forward.onnx", "saliency.onnx"):
+        assert hashlib.sha256((again.path / name).read_bytes()).hexdigest() == old["files"][name]
+    assert card["version"] == "5.3" and card["training"]["command"].endswith(f"--networks-from {b.path}")
+    reused = card["training"]["networks_reused_from"]
+    assert reused["command"] == old["training"]["command"] and set(reused["files"]) == {"forward.onnx", "saliency.onnx"}
+    assert card["calibration"]["moments"]["n_simulated"] == 12 and "evaluation" not in card  # redone, or skipped
+    assert card["metrics"] == old["metrics"] and card["length_definition"]["name"] == "visible"
+    # other network settings would train other networks: refused, naming the difference
+    with pytest.raises(ValueError, match="epochs: 1 there, 2 here"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(b.path), **{**kw, "epochs": 2})
+    with pytest.raises(ValueError, match="training sources"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(b.path), **{**kw, "small_stamps": False})
+
+
 def test_train_cli_smoke(built, tmp_path):
     """``survey-bars train`` on the same simulations (cached frames), with a checkpoint."""
     from survey_bars.cli import main
