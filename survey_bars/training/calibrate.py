@@ -1024,6 +1024,9 @@ def configure_parser(parser):
     parser.add_argument("--epochs", type=int, default=30, help="Training epochs of the length head.")
     parser.add_argument("--stamp-copies", action="store_true",
                         help="--method head: also train on the maps of small-stamp display (JPEG) copies of the simulations.")
+    parser.add_argument("--format-copies", action="store_true",
+                        help="--method head: also train on the maps of small FITS stamps and full-size display (JPEG) "
+                             "copies of the simulations, so that the head has seen every stamp size and format.")
     parser.add_argument("--workers", type=int, default=1, help="Simulation processes.")
     parser.add_argument("--workdir", default=None, help="Keep the simulations here.")
     parser.add_argument("--real-lengths", default=None, metavar="DIR",
@@ -1075,7 +1078,7 @@ def run_cli(args):
                 real_root = default_root() if args.real_lengths == "auto" else args.real_lengths
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                  workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies,
-                                 real_root=real_root, crossfit_dir=args.crossfit)
+                                 format_copies=args.format_copies, real_root=real_root, crossfit_dir=args.crossfit)
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)

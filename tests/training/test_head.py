@@ -270,3 +270,22 @@ def test_calibrate_head_with_format_copies_learns_every_stamp_and_format(tmp_pat
     assert head_sources(str(sims), 79, format_copies=True)[1:] == [str(sims / "small-stamps"), str(sims / "display")]
     assert head_sources(str(sims), 79) == [str(sims)]
     assert (sims / "display" / "truth.parquet").stat().st_mtime_ns == stamp
+
+
+def test_calibrate_cli_passes_the_head_copies(monkeypatch, tmp_path):
+    """``survey-bars calibrate --method head --stamp-copies --format-copies`` trains on both kinds of copies."""
+    from survey_bars.cli import main
+    from survey_bars.training import calibrate
+
+    seen = {}
+
+    def spy(model, **kw):
+        seen.update(kw)
+        return {"n_train": 1}
+
+    monkeypatch.setattr(calibrate, "calibrate_head", spy)
+    assert main(["calibrate", "--model", str(tmp_path), "--method", "head", "--stamp-copies", "--format-copies"]) == 0
+    assert seen["stamp_copies"] is True and seen["format_copies"] is True
+    seen.clear()
+    assert main(["calibrate", "--model", str(tmp_path), "--method", "head"]) == 0
+    assert seen["stamp_copies"] is False and seen["format_copies"] is False
