@@ -41,7 +41,8 @@ is never read. Given the same seed, thread count, software versions and real-dev
 weights are identical; the card records the command, the seed, the data, the calibrations and
 the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simulations only,
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
---no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context``,
+--no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context
+--no-head-stamp-copies --no-head-format-copies``,
 bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``, bundle 5.0 with ``--no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``,
