@@ -348,7 +348,15 @@ def _reuse_networks(src, out, command, settings, sources):
     if words[:3] != ["python", "-m", "survey_bars.training.build_default"]:
         msg = f"{src} was not trained by build_default (its card's command is {recorded!r}); train the networks (drop --networks-from)."
         raise ValueError(msg)
-    was = vars(_parser().parse_args(words[3:]))
+    try:
+        was, unknown = _parser().parse_known_args(words[3:])
+    except SystemExit:  # argparse has printed why
+        unknown = ["(unreadable)"]
+    if unknown:
+        msg = (f"The command recorded in {src}'s card ({recorded!r}) has options this version does not know "
+               f"({' '.join(unknown)}), so its network settings cannot be checked; train the networks (drop --networks-from).")
+        raise ValueError(msg)
+    was = vars(was)
     differ = [f"{k}: {was[k]!r} there, {settings[k]!r} here" for k in _NETWORK_SETTINGS if was[k] != settings[k]]
     if (card["training"].get("sources") or None) != (sources or None):
         differ.append(f"training sources: {card['training'].get('sources')} there, {sources} here")

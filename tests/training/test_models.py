@@ -477,6 +477,15 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
         build_default(out=str(tmp_path / "other"), networks_from=str(b.path), **{**kw, "epochs": 2})
     with pytest.raises(ValueError, match="training sources"):
         build_default(out=str(tmp_path / "other"), networks_from=str(b.path), **{**kw, "small_stamps": False})
+    # a recorded command with options this version does not know cannot be checked
+    import shutil
+
+    shutil.copytree(b.path, tmp_path / "odd")
+    odd = json.loads((tmp_path / "odd" / "card.json").read_text())
+    odd["training"]["command"] += " --no-such-option 3"
+    (tmp_path / "odd" / "card.json").write_text(json.dumps(odd))
+    with pytest.raises(ValueError, match="does not know"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(tmp_path / "odd"), **kw)
 
 
 def test_train_cli_smoke(built, tmp_path):
