@@ -592,16 +592,6 @@ def _crossfit_heads(directory, bundle):
     return {int(k): os.path.join(directory, name) for k, name in rec["files"].items()}
 
 
-def _stamp_display_copies(sim_dir, seed, workers):
-    """The small-stamp display copies of a simulation directory (made once, inside it): their directory."""
-    from ..simulate import display_copies, finished_copies, small_stamp_copies
-
-    stamps, out = os.path.join(sim_dir, "small-stamps"), os.path.join(sim_dir, "small-stamps-display")
-    finished_copies(sim_dir, stamps, lambda: small_stamp_copies(sim_dir, stamps, seed=seed + 1, workers=workers))
-    finished_copies(stamps, out, lambda: display_copies(stamps, out, seed=seed + 2, workers=workers))
-    return out
-
-
 def head_sources(sim_dir, seed, workers=1, *, stamp_copies=False, format_copies=False):
     """The directories whose maps train the length head: the simulations, then the copies asked for.
 
@@ -628,17 +618,21 @@ def head_sources(sim_dir, seed, workers=1, *, stamp_copies=False, format_copies=
     list of str
         ``[sim_dir, ...]``, in the order above.
     """
-    from ..simulate import display_copies, finished_copies
+    from ..simulate import display_copies, finished_copies, small_stamp_copies
+
+    def copies(src, name, make):  # made once; reused when finished
+        out = os.path.join(sim_dir, name)
+        finished_copies(src, out, lambda: make(src, out))
+        return out
 
     sources = [sim_dir]
     if stamp_copies or format_copies:
-        small_display = _stamp_display_copies(sim_dir, seed, workers)  # makes small-stamps on the way
+        stamps = copies(sim_dir, "small-stamps", lambda a, b: small_stamp_copies(a, b, seed=seed + 1, workers=workers))
         if stamp_copies:
-            sources.append(small_display)
-    if format_copies:
-        display = os.path.join(sim_dir, "display")
-        finished_copies(sim_dir, display, lambda: display_copies(sim_dir, display, seed=seed + 3, workers=workers))
-        sources += [os.path.join(sim_dir, "small-stamps"), display]
+            sources.append(copies(stamps, "small-stamps-display",
+                                  lambda a, b: display_copies(a, b, seed=seed + 2, workers=workers)))
+        if format_copies:
+            sources += [stamps, copies(sim_dir, "display", lambda a, b: display_copies(a, b, seed=seed + 3, workers=workers))]
     return sources
 
 

@@ -268,6 +268,11 @@ def test_calibrate_head_with_format_copies_learns_every_stamp_and_format(tmp_pat
     assert head_sources(str(sims), 79, stamp_copies=True, format_copies=True) == [
         str(sims), str(sims / "small-stamps-display"), str(sims / "small-stamps"), str(sims / "display")]
     assert head_sources(str(sims), 79, format_copies=True)[1:] == [str(sims / "small-stamps"), str(sims / "display")]
+    # the format copies alone make no small-stamp display JPEGs they do not use
+    other = tmp_path / "other"
+    shutil.copytree(sims, other, ignore=shutil.ignore_patterns("small-stamps-display"))
+    assert head_sources(str(other), 79, format_copies=True)[1:] == [str(other / "small-stamps"), str(other / "display")]
+    assert not (other / "small-stamps-display").exists()
     assert head_sources(str(sims), 79) == [str(sims)]
     assert (sims / "display" / "truth.parquet").stat().st_mtime_ns == stamp
 
