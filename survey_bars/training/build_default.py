@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.3) it
+With the defaults (:data:`DEFAULTS`, bundle 5.4) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -17,7 +17,10 @@ With the defaults (:data:`DEFAULTS`, bundle 5.3) it
 4. trains both networks with :func:`survey_bars.training.train.train` (the same seed) on that
    mix, with the simulated lengths scaled to the *visible* bar (``--length-definition``); the
    morphology network's bar logit has a context term (``--bar-context``,
-   :data:`survey_bars.training.nets.DEFAULT_ARCH`);
+   :data:`survey_bars.training.nets.DEFAULT_ARCH`); then fine-tunes the morphology network for
+   ``--real-finetune-epochs`` more epochs with the real training images weighted up
+   (:data:`survey_bars.training.train.FINETUNE_DEFAULTS`, bundle 5.4; chosen with
+   ``python -m benchmarks.real_finetune`` on the training split's unseen rows);
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
@@ -46,13 +49,17 @@ formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --
 bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``, bundle 5.0 with ``--no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``,
-bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies``, and bundle 5.2 with
-``--no-head-format-copies``.
+bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies``, bundle 5.2 with
+``--no-head-format-copies``, and bundle 5.3 with none of these; each of 4.0-5.3 also with
+``--real-finetune-epochs 0`` (the fine-tuning came with 5.4).
 
 ``--networks-from BUNDLE`` takes the two networks of a bundle that this command trained with the
 same network settings, and redoes only the steps that follow the training (5 to 7): for a change
 to the calibrations or the head, an hour less on 2 cores, and the same bundle, since the training
-is deterministic.
+is deterministic. A bundle trained without the real fine-tuning (5.3) serves a build with it: its
+morphology network is fine-tuned here (:func:`survey_bars.training.train.finetune_bundle`), from
+the same folded weights and on the same split as the full command, which gives the same bytes
+(tested on a small build).
 """
 
 from __future__ import annotations
@@ -82,7 +89,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.3",
+    "version": "5.4",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -113,6 +120,10 @@ DEFAULTS = {
     # bundle 5.2: cross-fitted, it learns those of all four training folds, and its real scale and
     # uncertainty are fitted on its out-of-fold heads (5.1: learns folds 0-2, fitted on fold 3)
     "head_crossfit": True,
+    # bundle 5.4: after the training, the morphology network is fine-tuned with the real training
+    # folds weighted up (train.FINETUNE_DEFAULTS: each real training image four times and 20000
+    # other images per epoch, peak lr 1e-3); 0 epochs: none (5.3 and before)
+    "real_finetune_epochs": 6,
 }
 
 
@@ -123,7 +134,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   small_stamps=DEFAULTS["small_stamps"], length_def=DEFAULTS["length_definition"],
                   head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
                   head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
-                  head_format_copies=DEFAULTS["head_format_copies"], networks_from=None):
+                  head_format_copies=DEFAULTS["head_format_copies"], networks_from=None,
+                  real_finetune_epochs=DEFAULTS["real_finetune_epochs"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -211,6 +223,14 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         this one's: training is deterministic, so the networks are those the full command
         trains, byte for byte (bundles 5.0, 5.1 and 5.2 were trained three times and are
         identical). The card records the reuse under ``training["networks_reused_from"]``.
+        A bundle trained without the real fine-tuning may be the source of a build with it: its
+        networks are then fine-tuned here (:func:`survey_bars.training.train.finetune_bundle`),
+        which gives what the full command gives.
+    real_finetune_epochs : int, optional
+        With real data, fine-tune the morphology network for this many epochs after the training,
+        with the real training folds weighted up (``train(..., finetune=...)``,
+        :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; bundle 5.4). 0: no fine-tuning
+        (bundle 5.3 and before).
 
     Returns
     -------
@@ -220,7 +240,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     import pandas as pd
 
-    from .train import train
+    from .train import FINETUNE_DEFAULTS, finetune_bundle, train
 
     if length_def not in LENGTH_DEFINITIONS:
         msg = f"length_def must be one of {sorted(LENGTH_DEFINITIONS)}; got {length_def!r}."
@@ -253,6 +273,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + ("" if head_real_lengths else " --no-head-real-lengths")
                           + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit")
                           + ("" if head_format_copies or not head_n else " --no-head-format-copies")
+                          + (f" --real-finetune-epochs {real_finetune_epochs}" if real_dev is not None else "")
                           + (f" --networks-from {networks_from}" if networks_from else ""))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
@@ -263,6 +284,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         labels, mix = _training_table(workdir, seed, threads, display, real_dev, small_stamps, definition)
     else:  # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
         labels, mix = None, {}
+    finetune = None
+    if real_dev is not None and int(real_finetune_epochs) > 0:
+        finetune = {**FINETUNE_DEFAULTS, "epochs": int(real_finetune_epochs), "sources": ["gz1", "gz2"]}
     if networks_from:
         if arch is not None or length_arch is not None:
             msg = "networks_from reuses trained networks; it cannot be combined with another architecture (arch, length_arch)."
@@ -271,11 +295,22 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             "n": n, "seed": seed, "threads": threads, "epochs": epochs, "length_epochs": length_epochs,
             "display": display, "small_stamps": small_stamps, "real_dev": "none" if real_dev is None else real_dev,
             "length_definition": length_def, "bar_context": bar_context}, mix.get("sources"))
+        was = b.card["training"].get("finetune")
+        if finetune and not was:  # the source stopped before the fine-tuning: do it here
+            b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
+                                workers=threads, batch_size=DEFAULTS["batch_size"])
+            card = dict(b.card)
+            card["training"]["networks_reused_from"]["how"] += "; the morphology network then fine-tuned here"
+            write_card(b.path, card)
+        elif _finetune_spec(was) != _finetune_spec(finetune):
+            msg = (f"The networks of {networks_from} were fine-tuned otherwise ({was}) than this build asks "
+                   f"({finetune}); take a bundle without fine-tuning, or train (drop --networks-from).")
+            raise ValueError(msg)
     else:
         b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
                   workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
                   version=DEFAULTS["version"], command=command, arch=arch,
-                  length_arch=length_arch)
+                  length_arch=length_arch, finetune=finetune)
     card = dict(b.card)
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),
@@ -386,6 +421,14 @@ def _reuse_networks(src, out, command, settings, sources):
     return load_bundle(out)
 
 
+def _finetune_spec(ft):
+    """What decides a fine-tuning (a ``finetune`` argument or a card's ``training.finetune``), or None."""
+    if not ft:
+        return None
+    return (sorted(ft["sources"]), int(ft["epochs"]), int(ft["repeat"]), int(ft["others"]),
+            float(ft.get("learning_rate", ft.get("lr"))))
+
+
 def _real_root(real_dev):
     """The real-dev directory to train on: ``real_dev``, or the default one for ``"auto"`` when it exists; else None."""
     if real_dev is None:
@@ -460,7 +503,8 @@ def main(argv=None):
                       real_dev=None if a.real_dev == "none" else a.real_dev, small_stamps=a.small_stamps, length_def=a.length_definition,
                       head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
                       head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
-                      head_format_copies=a.head_format_copies, networks_from=a.networks_from)
+                      head_format_copies=a.head_format_copies, networks_from=a.networks_from,
+                      real_finetune_epochs=a.real_finetune_epochs)
     print(f"wrote {b.path}")
     return 0
 
@@ -509,6 +553,9 @@ def _parser():
     p.add_argument("--head-format-copies", action=argparse.BooleanOptionalAction, default=DEFAULTS["head_format_copies"],
                    help="train the length head on the maps of the small FITS stamps and full-size display copies too, so "
                         "that it has seen every stamp size and format (bundle 5.3) (default %(default)s)")
+    p.add_argument("--real-finetune-epochs", type=int, default=DEFAULTS["real_finetune_epochs"], metavar="N",
+                   help="with real data, fine-tune the morphology network for N epochs after the training with the real "
+                        "training folds weighted up (bundle 5.4; 0: none, as bundle 5.3) (default %(default)s)")
     p.add_argument("--networks-from", metavar="BUNDLE",
                    help="take the two networks of this bundle instead of training them (its card's command must name the "
                         "same network settings); redoes only the calibrations, the head and the evaluation")

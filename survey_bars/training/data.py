@@ -79,7 +79,9 @@ def load_labels(data_dirs, labels=None):
         Columns ``path`` (absolute), ``morph`` (0/1/2 or -1 when unknown), ``has_bar`` and
         ``has_spiral`` (1.0/0.0 or NaN), ``bar_length_arcsec``, ``bar_pa_deg`` and
         ``pixel_scale_arcsec`` (NaN when unknown: a FITS file's is then taken from its WCS; an
-        image without one gives no bar length), and ``class`` (the original label or "").
+        image without one gives no bar length), ``class`` (the original label or "") and
+        ``source`` (the table's optional ``source`` column, e.g. ``simulation`` or ``gz2``, or "";
+        :func:`survey_bars.training.train.train`'s ``finetune`` focuses on some of them).
 
     Raises
     ------
@@ -155,6 +157,8 @@ def load_labels(data_dirs, labels=None):
     for col in _PIXEL_SCALE_COLUMNS:  # pixel_scale_arcsec first; pixel_scale fills its gaps
         scale = np.where(np.isfinite(scale), scale, _float(col))
     out["pixel_scale_arcsec"] = np.where(scale > 0, scale, np.nan)  # 0 or negative: unknown
+    # where each row comes from (e.g. simulation, gz2): what a fine-tuning stage may focus on
+    out["source"] = t["source"].fillna("").astype(str).values if "source" in t.columns else ""
     return out
 
 

@@ -47,7 +47,7 @@ from .data import load_labels, log, preprocess
 from .evaluate import score_forward
 from .metrics import expected_calibration_error, fit_temperature
 
-__all__ = ["bar_masks", "inner_angle", "train", "configure_parser", "run_cli"]
+__all__ = ["FINETUNE_DEFAULTS", "bar_masks", "bundle_training_data", "inner_angle", "train", "finetune_bundle", "configure_parser", "run_cli"]
 
 _log = log  # the trainer's progress lines
 
@@ -199,16 +199,18 @@ def _check_frame(arch, length_arch, size):
 EVIDENCE_LOSS_WEIGHT = 1.0
 
 
-def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
-                 mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT):
+def _morph_step(net, images, lab, geometry, rng, *, bar_weight, mask_weight, evidence_weight, log):
+    """The morphology network's training step and loss: ``(step, loss_fn)``.
+
+    ``step(idx)`` augments the frames ``idx`` and returns the batch loss to back-propagate: the
+    morphology cross-entropy, the bar and spiral BCEs (``bar_weight`` on the bar), with a context
+    term the evidence logit's own bar BCE (``evidence_weight``), and where ``geometry`` gives bar
+    masks the evidence map's segmentation loss (``mask_weight``). ``loss_fn(logits, idx)`` is
+    the label part alone (the validation loss).
+    """
     import torch
     import torch.nn.functional as F
 
-    from .nets import MorphologyNet
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])
-    net = MorphologyNet(arch)
     masks = None
     if net.evidence_design and geometry is not None and mask_weight > 0:
         with torch.no_grad():
@@ -259,6 +261,21 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 loss = loss + mask_weight * F.binary_cross_entropy_with_logits(e[known], mk[known, 0])
         return loss
 
+    return step, loss_fn
+
+
+def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log, bar_weight=2.0, geometry=None,
+                 mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT):
+    import torch
+
+    from .nets import MorphologyNet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    net = MorphologyNet(arch)
+    step, loss_fn = _morph_step(net, images, lab, geometry, rng, bar_weight=bar_weight, mask_weight=mask_weight,
+                                evidence_weight=evidence_weight, log=log)
+
     def validate(train_loss):
         vz = _predict(net, images[va], lambda m, x: m(x))
         vloss = float(loss_fn(torch.as_tensor(vz), torch.as_tensor(va))) if len(va) else train_loss
@@ -269,7 +286,67 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 log=log, what="morphology")
 
 
-def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, what, min_batch=1):
+#: The fine-tuning stage of :func:`train` (``finetune``) that bundle 5.4 adds on the real folds:
+#: ``epochs`` passes over the focus rows repeated ``repeat`` times plus ``others`` other rows
+#: drawn afresh each epoch, at a peak learning rate ``lr`` (one cycle), from the trained
+#: network with its batch norm folded; the last epoch is kept.
+FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3}
+
+
+def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, lr, batch_size, seed, log,
+                    bar_weight=2.0, geometry=None, mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT):
+    """Fine-tune a trained morphology network with the rows ``focus`` weighted up (see :data:`FINETUNE_DEFAULTS`).
+
+    The network's batch norm is folded first (:func:`~survey_bars.training.nets.fold_batchnorm`),
+    so that the stage starts from exactly the weights a bundle's forward graph holds: fine-tuning
+    the networks of a bundle (:func:`finetune_bundle`) and fine-tuning them right after their
+    training give the same network. The loss is the training's (:func:`_morph_step`).
+
+    Returns
+    -------
+    MorphologyNet
+        The fine-tuned network (batch norm folded), in eval mode.
+    """
+    import torch
+
+    from .nets import fold_batchnorm
+
+    net = fold_batchnorm(net)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 7])
+    focus = np.asarray(focus, bool)
+    f_tr, o_tr = tr[focus[tr]], tr[~focus[tr]]
+    if len(f_tr) == 0:
+        msg = "The fine-tuning has no training rows of its focus sources; check the label table's source column."
+        raise ValueError(msg)
+    n_other = min(int(others), len(o_tr))
+    log(f"fine-tuning: {len(f_tr)} focus rows x {repeat} and {n_other} of {len(o_tr)} other rows per epoch, "
+        f"{epochs} epochs, peak lr {lr}")
+    step, loss_fn = _morph_step(net, images, lab, geometry, rng, bar_weight=bar_weight, mask_weight=mask_weight,
+                                evidence_weight=evidence_weight, log=log)
+
+    def order(rng):
+        return rng.permutation(np.concatenate([np.tile(f_tr, int(repeat)), rng.choice(o_tr, n_other, replace=False)]))
+
+    f_va, o_va = va[focus[va]], va[~focus[va]]
+
+    def validate(train_loss):
+        text = []
+        for what, idx in (("focus", f_va), ("others", o_va)):
+            if len(idx):
+                vz = _predict(net, images[idx], lambda m, x: m(x))
+                text.append(f"{what} {float(loss_fn(torch.as_tensor(vz), torch.as_tensor(idx))):.4f}")
+        return train_loss, "validation loss " + ", ".join(text)
+
+    steps = int(epochs) * int(np.ceil((int(repeat) * len(f_tr) + n_other) / batch_size))
+    return _fit(net, tr, rng, epochs=int(epochs), batch_size=batch_size, lr=lr, steps=steps, step=step,
+                validate=validate, log=log, what="fine-tuning", order=order, keep_best=False)
+
+
+def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, what, min_batch=1, order=None,
+         keep_best=True):
     """The epoch loop both networks train with: AdamW with a one-cycle schedule, the best epoch kept.
 
     Parameters
@@ -292,11 +369,15 @@ def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, wh
         Name of the network in the log lines.
     min_batch : int, optional
         Smaller batches (the last of an epoch) are skipped.
+    order : callable, optional
+        ``order(rng) -> indices`` of one epoch (default: ``tr`` shuffled).
+    keep_best : bool, optional
+        Keep the weights of the best validation epoch (default); False keeps the last.
 
     Returns
     -------
     torch.nn.Module
-        ``net`` with the weights of its best validation epoch, in eval mode.
+        ``net`` with the weights of its best validation epoch (or its last), in eval mode.
     """
     import torch
 
@@ -305,10 +386,10 @@ def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, wh
     best, best_state = np.inf, None
     for ep in range(epochs):
         net.train()
-        order = rng.permutation(tr)
+        epoch = rng.permutation(tr) if order is None else order(rng)
         tot, n = 0.0, 0
-        for i in range(0, len(order), batch_size):
-            idx = np.sort(order[i : i + batch_size])
+        for i in range(0, len(epoch), batch_size):
+            idx = np.sort(epoch[i : i + batch_size])
             if len(idx) < min_batch:
                 continue
             loss = step(idx)
@@ -321,7 +402,7 @@ def _fit(net, tr, rng, *, epochs, batch_size, lr, steps, step, validate, log, wh
         net.eval()
         vloss, text = validate(tot / max(n, 1))
         log(f"{what} epoch {ep + 1}/{epochs}: train loss {tot / max(n, 1):.4f}, {text}")
-        if vloss < best:
+        if vloss < best and keep_best:
             best = vloss
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
     if best_state is not None:
@@ -433,7 +514,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
           val_frac=0.15, test_frac=0.15, batch_size=128, lr=3e-3, arch=None, length_arch=None, bar_weight=2.0,
           mask_weight=1.0, bar_pa_from_image=False, checkpoint=None, name="survey-bars-model", version="0", command=None,
           cache=True,
-          preprocessing=None, flips=True, log=_log):
+          preprocessing=None, flips=True, finetune=None, log=_log):
     """Train both networks and export a bundle.
 
     Parameters
@@ -490,6 +571,12 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         Average the forward outputs over four flips of the frame
         (:func:`survey_bars.training.nets.flip_average`), in the exported forward graph, in the
         temperature fit and in the card's metrics alike.
+    finetune : dict, optional
+        After both networks have trained, fine-tune the morphology network with some rows
+        weighted up: ``{"sources": [...], "epochs", "repeat", "others", "lr"}`` (see
+        :data:`FINETUNE_DEFAULTS`); ``sources`` are values of the label table's ``source``
+        column (bundle 5.4: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
+        fitted again, and the card records the stage under ``training.finetune``.
     log : callable, optional
         Progress messages.
 
@@ -531,6 +618,10 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     length_net = _train_length(images, logl, ltr, lva, epochs=length_epochs or 2 * epochs, batch_size=min(batch_size, 64),
                                lr=lr, seed=seed, arch=length_arch, log=log)
     t_length = time.time() - t0
+    ft_record = None
+    if finetune:
+        net, ft_record = _finetune_stage(net, data, (tr, va), finetune, batch_size=batch_size, seed=seed,
+                                         bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log)
     metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec, flips=flips)
     log("held-out metrics: " + json.dumps(metrics))
     card_extra = _training_card(name=name, version=version, cfg=cfg, command=command, seed=seed, data_dirs=data_dirs,
@@ -538,6 +629,8 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
                                 batch_size=batch_size, lr=lr, bar_weight=bar_weight, mask_weight=mask_weight,
                                 threads=threads, times=(t_morph, t_length), flips=flips, metrics=metrics,
                                 context=net.evidence_design and net.bar_context is not None)
+    if ft_record:
+        card_extra["training"]["finetune"] = ft_record
     if checkpoint:
         save_checkpoint(checkpoint, net, length_net, card_extra)
     card_extra["training"]["wall_time_s"] = round(time.time() - t_start, 1)
@@ -549,6 +642,135 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     write_card(bundle.path, card)
     log(f"wrote {bundle.path} in {time.time() - t_start:.0f} s")
     return load_bundle(bundle.path)
+
+
+def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight, mask_weight, flips, log):
+    """Run :func:`_finetune_morph` on ``data`` and refit the temperatures: ``(net, card record)``."""
+    spec = {**FINETUNE_DEFAULTS, **{k: v for k, v in finetune.items() if k != "sources"}}
+    sources = sorted({str(x) for x in finetune.get("sources") or []})
+    if not sources:
+        msg = "finetune needs 'sources': the values of the label table's source column to weight up (e.g. gz1, gz2)."
+        raise ValueError(msg)
+    tr, va = split
+    images, lab = data["images"], data["labels"]
+    focus = np.isin(data["table"]["source"].values[data["keep"]], sources)
+    t0 = time.time()
+    net = _finetune_morph(net, images, lab, tr, va, focus, epochs=spec["epochs"], repeat=spec["repeat"],
+                          others=spec["others"], lr=spec["lr"], batch_size=batch_size, seed=seed, log=log,
+                          bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight)
+    _fit_temperatures(net, images, lab, va, flips)
+    log(f"temperatures after fine-tuning: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, "
+        f"spiral {float(net.t_spiral):.3f}")
+    record = {"sources": sources, "epochs": int(spec["epochs"]), "repeat": int(spec["repeat"]),
+              "others": int(spec["others"]), "learning_rate": float(spec["lr"]), "batch_size": int(batch_size),
+              "n_focus_train": int(focus[tr].sum()), "seconds": round(time.time() - t0, 1),
+              "how": ("after the training, the morphology network (batch norm folded) trains for `epochs` more passes "
+                      "over its training split's focus rows repeated `repeat` times and `others` other rows drawn "
+                      "afresh each epoch (one-cycle schedule, the training's losses, the last epoch kept); the "
+                      "temperatures are fitted again on the validation split")}
+    return net, record
+
+
+def bundle_training_data(bundle, data_dirs, *, labels, seed, val_frac=0.15, test_frac=0.15, workers=1, cache=True,
+                         log=_log):
+    """The training set and split of a bundle that :func:`train` wrote without ``finetune``.
+
+    Parameters
+    ----------
+    bundle : Bundle
+    data_dirs, labels, seed, val_frac, test_frac, workers, cache, log
+        As for :func:`train`; they must be the bundle's.
+
+    Returns
+    -------
+    tuple
+        ``(data, (train, validation, test))``: the frames and labels (as :func:`train` reads them,
+        with ``data["table"]["source"]``) and the split's row indices.
+
+    Raises
+    ------
+    ValueError
+        When the bundle was already fine-tuned, or its card's training data (file counts, split
+        sizes) are not these.
+    """
+    card = bundle.card
+    if (card.get("training") or {}).get("finetune"):
+        msg = f"{bundle.path} was already fine-tuned ({card['training']['finetune']}); use the bundle it came from."
+        raise ValueError(msg)
+    cfg = NormaliseConfig.from_dict(card["preprocessing"])
+    data = _training_set(data_dirs, labels, cfg, workers=workers, cache=cache, bar_pa_from_image=False, log=log)
+    split = _split(len(data["keep"]), seed, val_frac, test_frac)
+    rec = (card.get("training") or {}).get("data") or {}
+    want = {"n_files": len(data["table"]), "n_used": len(data["keep"]),
+            "split": {"train": len(split[0]), "validation": len(split[1]), "test": len(split[2])}}
+    differ = [f"{k}: {rec.get(k)} there, {v} here" for k, v in want.items() if rec.get(k) != v]
+    if differ:
+        msg = (f"{bundle.path} was trained on other data than {list(map(str, data_dirs))} with {labels}: "
+               f"{'; '.join(differ)}. Use the bundle's own training data, seed and split fractions.")
+        raise ValueError(msg)
+    return data, split
+
+
+def finetune_bundle(bundle, out, data_dirs, *, labels, finetune, seed, threads=1, workers=None, val_frac=0.15,
+                    test_frac=0.15, batch_size=128, bar_weight=2.0, mask_weight=1.0, cache=True, log=_log):
+    """Fine-tune the morphology network of a trained bundle, as :func:`train`'s ``finetune`` does.
+
+    For a bundle that :func:`train` wrote without ``finetune``, with the same data, labels, seed,
+    split fractions, batch size and loss weights, this gives the bundle that :func:`train` with
+    ``finetune`` writes, without training again: both start from the same folded weights (the
+    forward graph's), on the same split. The length network and the bundle's card are kept;
+    the temperatures, the metrics and ``training.finetune`` are new. Calibrations and the
+    length head, which depend on the morphology network, are dropped.
+
+    Parameters
+    ----------
+    bundle : str or os.PathLike
+        The trained bundle.
+    out : str or os.PathLike
+        Where to write the fine-tuned bundle (may be ``bundle``).
+    data_dirs, labels, seed, threads, workers, val_frac, test_frac, batch_size, bar_weight, mask_weight, cache
+        As for :func:`train`; they must be the bundle's training settings.
+    finetune : dict
+        As for :func:`train`.
+    log : callable, optional
+
+    Returns
+    -------
+    Bundle
+        The fine-tuned bundle.
+
+    Raises
+    ------
+    ValueError
+        When the bundle's training data do not match ``data_dirs``/``labels`` (file counts or split
+        sizes), or it was already fine-tuned.
+    """
+    import torch
+
+    from .export import export_bundle, torch_from_bundle
+
+    t_start = time.time()
+    torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True)
+    old = load_bundle(bundle)
+    card = json.loads(json.dumps(old.card))
+    data, (tr, va, te) = bundle_training_data(old, data_dirs, labels=labels, seed=seed, val_frac=val_frac,
+                                              test_frac=test_frac, workers=int(workers or threads), cache=cache, log=log)
+    morph, length_net = torch_from_bundle(old)
+    flips = bool((card.get("forward") or {}).get("flip_average", False))
+    net, ft_record = _finetune_stage(morph, data, (tr, va), finetune, batch_size=batch_size, seed=seed,
+                                     bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log)
+    lte = te[data["has_len"][te]]
+    metrics = _metrics(net, length_net, data["images"], data["labels"], te, lte, data["logl"], data["scale_to_arcsec"],
+                       flips=flips)
+    log("held-out metrics after fine-tuning: " + json.dumps(metrics))
+    keep = ("name", "version", "preprocessing", "training", "forward", "length_definition")
+    card_extra = {k: card[k] for k in keep if k in card}
+    card_extra["training"] = {**card["training"], "finetune": ft_record}
+    card_extra["metrics"] = metrics
+    b = export_bundle(net, length_net, out, card_extra, seed=seed)
+    log(f"wrote {b.path} in {time.time() - t_start:.0f} s")
+    return b
 
 
 def _training_set(data_dirs, labels, cfg, *, workers, cache, bar_pa_from_image, log=_log):

@@ -467,7 +467,7 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
     card, old = again.card, load_bundle(b.path).card
     for name in ("forward.onnx", "saliency.onnx"):
         assert hashlib.sha256((again.path / name).read_bytes()).hexdigest() == old["files"][name]
-    assert card["version"] == "5.3" and card["training"]["command"].endswith(f"--networks-from {b.path}")
+    assert card["version"] == "5.4" and card["training"]["command"].endswith(f"--networks-from {b.path}")
     reused = card["training"]["networks_reused_from"]
     assert reused["command"] == old["training"]["command"] and set(reused["files"]) == {"forward.onnx", "saliency.onnx"}
     assert card["calibration"]["moments"]["n_simulated"] == 12 and "evaluation" not in card  # redone, or skipped
@@ -607,6 +607,66 @@ def test_card_metrics_are_the_evaluate_scores_of_the_forward_graph(flips):
     for k in ("ece_morph_uncalibrated", "ece_bar_uncalibrated", "ece_spiral_uncalibrated", "ece_smooth",
               "ece_edge_on", "direct_length_pearson_r_model_px", "direct_length_median_bias"):
         assert k in m
+
+
+def test_finetune_bundle_gives_what_train_with_finetune_gives(built, tmp_path):
+    """The real fine-tuning stage: weights up the focus sources, and fine-tuning a bundle later gives the same bundle."""
+    import hashlib
+
+    from survey_bars.training.train import finetune_bundle, train
+
+    root, _ = built
+    sims, labels = root / "sims", str(root / "sims" / "training_labels.csv")
+    kw = dict(labels=labels, epochs=1, length_epochs=1, seed=11, threads=1, arch=TINY_EVIDENCE, length_arch=TINY)
+    ft = {"sources": ["display"], "epochs": 2, "repeat": 2, "others": 20, "lr": 1e-3}
+    base = train([sims], str(tmp_path / "base"), **kw)
+    lines = []
+    full = train([sims], str(tmp_path / "full"), finetune=ft, log=lines.append, **kw)
+    later = finetune_bundle(base.path, str(tmp_path / "later"), [sims], labels=labels, finetune=ft, seed=11, threads=1)
+    rec = full.card["training"]["finetune"]
+    n_display_train = rec["n_focus_train"]
+    assert rec["sources"] == ["display"] and rec["epochs"] == 2 and rec["repeat"] == 2 and rec["others"] == 20
+    assert 0 < n_display_train < 24  # the display copies of the training split only
+    assert any(f"{n_display_train} focus rows x 2 and 20 of" in m for m in lines)
+    # the same network either way, byte for byte, and the same card metrics
+    sha = {k: {n: hashlib.sha256((b.path / n).read_bytes()).hexdigest() for n in ("forward.onnx", "saliency.onnx")}
+           for k, b in (("base", base), ("full", full), ("later", later))}
+    assert sha["full"] == sha["later"] and sha["full"]["forward.onnx"] != sha["base"]["forward.onnx"]
+    assert later.card["metrics"] == full.card["metrics"]
+    assert later.card["training"]["finetune"]["n_focus_train"] == n_display_train
+    assert later.card["training"]["command"] == base.card["training"]["command"]
+    # once is enough; and the focus must exist
+    with pytest.raises(ValueError, match="already fine-tuned"):
+        finetune_bundle(later.path, str(tmp_path / "twice"), [sims], labels=labels, finetune=ft, seed=11, threads=1)
+    with pytest.raises(ValueError, match="no training rows of its focus"):
+        train([sims], str(tmp_path / "none"), finetune={**ft, "sources": ["gz2"]}, **kw)
+    with pytest.raises(ValueError, match="trained on other data"):
+        finetune_bundle(base.path, str(tmp_path / "other"), [sims], labels=labels, finetune=ft, seed=11, threads=1,
+                        val_frac=0.3)
+
+
+def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
+    """benchmarks.real_finetune fine-tunes as train(finetune=...) does and scores rows the training never saw."""
+    from benchmarks import real_finetune
+    from survey_bars.training.export import torch_from_bundle
+    from survey_bars.training.train import bundle_training_data, train
+
+    root, _ = built
+    sims, labels = root / "sims", str(root / "sims" / "training_labels.csv")
+    kw = dict(labels=labels, epochs=1, length_epochs=1, seed=11, threads=1, arch=TINY_EVIDENCE, length_arch=TINY)
+    base = train([sims], str(tmp_path / "base"), **kw)
+    v = real_finetune.parse_variant("2,20,2,1e-3")
+    assert v == {"repeat": 2, "others": 20, "epochs": 2, "lr": 1e-3}
+    res = real_finetune.run(str(base.path), str(sims), [v], seed=11, threads=1, sources=("display",))
+    assert res["split"]["validation"] + res["split"]["test"] + res["split"]["train"] == 96
+    assert res["base"]["test"]["gz2_bar"] is None and res["base"]["test"]["n"]["gz2"] == 0  # no real rows here
+    full = train([sims], str(tmp_path / "full"), finetune={**v, "sources": ["display"]}, **kw)
+    data, (_, va, te) = bundle_training_data(base, [sims], labels=labels, seed=11)
+    net = torch_from_bundle(full)[0]
+    assert res["variants"][0]["test"] == real_finetune.scores(net, data, te, ("display",))
+    assert res["variants"][0]["validation"] == real_finetune.scores(net, data, va, ("display",))
+    with pytest.raises(ValueError, match="repeat,others,epochs,lr"):
+        real_finetune.parse_variant("2,20")
 
 
 def _real_dev_from_simulations(root, sims):
