@@ -286,7 +286,7 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 log=log, what="morphology")
 
 
-#: The fine-tuning stage of :func:`train` (``finetune``) that bundle 5.4 adds on the real folds:
+#: The fine-tuning stage of :func:`train` (``finetune``) that the 5.4 candidate ran on the real folds:
 #: ``epochs`` passes over the focus rows repeated ``repeat`` times plus ``others`` other rows
 #: drawn afresh each epoch, at a peak learning rate ``lr`` (one cycle), from the trained
 #: network with its batch norm folded; the last epoch is kept.
@@ -575,7 +575,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         After both networks have trained, fine-tune the morphology network with some rows
         weighted up: ``{"sources": [...], "epochs", "repeat", "others", "lr"}`` (see
         :data:`FINETUNE_DEFAULTS`); ``sources`` are values of the label table's ``source``
-        column (bundle 5.4: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
+        column (the 5.4 candidate: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
         fitted again, and the card records the stage under ``training.finetune``.
     log : callable, optional
         Progress messages.
@@ -928,6 +928,17 @@ def configure_parser(parser):
     parser.add_argument("--name", default="survey-bars-model", help="bundle name for the card")
     parser.add_argument("--version", dest="bundle_version", default="0", help="bundle version for the card")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the preprocessing cache")
+    parser.add_argument("--finetune-sources", nargs="+", metavar="SOURCE",
+                        help="after the training, fine-tune the morphology network with the rows of these values of the "
+                             "label table's 'source' column weighted up (e.g. your real galaxies beside simulations)")
+    parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_DEFAULTS["epochs"],
+                        help="fine-tuning epochs (default %(default)s)")
+    parser.add_argument("--finetune-repeat", type=int, default=FINETUNE_DEFAULTS["repeat"],
+                        help="times each focus row is seen per fine-tuning epoch (default %(default)s)")
+    parser.add_argument("--finetune-others", type=int, default=FINETUNE_DEFAULTS["others"],
+                        help="other rows drawn per fine-tuning epoch (default %(default)s)")
+    parser.add_argument("--finetune-lr", type=float, default=FINETUNE_DEFAULTS["lr"],
+                        help="fine-tuning peak learning rate (default %(default)s)")
     parser.add_argument("--no-flip-average", action="store_true",
                         help="one forward pass per galaxy instead of the average over four flips (faster, "
                              "slightly less accurate)")
@@ -956,6 +967,10 @@ def _command_from_args(args):
     if args.checkpoint:
         parts += ["--checkpoint", args.checkpoint]
     parts += ["--name", args.name, "--version", args.bundle_version]
+    if args.finetune_sources:
+        parts += ["--finetune-sources", *args.finetune_sources, "--finetune-epochs", str(args.finetune_epochs),
+                  "--finetune-repeat", str(args.finetune_repeat), "--finetune-others", str(args.finetune_others),
+                  "--finetune-lr", str(args.finetune_lr)]
     if args.no_flip_average:
         parts += ["--no-flip-average"]
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -975,6 +990,10 @@ def run_cli(args):
     """
     arch = json.loads(args.arch) if args.arch else None
     length_arch = json.loads(args.length_arch) if args.length_arch else None
+    finetune = None
+    if args.finetune_sources:
+        finetune = {"sources": args.finetune_sources, "epochs": args.finetune_epochs, "repeat": args.finetune_repeat,
+                    "others": args.finetune_others, "lr": args.finetune_lr}
     try:
         preprocessing = NormaliseConfig(size=args.size)
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,
@@ -982,7 +1001,8 @@ def run_cli(args):
                   test_frac=args.test_frac, batch_size=args.batch_size, lr=args.lr, arch=arch,
                   length_arch=length_arch, bar_weight=args.bar_weight, mask_weight=args.bar_mask_weight,
                   checkpoint=args.checkpoint, name=args.name, version=args.bundle_version, cache=not args.no_cache,
-                  flips=not args.no_flip_average, preprocessing=preprocessing, command=_command_from_args(args))
+                  flips=not args.no_flip_average, preprocessing=preprocessing, command=_command_from_args(args),
+                  finetune=finetune)
     except ValueError as exc:
         print(f"survey-bars train: {exc}", file=sys.stderr)
         return 2

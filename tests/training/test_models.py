@@ -467,7 +467,7 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
     card, old = again.card, load_bundle(b.path).card
     for name in ("forward.onnx", "saliency.onnx"):
         assert hashlib.sha256((again.path / name).read_bytes()).hexdigest() == old["files"][name]
-    assert card["version"] == "5.4" and card["training"]["command"].endswith(f"--networks-from {b.path}")
+    assert card["version"] == "5.3" and card["training"]["command"].endswith(f"--networks-from {b.path}")
     reused = card["training"]["networks_reused_from"]
     assert reused["command"] == old["training"]["command"] and set(reused["files"]) == {"forward.onnx", "saliency.onnx"}
     assert card["calibration"]["moments"]["n_simulated"] == 12 and "evaluation" not in card  # redone, or skipped
@@ -505,6 +505,19 @@ def test_train_cli_smoke(built, tmp_path):
     assert "--size 48" in card["training"]["command"]
     assert (tmp_path / "ck.pt").is_file()
     assert not list(out.glob("*.pt"))
+    # with a fine-tuning stage on some sources of the label table, and a clear error without them
+    labels = str(root / "sims" / "training_labels.csv")
+    rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft"), "--epochs", "1",
+               "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
+               "--finetune-sources", "display", "--finetune-epochs", "1", "--finetune-others", "10"])
+    assert rc == 0
+    card = load_bundle(tmp_path / "ft").card
+    assert card["training"]["finetune"]["sources"] == ["display"] and card["training"]["finetune"]["others"] == 10
+    assert "--finetune-sources display --finetune-epochs 1" in card["training"]["command"]
+    rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft2"), "--epochs", "1",
+               "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
+               "--finetune-sources", "gz2"])
+    assert rc == 2
 
 
 def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
