@@ -10,9 +10,10 @@ without the fine-tuning (5.3's networks) and the build's working directory (its
    (:func:`~survey_bars.training.train.bundle_training_data`: seed 1, 15 % validation, 15 % test);
 2. scores the bundle's network on the validation and test rows: the real ones (GZ2 bars and GZ1
    classes of the real-dev folds 0-3) and the simulated discs;
-3. for each variant ``repeat,others,epochs,lr`` fine-tunes the network as the build does
+3. for each variant ``repeat,others,epochs,lr[,part]`` fine-tunes the network as the build does
    (:func:`~survey_bars.training.train._finetune_morph`: the real training rows ``repeat`` times
-   and ``others`` other training rows per epoch) and scores it again.
+   and ``others`` other training rows per epoch; ``part`` ``all``, the default, or ``tail``, the
+   saliency path frozen) and scores it again.
 
 The validation and test rows were never trained on (the validation rows chose the training's
 best epoch and fitted the temperatures, which do not change a ROC AUC). The real-dev test fold 4
@@ -78,12 +79,16 @@ def scores(net, data, idx, sources=REAL_SOURCES):
 
 
 def parse_variant(text):
-    """``"repeat,others,epochs,lr"`` -> the ``finetune`` dict of :func:`survey_bars.training.train.train`."""
+    """``"repeat,others,epochs,lr[,part]"`` -> the ``finetune`` dict of :func:`survey_bars.training.train.train`."""
     try:
-        repeat, others, epochs, lr = text.split(",")
-        return {"repeat": int(repeat), "others": int(others), "epochs": int(epochs), "lr": float(lr)}
+        words = text.split(",")
+        if len(words) not in (4, 5) or (len(words) == 5 and words[4] not in ("all", "tail")):
+            raise ValueError
+        repeat, others, epochs, lr = words[:4]
+        return {"repeat": int(repeat), "others": int(others), "epochs": int(epochs), "lr": float(lr),
+                "part": words[4] if len(words) == 5 else "all"}
     except ValueError:
-        msg = f"A variant is repeat,others,epochs,lr (e.g. 2,10000,4,5e-4); got {text!r}."
+        msg = f"A variant is repeat,others,epochs,lr[,all|tail] (e.g. 2,10000,4,5e-4); got {text!r}."
         raise ValueError(msg) from None
 
 
@@ -97,7 +102,7 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
     workdir : str
         The build's working directory (its simulations and ``training_labels.csv``).
     variants : list of dict
-        ``{"repeat", "others", "epochs", "lr"}`` each (:func:`parse_variant`).
+        ``{"repeat", "others", "epochs", "lr", "part"}`` each (:func:`parse_variant`).
     labels : str, optional
         The label table (default ``workdir/training_labels.csv``).
     seed, threads, batch_size : int, optional
@@ -136,7 +141,7 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
         t0 = time.time()
         net = _finetune_morph(torch_from_bundle(bundle)[0], data["images"], data["labels"], tr, va, focus,
                               epochs=v["epochs"], repeat=v["repeat"], others=v["others"], lr=v["lr"],
-                              batch_size=batch_size, seed=seed, log=log, geometry=data["geometry"])
+                              batch_size=batch_size, seed=seed, log=log, geometry=data["geometry"], part=v["part"])
         res = {**v, "seconds": round(time.time() - t0, 1), "validation": scores(net, data, va, sources),
                "test": scores(net, data, te, sources)}
         log(f"variant {v}: {res}")
@@ -158,7 +163,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a bundle trained by build_default without the real fine-tuning")
     p.add_argument("--workdir", required=True, help="the build's working directory (its training_labels.csv)")
-    p.add_argument("--variant", action="append", default=[], metavar="REPEAT,OTHERS,EPOCHS,LR",
+    p.add_argument("--variant", action="append", default=[], metavar="REPEAT,OTHERS,EPOCHS,LR[,PART]",
                    help="a fine-tuning to score (repeatable; e.g. 2,10000,4,5e-4)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)

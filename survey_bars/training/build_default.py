@@ -125,6 +125,8 @@ DEFAULTS = {
     # and 20000 other images per epoch, peak lr 1e-3). It raised the real morphology AUCs and
     # lowered the head's real length r (benchmarks/RESULTS.md), so it is off: 0 epochs, as 5.3
     "real_finetune_epochs": 0,
+    # what that fine-tuning trains: "all" (the 5.4 candidate) or "tail" (the saliency path left alone)
+    "real_finetune_part": "all",
 }
 
 
@@ -136,7 +138,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
                   head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
                   head_format_copies=DEFAULTS["head_format_copies"], networks_from=None,
-                  real_finetune_epochs=DEFAULTS["real_finetune_epochs"]):
+                  real_finetune_epochs=DEFAULTS["real_finetune_epochs"], real_finetune_part=DEFAULTS["real_finetune_part"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -232,6 +234,11 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         with the real training folds weighted up (``train(..., finetune=...)``,
         :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; the 5.4 candidate: 6). 0, the default:
         no fine-tuning (bundle 5.3 and before).
+    real_finetune_part : str, optional
+        What the fine-tuning trains (:data:`survey_bars.training.train.FINETUNE_PARTS`): ``"all"``
+        the weights (the 5.4 candidate), or ``"tail"`` only what the saliency does not pass
+        through (the tail, the morphology heads and the bar's context term), so that the saliency
+        graph stays the trained network's.
 
     Returns
     -------
@@ -276,6 +283,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + ("" if head_crossfit or not head_real_lengths else " --no-head-crossfit")
                           + ("" if head_format_copies or not head_n else " --no-head-format-copies")
                           + (f" --real-finetune-epochs {real_finetune_epochs}" if finetune_on else "")
+                          + (f" --real-finetune-part {real_finetune_part}"
+                             if finetune_on and real_finetune_part != DEFAULTS["real_finetune_part"] else "")
                           + (f" --networks-from {networks_from}" if networks_from else ""))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
@@ -288,7 +297,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         labels, mix = None, {}
     finetune = None
     if finetune_on:
-        finetune = {**FINETUNE_DEFAULTS, "epochs": int(real_finetune_epochs), "sources": ["gz1", "gz2"]}
+        finetune = {**FINETUNE_DEFAULTS, "epochs": int(real_finetune_epochs), "part": real_finetune_part,
+                    "sources": ["gz1", "gz2"]}
     if networks_from:
         if arch is not None or length_arch is not None:
             msg = "networks_from reuses trained networks; it cannot be combined with another architecture (arch, length_arch)."
@@ -428,7 +438,7 @@ def _finetune_spec(ft):
     if not ft:
         return None
     return (sorted(ft["sources"]), int(ft["epochs"]), int(ft["repeat"]), int(ft["others"]),
-            float(ft.get("learning_rate", ft.get("lr"))))
+            float(ft.get("learning_rate", ft.get("lr"))), ft.get("part", "all"))
 
 
 def _real_root(real_dev):
@@ -506,7 +516,7 @@ def main(argv=None):
                       head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
                       head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
                       head_format_copies=a.head_format_copies, networks_from=a.networks_from,
-                      real_finetune_epochs=a.real_finetune_epochs)
+                      real_finetune_epochs=a.real_finetune_epochs, real_finetune_part=a.real_finetune_part)
     print(f"wrote {b.path}")
     return 0
 
@@ -558,6 +568,9 @@ def _parser():
     p.add_argument("--real-finetune-epochs", type=int, default=DEFAULTS["real_finetune_epochs"], metavar="N",
                    help="with real data, fine-tune the morphology network for N epochs after the training with the real "
                         "training folds weighted up (the 5.4 candidate: 6; 0: none, as bundle 5.3) (default %(default)s)")
+    p.add_argument("--real-finetune-part", choices=["all", "tail"], default=DEFAULTS["real_finetune_part"],
+                   help="what that fine-tuning trains: all the weights (the 5.4 candidate), or only the tail, the "
+                        "morphology heads and the context term, leaving the saliency as trained (default %(default)s)")
     p.add_argument("--networks-from", metavar="BUNDLE",
                    help="take the two networks of this bundle instead of training them (its card's command must name the "
                         "same network settings); redoes only the calibrations, the head and the evaluation")

@@ -47,7 +47,8 @@ from .data import load_labels, log, preprocess
 from .evaluate import score_forward
 from .metrics import expected_calibration_error, fit_temperature
 
-__all__ = ["FINETUNE_DEFAULTS", "bar_masks", "bundle_training_data", "inner_angle", "train", "finetune_bundle", "configure_parser", "run_cli"]
+__all__ = ["FINETUNE_DEFAULTS", "bar_masks", "bundle_training_data", "configure_parser", "finetune_bundle", "inner_angle",
+           "run_cli", "train"]
 
 _log = log  # the trainer's progress lines
 
@@ -289,12 +290,17 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
 #: The fine-tuning stage of :func:`train` (``finetune``) that the 5.4 candidate ran on the real folds:
 #: ``epochs`` passes over the focus rows repeated ``repeat`` times plus ``others`` other rows
 #: drawn afresh each epoch, at a peak learning rate ``lr`` (one cycle), from the trained
-#: network with its batch norm folded; the last epoch is kept.
-FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3}
+#: network with its batch norm folded; the last epoch is kept. ``part`` is what trains: ``all``
+#: the weights (the 5.4 candidate), or ``tail`` only the tail, the morphology heads and the bar's
+#: context term, what the saliency does not pass through (:data:`FINETUNE_PARTS`).
+FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all"}
+
+#: The parameter-name prefixes each fine-tuning ``part`` trains (None: all of them).
+FINETUNE_PARTS = {"all": None, "tail": ("tail.", "head.", "bar_context.")}
 
 
 def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, lr, batch_size, seed, log,
-                    bar_weight=2.0, geometry=None, mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT):
+                    bar_weight=2.0, geometry=None, mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT, part="all"):
     """Fine-tune a trained morphology network with the rows ``focus`` weighted up (see :data:`FINETUNE_DEFAULTS`).
 
     The network's batch norm is folded first (:func:`~survey_bars.training.nets.fold_batchnorm`),
@@ -311,9 +317,13 @@ def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, 
 
     from .nets import fold_batchnorm
 
+    if part not in FINETUNE_PARTS:
+        msg = f"The fine-tuning part must be one of {sorted(FINETUNE_PARTS)}; got {part!r}."
+        raise ValueError(msg)
+    prefixes = FINETUNE_PARTS[part]
     net = fold_batchnorm(net)
-    for p in net.parameters():
-        p.requires_grad_(True)
+    for name, p in net.named_parameters():
+        p.requires_grad_(prefixes is None or name.startswith(prefixes))
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 7])
     focus = np.asarray(focus, bool)
@@ -322,8 +332,9 @@ def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, 
         msg = "The fine-tuning has no training rows of its focus sources; check the label table's source column."
         raise ValueError(msg)
     n_other = min(int(others), len(o_tr))
+    n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
     log(f"fine-tuning: {len(f_tr)} focus rows x {repeat} and {n_other} of {len(o_tr)} other rows per epoch, "
-        f"{epochs} epochs, peak lr {lr}")
+        f"{epochs} epochs, peak lr {lr}, {part} ({n_train} of {sum(p.numel() for p in net.parameters())} weights)")
     step, loss_fn = _morph_step(net, images, lab, geometry, rng, bar_weight=bar_weight, mask_weight=mask_weight,
                                 evidence_weight=evidence_weight, log=log)
 
@@ -573,7 +584,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         temperature fit and in the card's metrics alike.
     finetune : dict, optional
         After both networks have trained, fine-tune the morphology network with some rows
-        weighted up: ``{"sources": [...], "epochs", "repeat", "others", "lr"}`` (see
+        weighted up: ``{"sources": [...], "epochs", "repeat", "others", "lr", "part"}`` (see
         :data:`FINETUNE_DEFAULTS`); ``sources`` are values of the label table's ``source``
         column (the 5.4 candidate: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
         fitted again, and the card records the stage under ``training.finetune``.
@@ -657,12 +668,13 @@ def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight,
     t0 = time.time()
     net = _finetune_morph(net, images, lab, tr, va, focus, epochs=spec["epochs"], repeat=spec["repeat"],
                           others=spec["others"], lr=spec["lr"], batch_size=batch_size, seed=seed, log=log,
-                          bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight)
+                          bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight, part=spec["part"])
     _fit_temperatures(net, images, lab, va, flips)
     log(f"temperatures after fine-tuning: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, "
         f"spiral {float(net.t_spiral):.3f}")
     record = {"sources": sources, "epochs": int(spec["epochs"]), "repeat": int(spec["repeat"]),
-              "others": int(spec["others"]), "learning_rate": float(spec["lr"]), "batch_size": int(batch_size),
+              "others": int(spec["others"]), "learning_rate": float(spec["lr"]), "part": str(spec["part"]),
+              "batch_size": int(batch_size),
               "n_focus_train": int(focus[tr].sum()), "seconds": round(time.time() - t0, 1),
               "how": ("after the training, the morphology network (batch norm folded) trains for `epochs` more passes "
                       "over its training split's focus rows repeated `repeat` times and `others` other rows drawn "
@@ -939,6 +951,9 @@ def configure_parser(parser):
                         help="other rows drawn per fine-tuning epoch (default %(default)s)")
     parser.add_argument("--finetune-lr", type=float, default=FINETUNE_DEFAULTS["lr"],
                         help="fine-tuning peak learning rate (default %(default)s)")
+    parser.add_argument("--finetune-part", choices=sorted(FINETUNE_PARTS), default=FINETUNE_DEFAULTS["part"],
+                        help="what the fine-tuning trains: all the weights, or only the tail, the morphology heads "
+                             "and the bar's context term, so that the saliency stays as it was (default %(default)s)")
     parser.add_argument("--no-flip-average", action="store_true",
                         help="one forward pass per galaxy instead of the average over four flips (faster, "
                              "slightly less accurate)")
@@ -970,7 +985,7 @@ def _command_from_args(args):
     if args.finetune_sources:
         parts += ["--finetune-sources", *args.finetune_sources, "--finetune-epochs", str(args.finetune_epochs),
                   "--finetune-repeat", str(args.finetune_repeat), "--finetune-others", str(args.finetune_others),
-                  "--finetune-lr", str(args.finetune_lr)]
+                  "--finetune-lr", str(args.finetune_lr), "--finetune-part", args.finetune_part]
     if args.no_flip_average:
         parts += ["--no-flip-average"]
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -993,7 +1008,7 @@ def run_cli(args):
     finetune = None
     if args.finetune_sources:
         finetune = {"sources": args.finetune_sources, "epochs": args.finetune_epochs, "repeat": args.finetune_repeat,
-                    "others": args.finetune_others, "lr": args.finetune_lr}
+                    "others": args.finetune_others, "lr": args.finetune_lr, "part": args.finetune_part}
     try:
         preprocessing = NormaliseConfig(size=args.size)
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,

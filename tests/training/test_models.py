@@ -656,6 +656,15 @@ def test_finetune_bundle_gives_what_train_with_finetune_gives(built, tmp_path):
     with pytest.raises(ValueError, match="trained on other data"):
         finetune_bundle(base.path, str(tmp_path / "other"), [sims], labels=labels, finetune=ft, seed=11, threads=1,
                         val_frac=0.3)
+    # the tail alone: the saliency graph stays the trained network's, byte for byte; the forward graph moves
+    tail = finetune_bundle(base.path, str(tmp_path / "tail"), [sims], labels=labels, finetune={**ft, "part": "tail"},
+                           seed=11, threads=1)
+    assert tail.card["training"]["finetune"]["part"] == "tail" and full.card["training"]["finetune"]["part"] == "all"
+    assert hashlib.sha256((tail.path / "saliency.onnx").read_bytes()).hexdigest() == sha["base"]["saliency.onnx"]
+    assert hashlib.sha256((tail.path / "forward.onnx").read_bytes()).hexdigest() != sha["base"]["forward.onnx"]
+    with pytest.raises(ValueError, match="part must be one of"):
+        finetune_bundle(base.path, str(tmp_path / "bad"), [sims], labels=labels, finetune={**ft, "part": "body"},
+                        seed=11, threads=1)
 
 
 def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
@@ -669,7 +678,8 @@ def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
     kw = dict(labels=labels, epochs=1, length_epochs=1, seed=11, threads=1, arch=TINY_EVIDENCE, length_arch=TINY)
     base = train([sims], str(tmp_path / "base"), **kw)
     v = real_finetune.parse_variant("2,20,2,1e-3")
-    assert v == {"repeat": 2, "others": 20, "epochs": 2, "lr": 1e-3}
+    assert v == {"repeat": 2, "others": 20, "epochs": 2, "lr": 1e-3, "part": "all"}
+    assert real_finetune.parse_variant("2,20,2,1e-3,tail")["part"] == "tail"
     res = real_finetune.run(str(base.path), str(sims), [v], seed=11, threads=1, sources=("display",))
     assert res["split"]["validation"] + res["split"]["test"] + res["split"]["train"] == 96
     assert res["base"]["test"]["gz2_bar"] is None and res["base"]["test"]["n"]["gz2"] == 0  # no real rows here
@@ -678,8 +688,9 @@ def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
     net = torch_from_bundle(full)[0]
     assert res["variants"][0]["test"] == real_finetune.scores(net, data, te, ("display",))
     assert res["variants"][0]["validation"] == real_finetune.scores(net, data, va, ("display",))
-    with pytest.raises(ValueError, match="repeat,others,epochs,lr"):
-        real_finetune.parse_variant("2,20")
+    for bad in ("2,20", "2,20,2,1e-3,body"):
+        with pytest.raises(ValueError, match="repeat,others,epochs,lr"):
+            real_finetune.parse_variant(bad)
 
 
 def _real_dev_from_simulations(root, sims):
