@@ -687,6 +687,8 @@ def save_checkpoint(path, model, regressor, card_extra=None):
             "format": "survey-bars-checkpoint-1",
             "morph_arch": model.arch,
             "length_arch": regressor.arch,
+            # a fine-tuned network (train(..., finetune=...)) has its batch norm folded
+            "morph_folded": not _has_bn(model),
             "morph": model.state_dict(),
             "length": regressor.state_dict(),
             # JSON round trip: plain types only, so weights_only loading accepts it
@@ -717,6 +719,8 @@ def load_checkpoint(path):
         msg = f"{os.fspath(path)!r} is not a survey-bars checkpoint (written by `survey-bars train --checkpoint`)."
         raise ValueError(msg)
     morph = MorphologyNet(ck.get("morph_arch") or DEFAULT_ARCH)
+    if ck.get("morph_folded"):
+        morph = fold_batchnorm(morph)
     morph.load_state_dict(ck["morph"])
     length = LengthNet(ck.get("length_arch") or LENGTH_ARCH)
     length.load_state_dict(ck["length"])

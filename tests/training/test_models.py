@@ -509,8 +509,17 @@ def test_train_cli_smoke(built, tmp_path):
     labels = str(root / "sims" / "training_labels.csv")
     rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft"), "--epochs", "1",
                "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
-               "--finetune-sources", "display", "--finetune-epochs", "1", "--finetune-others", "10"])
+               "--finetune-sources", "display", "--finetune-epochs", "1", "--finetune-others", "10",
+               "--checkpoint", str(tmp_path / "ft.pt")])
     assert rc == 0
+    # its checkpoint holds the fine-tuned (batch-norm folded) network, and exports to the same forward graph
+    assert main(["export", "--checkpoint", str(tmp_path / "ft.pt"), "--out", str(tmp_path / "ft-export")]) == 0
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).normal(0.2, 0.4, (2, 1, 64, 64)).astype(np.float32)
+    outs = [ort.InferenceSession(str(d / "forward.onnx")).run(None, {"image": x})[0]
+            for d in (tmp_path / "ft", tmp_path / "ft-export")]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5)
     card = load_bundle(tmp_path / "ft").card
     assert card["training"]["finetune"]["sources"] == ["display"] and card["training"]["finetune"]["others"] == 10
     assert "--finetune-sources display --finetune-epochs 1" in card["training"]["command"]
