@@ -664,7 +664,13 @@ def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight,
         raise ValueError(msg)
     tr, va = split
     images, lab = data["images"], data["labels"]
-    focus = np.isin(data["table"]["source"].values[data["keep"]], sources)
+    present = data["table"]["source"].values[data["keep"]]
+    focus = np.isin(present, sources)
+    if not focus[tr].any():
+        have = sorted({str(x) for x in present} - {""}) or ["none: the label table has no 'source' column"]
+        msg = (f"The fine-tuning sources {sources} have no training rows; the label table's sources are "
+               f"{', '.join(have)}. Name some of those (--finetune-sources).")
+        raise ValueError(msg)
     t0 = time.time()
     net = _finetune_morph(net, images, lab, tr, va, focus, epochs=spec["epochs"], repeat=spec["repeat"],
                           others=spec["others"], lr=spec["lr"], batch_size=batch_size, seed=seed, log=log,
