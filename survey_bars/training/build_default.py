@@ -89,7 +89,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.3",
+    "version": "5.4",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -120,13 +120,15 @@ DEFAULTS = {
     # bundle 5.2: cross-fitted, it learns those of all four training folds, and its real scale and
     # uncertainty are fitted on its out-of-fold heads (5.1: learns folds 0-2, fitted on fold 3)
     "head_crossfit": True,
-    # the 5.4 candidate: after the training, the morphology network fine-tuned for 6 epochs with the
-    # real training folds weighted up (train.FINETUNE_DEFAULTS: each real training image four times
-    # and 20000 other images per epoch, peak lr 1e-3). It raised the real morphology AUCs and
-    # lowered the head's real length r (benchmarks/RESULTS.md), so it is off: 0 epochs, as 5.3
-    "real_finetune_epochs": 0,
-    # what that fine-tuning trains: "all" (the 5.4 candidate) or "tail" (the saliency path left alone)
-    "real_finetune_part": "all",
+    # bundle 5.4: after the training, the morphology network fine-tuned for 6 epochs with the real
+    # training folds weighted up (train.FINETUNE_DEFAULTS: each real training image four times and
+    # 20000 other images per epoch, peak lr 1e-3); 0 epochs: none, as 5.3 and before
+    "real_finetune_epochs": 6,
+    # what that fine-tuning trains: only the tail, the morphology heads and the bar's context term,
+    # which the saliency does not pass through, so that the saliency graph, the calibrations and the
+    # length head stay the trained network's (bundle 5.4). "all" (the first 5.4 candidate) raised
+    # the real AUCs more but changed the maps and lowered the head's real length r (RESULTS.md)
+    "real_finetune_part": "tail",
 }
 
 
@@ -138,7 +140,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_stamp_copies=DEFAULTS["head_stamp_copies"], bar_context=DEFAULTS["bar_context"],
                   head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
                   head_format_copies=DEFAULTS["head_format_copies"], networks_from=None,
-                  real_finetune_epochs=DEFAULTS["real_finetune_epochs"], real_finetune_part=DEFAULTS["real_finetune_part"]):
+                  real_finetune_epochs=DEFAULTS["real_finetune_epochs"], real_finetune_part=DEFAULTS["real_finetune_part"],
+                  calibrations_from=None):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -238,7 +241,19 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         What the fine-tuning trains (:data:`survey_bars.training.train.FINETUNE_PARTS`): ``"all"``
         the weights (the 5.4 candidate), or ``"tail"`` only what the saliency does not pass
         through (the tail, the morphology heads and the bar's context term), so that the saliency
-        graph stays the trained network's.
+        graph stays the trained network's. With ``"tail"``, everything the saliency maps decide
+        (the calibrations, the length head and the real fits) is made with the trained network,
+        before the fine-tuning, which then changes only the forward graph's morphology and bar
+        probabilities; the evaluation scores the fine-tuned forward graph.
+    calibrations_from : str, optional
+        A bundle whose calibrations, length head and real fits this build takes instead of making
+        them: they must have been made with this build's networks (before any tail fine-tuning:
+        the same ``forward.onnx`` and ``saliency.onnx``, byte for byte, and SmoothGrad settings)
+        and by this build's settings (simulations, copies, real lengths, cross-fitting). Each
+        step is seeded, so they are what this build would make. With ``networks_from``, it saves
+        the head's half hour, e.g. ``--networks-from B --calibrations-from B
+        --real-finetune-epochs 6 --real-finetune-part tail``. Recorded as
+        ``training["calibrations_reused_from"]``.
 
     Returns
     -------
@@ -285,7 +300,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (f" --real-finetune-epochs {real_finetune_epochs}" if finetune_on else "")
                           + (f" --real-finetune-part {real_finetune_part}"
                              if finetune_on and real_finetune_part != DEFAULTS["real_finetune_part"] else "")
-                          + (f" --networks-from {networks_from}" if networks_from else ""))
+                          + (f" --networks-from {networks_from}" if networks_from else "")
+                          + (f" --calibrations-from {calibrations_from}" if calibrations_from else ""))
     if arch is None and not bar_context:
         from .nets import SKIP_ARCH
 
@@ -296,6 +312,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     else:  # simulations only (bundle 3.0's recipe): the directory's own truth table, exactly as before
         labels, mix = None, {}
     finetune = None
+    tail_first = finetune_on and real_finetune_part == "tail"  # the saliency's steps before the fine-tuning
     if finetune_on:
         finetune = {**FINETUNE_DEFAULTS, "epochs": int(real_finetune_epochs), "part": real_finetune_part,
                     "sources": ["gz1", "gz2"]}
@@ -308,7 +325,12 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             "display": display, "small_stamps": small_stamps, "real_dev": "none" if real_dev is None else real_dev,
             "length_definition": length_def, "bar_context": bar_context}, mix.get("sources"))
         was = b.card["training"].get("finetune")
-        if finetune and not was:  # the source stopped before the fine-tuning: do it here
+        if was and tail_first:
+            msg = (f"The networks of {networks_from} are already fine-tuned ({was}), but with --real-finetune-part tail "
+                   "the calibrations and the length head are made with the network before its fine-tuning; take the "
+                   "bundle they were fine-tuned from.")
+            raise ValueError(msg)
+        if finetune and not was and not tail_first:  # the source stopped before the fine-tuning: do it here
             b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
                                 workers=threads, batch_size=DEFAULTS["batch_size"])
             card = dict(b.card)
@@ -322,7 +344,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         b = train([workdir], out, labels=labels, epochs=epochs, length_epochs=length_epochs, seed=seed, threads=threads,
                   workers=threads, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], name=DEFAULTS["name"],
                   version=DEFAULTS["version"], command=command, arch=arch,
-                  length_arch=length_arch, finetune=finetune)
+                  length_arch=length_arch, finetune=None if tail_first else finetune)
     card = dict(b.card)
     card["training"] = {**card["training"], "simulation": {"n": n, "seed": seed, "survey": DEFAULTS["survey"],
                                                             "workers": threads, "reused_existing": bool(reused),
@@ -334,34 +356,55 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             "the extent over which the bar's own light stays above half its peak; simulated lengths are the "
             "simulator's formal Ferrers length times fraction_of_formal")}
     write_card(b.path, card)
-    if calibrate_n:
-
-        calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
-                         workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
-                         workers=threads)
     real_root = _real_root(real_dev)
     crossfit = os.path.join(workdir, "head-crossfit") if head_n and head_real_lengths and head_crossfit and real_root else None
-    if head_n:
+    if calibrations_from:
+        _reuse_calibrations(calibrations_from, b.path, {
+            "calibrate_n": int(calibrate_n), "head_n": int(head_n),
+            "head_stamp_copies": bool(head_n and head_stamp_copies), "head_format_copies": bool(head_n and head_format_copies),
+            "head_real_lengths": bool(head_n and head_real_lengths and real_root), "head_crossfit": bool(crossfit),
+            "real_fit": bool(real_root and (calibrate_n or head_n))})
+    else:
+        if calibrate_n:
 
-        calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
-                       workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
-                       threads=threads, stamp_copies=head_stamp_copies, format_copies=head_format_copies,
-                       real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit)
-        # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
-        calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
-                              workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
-                              workers=threads, threads=threads)
-    if real_root is not None:  # the lengths and uncertainties, fitted on the real training folds' volunteer lengths
-        for method in ("moments", "head"):
-            if method in (load_bundle(b.path).card.get("calibration") or {}):
-                calibrate_real(str(b.path), real_root, method=method, threads=threads,
-                               crossfit_dir=crossfit if method == "head" else None)
+            calibrate_bundle(str(b.path), n=calibrate_n, seed=DEFAULTS["calibrate_seed"],
+                             workdir=os.path.join(workdir, f"calibration-{DEFAULTS['calibrate_seed']}-{calibrate_n}"),
+                             workers=threads)
+        if head_n:
+
+            calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
+                           workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
+                           threads=threads, stamp_copies=head_stamp_copies, format_copies=head_format_copies,
+                           real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit)
+            # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
+            calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
+                                  workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
+                                  workers=threads, threads=threads)
+        if real_root is not None:  # the lengths and uncertainties, fitted on the real training folds' volunteer lengths
+            for method in ("moments", "head"):
+                if method in (load_bundle(b.path).card.get("calibration") or {}):
+                    calibrate_real(str(b.path), real_root, method=method, threads=threads,
+                                   crossfit_dir=crossfit if method == "head" else None)
+    if tail_first:  # the saliency path stays the trained network's, and so do its calibrations and head
+        before = load_bundle(b.path).card
+        b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
+                            workers=threads, batch_size=DEFAULTS["batch_size"])
+        card = dict(b.card)
+        for key in ("calibration", "smoothgrad"):
+            if key in before:
+                card[key] = before[key]
+        card["training"]["finetune"]["saliency_steps"] = (
+            "the calibrations, the length head and the real fits were made with the network before this fine-tuning, "
+            "whose saliency graph it leaves as it is")
+        if networks_from:
+            card["training"]["networks_reused_from"]["how"] += "; the morphology network's tail then fine-tuned here"
+        write_card(b.path, card)
     if evaluate_n:
 
         evaluate_bundle(str(b.path), n=evaluate_n, seed=DEFAULTS["evaluate_seed"], survey=DEFAULTS["survey"],
                         workdir=os.path.join(workdir, f"evaluation-{DEFAULTS['evaluate_seed']}-{evaluate_n}"),
                         workers=threads, write=True)
-    if calibrate_n or head_n or evaluate_n or real_root is not None:
+    if calibrate_n or head_n or evaluate_n or real_root is not None or tail_first:
         card = dict(load_bundle(b.path).card)
         card["training"] = {**card["training"], "end_to_end_wall_time_s": round(time.time() - t0, 1)}
         write_card(b.path, card)
@@ -441,6 +484,51 @@ def _finetune_spec(ft):
             float(ft.get("learning_rate", ft.get("lr"))), ft.get("part", "all"))
 
 
+def _calibration_spec(card):
+    """What decided a bundle card's calibrations, in :func:`build_default`'s terms."""
+    cal = card.get("calibration") or {}
+    m, h = cal.get("moments") or {}, cal.get("head") or {}
+    rt = h.get("real_training") or {}
+    return {"calibrate_n": int(m.get("n_simulated", 0)), "head_n": int(h.get("n_simulated", 0)),
+            "head_stamp_copies": bool(h.get("stamp_copies")), "head_format_copies": bool(h.get("format_copies")),
+            "head_real_lengths": bool(rt), "head_crossfit": "cross_fitted" in rt,
+            "real_fit": any("real" in c for c in (m, h))}
+
+
+def _reuse_calibrations(src, dst, expect):
+    """Copy the calibrations, length head and real fits of the bundle ``src`` into the bundle ``dst``.
+
+    Refuses, naming the difference, when they were not made with ``dst``'s networks (the same
+    graph files and SmoothGrad settings) or not by the settings ``expect``
+    (:func:`_calibration_spec`'s keys): they would not be what the build makes.
+    """
+    import shutil
+
+    old, new = load_bundle(src), load_bundle(dst)
+    differ = [f"{name} differs" for name in ("forward.onnx", "saliency.onnx")
+              if old.card["files"].get(name) != new.card["files"].get(name)]
+    if old.smoothgrad != new.smoothgrad:
+        differ.append(f"SmoothGrad settings: {old.smoothgrad} there, {new.smoothgrad} here")
+    got = _calibration_spec(old.card)
+    differ += [f"{k}: {got[k]!r} there, {v!r} here" for k, v in expect.items() if got[k] != v]
+    if differ:
+        msg = (f"The calibrations of {src} were not made with this build's networks and settings, so they are not what "
+               f"the build would make: {'; '.join(differ)}. Make them (drop --calibrations-from).")
+        raise ValueError(msg)
+    head = os.path.join(dst, "length_head.onnx")
+    if old.head_path is not None:
+        shutil.copyfile(old.head_path, head)
+    elif os.path.exists(head):
+        os.remove(head)
+    card = dict(new.card)
+    card["calibration"] = json.loads(json.dumps(old.card.get("calibration") or {}))
+    card["training"] = {**card["training"], "calibrations_reused_from": {
+        "version": old.card.get("version"), "command": (old.card.get("training") or {}).get("command"),
+        "how": "the calibrations, the length head and the real fits copied from a bundle with the same networks, made "
+               "by the same settings; each step is seeded, so they are what this build would make"}}
+    write_card(dst, card)
+
+
 def _real_root(real_dev):
     """The real-dev directory to train on: ``real_dev``, or the default one for ``"auto"`` when it exists; else None."""
     if real_dev is None:
@@ -516,7 +604,8 @@ def main(argv=None):
                       head_stamp_copies=a.head_stamp_copies, bar_context=a.bar_context,
                       head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
                       head_format_copies=a.head_format_copies, networks_from=a.networks_from,
-                      real_finetune_epochs=a.real_finetune_epochs, real_finetune_part=a.real_finetune_part)
+                      real_finetune_epochs=a.real_finetune_epochs, real_finetune_part=a.real_finetune_part,
+                      calibrations_from=a.calibrations_from)
     print(f"wrote {b.path}")
     return 0
 
@@ -574,6 +663,10 @@ def _parser():
     p.add_argument("--networks-from", metavar="BUNDLE",
                    help="take the two networks of this bundle instead of training them (its card's command must name the "
                         "same network settings); redoes only the calibrations, the head and the evaluation")
+    p.add_argument("--calibrations-from", metavar="BUNDLE",
+                   help="take the calibrations, the length head and the real fits of this bundle instead of making them "
+                        "(made with these networks, before any tail fine-tuning, and by these settings); with "
+                        "--networks-from, redoes only the fine-tuning and the evaluation")
     return p
 
 

@@ -782,3 +782,95 @@ def test_measure_simulation_compares_with_the_bundles_length_definition(built):
     np.testing.assert_allclose(df["true_bar_length_arcsec"], truth["bar_length_arcsec"] * VISIBLE_BAR_FRACTION)
     to_model = df["pixel_scale_arcsec"] * df["resample_scale"]
     np.testing.assert_allclose(df["true_length_model"], df["true_bar_length_arcsec"] / to_model)
+
+
+def test_build_default_calibrations_from_takes_a_bundles_calibrations_and_head(built, tmp_path):
+    """``calibrations_from`` copies the calibrations, the length head and the real fits of a bundle made with the
+    same networks and settings, and refuses any other."""
+    import hashlib
+    import shutil
+
+    from survey_bars.training.build_default import build_default
+    from survey_bars.training.calibrate import calibrate_head
+
+    root, b = built
+    src = tmp_path / "src"
+    shutil.copytree(b.path, src)
+    calibrate_head(str(src), n=20, seed=5150, workdir=str(tmp_path / "head-sims"), epochs=1, threads=1,
+                   holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None)
+    made = load_bundle(src).card
+    kw = dict(n=24, seed=11, workdir=str(root / "sims"), threads=1, epochs=1, length_epochs=1, calibrate_n=12,
+              evaluate_n=0, head_n=20, display=True, small_stamps=True, length_def="visible", real_dev=None,
+              head_stamp_copies=False, head_format_copies=False)
+    again = build_default(out=str(tmp_path / "again"), networks_from=str(src), calibrations_from=str(src), **kw)
+    card = again.card
+    assert card["calibration"] == made["calibration"]
+    assert hashlib.sha256((again.path / "length_head.onnx").read_bytes()).hexdigest() == made["files"]["length_head.onnx"]
+    assert card["training"]["calibrations_reused_from"]["version"] == made["version"]
+    assert card["training"]["command"].endswith(f"--networks-from {src} --calibrations-from {src}")
+    # made by other settings, or with other networks: refused, naming the difference
+    with pytest.raises(ValueError, match="head_n: 20 there, 40 here"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(src), calibrations_from=str(src), **{**kw, "head_n": 40})
+    with pytest.raises(ValueError, match="head_stamp_copies: False there, True here"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(src), calibrations_from=str(src),
+                      **{**kw, "head_stamp_copies": True})
+    import onnx
+
+    odd = tmp_path / "odd"
+    shutil.copytree(src, odd)
+    g = onnx.load(str(odd / "saliency.onnx"))
+    g.doc_string = "another network"
+    onnx.save(g, str(odd / "saliency.onnx"))
+    from survey_bars.inference.bundle import write_card
+
+    write_card(odd, json.loads((odd / "card.json").read_text()))
+    with pytest.raises(ValueError, match="saliency.onnx differs"):
+        build_default(out=str(tmp_path / "other"), networks_from=str(src), calibrations_from=str(odd), **kw)
+
+
+def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained_network(built, tmp_path):
+    """With ``real_finetune_part="tail"`` the calibrations and real fits are made before the fine-tuning, which then
+    changes only the forward graph: they and the saliency graph are those of the same build without it."""
+    import hashlib
+
+    from survey_bars.training.build_default import build_default
+
+    from .test_real_lengths import fake_real_lengths_root
+
+    root, _ = built
+    import shutil
+
+    import pandas as pd
+
+    from survey_bars.training import realdata
+
+    fake = fake_real_lengths_root(tmp_path / "real-dev")
+    gz1 = fake / realdata.GZ1_DIR / "images"  # and a few GZ1 galaxies: the GZ2 stamps, classified
+    gz1.mkdir(parents=True)
+    stamps = sorted((fake / realdata.GZ2_DIR / "images").iterdir())[:12]
+    for i, f in enumerate(stamps):
+        shutil.copyfile(f, gz1 / f"gz1_{i:05d}.jpeg")
+    pd.DataFrame({"file": [f"gz1_{i:05d}.jpeg" for i in range(len(stamps))],
+                  "sdss_dr7_objid": [str(100 + i) for i in range(len(stamps))],
+                  "gz1_class": ["elliptical", "spiral_clockwise", "edge_on"] * (len(stamps) // 3)}).to_csv(
+        fake / realdata.GZ1_DIR / "labels.csv", index=False)
+    kw = dict(n=24, seed=11, workdir=str(root / "sims"), threads=1, epochs=1, length_epochs=1, arch=TINY_EVIDENCE,
+              length_arch=TINY, calibrate_n=12, evaluate_n=0, head_n=0, display=True, small_stamps=True,
+              length_def="visible", real_dev=str(fake))
+    plain = build_default(out=str(tmp_path / "plain"), **kw)
+    tail = build_default(out=str(tmp_path / "tail"), real_finetune_epochs=1, real_finetune_part="tail", **kw)
+
+    def sha(b, name):
+        return hashlib.sha256((b.path / name).read_bytes()).hexdigest()
+
+    assert sha(tail, "saliency.onnx") == sha(plain, "saliency.onnx")
+    assert sha(tail, "forward.onnx") != sha(plain, "forward.onnx")
+
+    def timeless(d):
+        return {k: timeless(v) if isinstance(v, dict) else v for k, v in d.items() if k != "seconds"}
+
+    assert timeless(tail.card["calibration"]) == timeless(plain.card["calibration"])
+    assert "real" in tail.card["calibration"]["moments"]
+    ft = tail.card["training"]["finetune"]
+    assert ft["part"] == "tail" and "before this fine-tuning" in ft["saliency_steps"]
+    assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
