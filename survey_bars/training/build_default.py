@@ -330,12 +330,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                    "the calibrations and the length head are made with the network before its fine-tuning; take the "
                    "bundle they were fine-tuned from.")
             raise ValueError(msg)
-        if finetune and not was and not tail_first:  # the source stopped before the fine-tuning: do it here
-            b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
-                                workers=threads, batch_size=DEFAULTS["batch_size"])
-            card = dict(b.card)
-            card["training"]["networks_reused_from"]["how"] += "; the morphology network then fine-tuned here"
-            write_card(b.path, card)
+        if finetune and not was:  # the source stopped before the fine-tuning: do it here (tail: after the calibrations)
+            if not tail_first:
+                b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
+                                    workers=threads, batch_size=DEFAULTS["batch_size"])
+                card = dict(b.card)
+                card["training"]["networks_reused_from"]["how"] += "; the morphology network then fine-tuned here"
+                write_card(b.path, card)
         elif _finetune_spec(was) != _finetune_spec(finetune):
             msg = (f"The networks of {networks_from} were fine-tuned otherwise ({was}) than this build asks "
                    f"({finetune}); take a bundle without fine-tuning, or train (drop --networks-from).")

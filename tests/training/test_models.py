@@ -467,7 +467,7 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
     card, old = again.card, load_bundle(b.path).card
     for name in ("forward.onnx", "saliency.onnx"):
         assert hashlib.sha256((again.path / name).read_bytes()).hexdigest() == old["files"][name]
-    assert card["version"] == "5.3" and card["training"]["command"].endswith(f"--networks-from {b.path}")
+    assert card["version"] == "5.4" and card["training"]["command"].endswith(f"--networks-from {b.path}")
     reused = card["training"]["networks_reused_from"]
     assert reused["command"] == old["training"]["command"] and set(reused["files"]) == {"forward.onnx", "saliency.onnx"}
     assert card["calibration"]["moments"]["n_simulated"] == 12 and "evaluation" not in card  # redone, or skipped
@@ -857,7 +857,7 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     kw = dict(n=24, seed=11, workdir=str(root / "sims"), threads=1, epochs=1, length_epochs=1, arch=TINY_EVIDENCE,
               length_arch=TINY, calibrate_n=12, evaluate_n=0, head_n=0, display=True, small_stamps=True,
               length_def="visible", real_dev=str(fake))
-    plain = build_default(out=str(tmp_path / "plain"), **kw)
+    plain = build_default(out=str(tmp_path / "plain"), real_finetune_epochs=0, **kw)
     tail = build_default(out=str(tmp_path / "tail"), real_finetune_epochs=1, real_finetune_part="tail", **kw)
 
     def sha(b, name):
@@ -874,3 +874,14 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     ft = tail.card["training"]["finetune"]
     assert ft["part"] == "tail" and "before this fine-tuning" in ft["saliency_steps"]
     assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
+    # the same from the bundle without the fine-tuning, its networks and calibrations reused: the same bytes
+    kw.pop("arch"), kw.pop("length_arch")
+    again = build_default(out=str(tmp_path / "again"), real_finetune_epochs=1, real_finetune_part="tail",
+                          networks_from=str(plain.path), calibrations_from=str(plain.path), **kw)
+    for name in ("forward.onnx", "saliency.onnx"):
+        assert sha(again, name) == sha(tail, name)
+    assert again.card["calibration"] == plain.card["calibration"]
+    assert again.card["training"]["networks_reused_from"]["how"].endswith("tail then fine-tuned here")
+    with pytest.raises(ValueError, match="already fine-tuned"):
+        build_default(out=str(tmp_path / "other"), real_finetune_epochs=1, real_finetune_part="tail",
+                      networks_from=str(tail.path), **kw)
