@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.3) it
+With the defaults (:data:`DEFAULTS`, bundle 5.4) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -17,11 +17,7 @@ With the defaults (:data:`DEFAULTS`, bundle 5.3) it
 4. trains both networks with :func:`survey_bars.training.train.train` (the same seed) on that
    mix, with the simulated lengths scaled to the *visible* bar (``--length-definition``); the
    morphology network's bar logit has a context term (``--bar-context``,
-   :data:`survey_bars.training.nets.DEFAULT_ARCH`); with ``--real-finetune-epochs N`` (default 0,
-   off) it then fine-tunes the morphology network for N more epochs with the real training images
-   weighted up (:data:`survey_bars.training.train.FINETUNE_DEFAULTS`, chosen with
-   ``python -m benchmarks.real_finetune`` on the training split's unseen rows; the 5.4 candidate,
-   measured and not shipped: ``benchmarks/RESULTS.md``);
+   :data:`survey_bars.training.nets.DEFAULT_ARCH`);
 5. calibrates the saliency lengths with :func:`survey_bars.training.calibrate.calibrate_bundle` on
    ``--calibrate-n`` fresh barred simulations (seed 90210), trains the learned length head with
    :func:`survey_bars.training.calibrate.calibrate_head` on the SmoothGrad maps of ``--head-n``
@@ -36,7 +32,16 @@ With the defaults (:data:`DEFAULTS`, bundle 5.3) it
 6. fits the moments' and the head's lengths and uncertainties to the volunteers' bar lengths of
    the real training folds 0-3 (:func:`survey_bars.training.calibrate.calibrate_real`): the
    head's with each fold measured by the out-of-fold head that never saw it;
-7. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
+7. fine-tunes the tail of the morphology network (the morphology heads and the bar's context
+   term, which the saliency does not pass through) for ``--real-finetune-epochs`` 6 more epochs
+   with the real training images weighted up (``--real-finetune-part tail``,
+   :data:`survey_bars.training.train.FINETUNE_DEFAULTS`, chosen with ``python -m
+   benchmarks.real_finetune`` on the training split's unseen rows). The saliency graph, and so
+   the calibrations, the head and the real fits of steps 5 and 6, stay those of the trained
+   network; only the forward graph's probabilities change (bundle 5.4; ``--real-finetune-epochs
+   0``: none, as 5.3; ``--real-finetune-part all`` fine-tunes every weight, before step 5: the
+   first 5.4 candidate, not shipped);
+8. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
    (seed 4242) with :func:`survey_bars.training.evaluate.evaluate_bundle`: the card's
    ``evaluation``.
 
@@ -51,15 +56,18 @@ bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``, bundle 5.0 with ``--no-head-stamp-copies
 --no-head-real-lengths --no-head-format-copies``,
 bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies``, bundle 5.2 with
-``--no-head-format-copies``. The 5.4 candidate was ``--real-finetune-epochs 6``.
+``--no-head-format-copies --real-finetune-epochs 0``, bundle 5.3 with ``--real-finetune-epochs 0``.
+The first 5.4 candidate was ``--real-finetune-part all``.
 
 ``--networks-from BUNDLE`` takes the two networks of a bundle that this command trained with the
-same network settings, and redoes only the steps that follow the training (5 to 7): for a change
+same network settings, and redoes only the steps that follow the training (5 to 8): for a change
 to the calibrations or the head, an hour less on 2 cores, and the same bundle, since the training
 is deterministic. A bundle trained without the real fine-tuning (5.3) serves a build with it: its
 morphology network is fine-tuned here (:func:`survey_bars.training.train.finetune_bundle`), from
 the same folded weights and on the same split as the full command, which gives the same bytes
-(tested on a small build).
+(tested on a small build). ``--calibrations-from BUNDLE`` also takes steps 5 and 6 from a bundle
+made with the same networks and settings; bundle 5.4 was built as ``--networks-from <bundle 5.3>
+--calibrations-from <bundle 5.3>``, so that only its fine-tuning and evaluation were run.
 """
 
 from __future__ import annotations
@@ -235,12 +243,12 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     real_finetune_epochs : int, optional
         With real data, fine-tune the morphology network for this many epochs after the training,
         with the real training folds weighted up (``train(..., finetune=...)``,
-        :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; the 5.4 candidate: 6). 0, the default:
-        no fine-tuning (bundle 5.3 and before).
+        :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; 6, the default: bundle 5.4). 0: no
+        fine-tuning (bundle 5.3 and before).
     real_finetune_part : str, optional
         What the fine-tuning trains (:data:`survey_bars.training.train.FINETUNE_PARTS`): ``"all"``
-        the weights (the 5.4 candidate), or ``"tail"`` only what the saliency does not pass
-        through (the tail, the morphology heads and the bar's context term), so that the saliency
+        the weights (the first 5.4 candidate, not shipped), or ``"tail"`` (the default, bundle
+        5.4) only what the saliency does not pass through (the tail, the morphology heads and the bar's context term), so that the saliency
         graph stays the trained network's. With ``"tail"``, everything the saliency maps decide
         (the calibrations, the length head and the real fits) is made with the trained network,
         before the fine-tuning, which then changes only the forward graph's morphology and bar
@@ -387,10 +395,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                     calibrate_real(str(b.path), real_root, method=method, threads=threads,
                                    crossfit_dir=crossfit if method == "head" else None)
     if tail_first:  # the saliency path stays the trained network's, and so do its calibrations and head
-        before = load_bundle(b.path).card
+        before = load_bundle(b.path)
+        head = before.head_path.read_bytes() if before.head_path is not None else None
         b = finetune_bundle(b.path, out, [workdir], labels=labels, finetune=finetune, seed=seed, threads=threads,
-                            workers=threads, batch_size=DEFAULTS["batch_size"])
-        card = dict(b.card)
+                            workers=threads, batch_size=DEFAULTS["batch_size"])  # writes the bundle afresh
+        if head is not None:
+            (b.path / "length_head.onnx").write_bytes(head)
+        before, card = before.card, dict(b.card)
         for key in ("calibration", "smoothgrad"):
             if key in before:
                 card[key] = before[key]
@@ -657,10 +668,11 @@ def _parser():
                         "that it has seen every stamp size and format (bundle 5.3) (default %(default)s)")
     p.add_argument("--real-finetune-epochs", type=int, default=DEFAULTS["real_finetune_epochs"], metavar="N",
                    help="with real data, fine-tune the morphology network for N epochs after the training with the real "
-                        "training folds weighted up (the 5.4 candidate: 6; 0: none, as bundle 5.3) (default %(default)s)")
+                        "training folds weighted up (bundle 5.4: 6; 0: none, as bundle 5.3) (default %(default)s)")
     p.add_argument("--real-finetune-part", choices=["all", "tail"], default=DEFAULTS["real_finetune_part"],
-                   help="what that fine-tuning trains: all the weights (the 5.4 candidate), or only the tail, the "
-                        "morphology heads and the context term, leaving the saliency as trained (default %(default)s)")
+                   help="what that fine-tuning trains: all the weights (the first 5.4 candidate), or only the tail, the "
+                        "morphology heads and the context term, leaving the saliency, calibrations and head as trained "
+                        "(bundle 5.4) (default %(default)s)")
     p.add_argument("--networks-from", metavar="BUNDLE",
                    help="take the two networks of this bundle instead of training them (its card's command must name the "
                         "same network settings); redoes only the calibrations, the head and the evaluation")

@@ -859,6 +859,7 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
               length_def="visible", real_dev=str(fake))
     plain = build_default(out=str(tmp_path / "plain"), real_finetune_epochs=0, **kw)
     tail = build_default(out=str(tmp_path / "tail"), real_finetune_epochs=1, real_finetune_part="tail", **kw)
+    plain_calibration = plain.card["calibration"]
 
     def sha(b, name):
         return hashlib.sha256((b.path / name).read_bytes()).hexdigest()
@@ -869,18 +870,26 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     def timeless(d):
         return {k: timeless(v) if isinstance(v, dict) else v for k, v in d.items() if k != "seconds"}
 
-    assert timeless(tail.card["calibration"]) == timeless(plain.card["calibration"])
+    assert timeless(tail.card["calibration"]) == timeless(plain_calibration)
     assert "real" in tail.card["calibration"]["moments"]
     ft = tail.card["training"]["finetune"]
     assert ft["part"] == "tail" and "before this fine-tuning" in ft["saliency_steps"]
     assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
-    # the same from the bundle without the fine-tuning, its networks and calibrations reused: the same bytes
+    # the same from the bundle without the fine-tuning, its networks and calibrations (a length head added) reused:
+    # the same bytes, and the head kept
+    from survey_bars.training.calibrate import calibrate_head
+
+    calibrate_head(str(plain.path), n=20, seed=5150, workdir=str(tmp_path / "head-sims"), epochs=1, threads=1,
+                   holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None)
+    plain = load_bundle(plain.path)
     kw.pop("arch"), kw.pop("length_arch")
+    kw.update(head_n=20, head_stamp_copies=False, head_format_copies=False, head_real_lengths=False)
     again = build_default(out=str(tmp_path / "again"), real_finetune_epochs=1, real_finetune_part="tail",
                           networks_from=str(plain.path), calibrations_from=str(plain.path), **kw)
     for name in ("forward.onnx", "saliency.onnx"):
         assert sha(again, name) == sha(tail, name)
     assert again.card["calibration"] == plain.card["calibration"]
+    assert again.card["files"]["length_head.onnx"] == plain.card["files"]["length_head.onnx"] == sha(again, "length_head.onnx")
     assert again.card["training"]["networks_reused_from"]["how"].endswith("tail then fine-tuned here")
     with pytest.raises(ValueError, match="already fine-tuned"):
         build_default(out=str(tmp_path / "other"), real_finetune_epochs=1, real_finetune_part="tail",
