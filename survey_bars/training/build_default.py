@@ -52,12 +52,11 @@ the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simula
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
 --no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context
 --no-head-stamp-copies --no-head-format-copies``,
-bundle 4.0 this module's defaults with ``--no-bar-context --no-head-stamp-copies
---no-head-real-lengths --no-head-format-copies``, bundle 5.0 with ``--no-head-stamp-copies
---no-head-real-lengths --no-head-format-copies``,
-bundle 5.1 with ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies``, bundle 5.2 with
-``--no-head-format-copies --real-finetune-epochs 0``, bundle 5.3 with ``--real-finetune-epochs 0``.
-The first 5.4 candidate was ``--real-finetune-part all``.
+bundle 5.3 this module's defaults with ``--real-finetune-epochs 0``, and with that, bundle 4.0 with
+``--no-bar-context --no-head-stamp-copies --no-head-real-lengths --no-head-format-copies``, bundle
+5.0 with ``--no-head-stamp-copies --no-head-real-lengths --no-head-format-copies``, bundle 5.1 with
+``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies`` and bundle 5.2 with
+``--no-head-format-copies``. The first 5.4 candidate was ``--real-finetune-part all``.
 
 ``--networks-from BUNDLE`` takes the two networks of a bundle that this command trained with the
 same network settings, and redoes only the steps that follow the training (5 to 8): for a change
