@@ -247,8 +247,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     real_finetune_part : str, optional
         What the fine-tuning trains (:data:`survey_bars.training.train.FINETUNE_PARTS`): ``"all"``
         the weights (the first 5.4 candidate, not shipped), or ``"tail"`` (the default, bundle
-        5.4) only what the saliency does not pass through (the tail, the morphology heads and the bar's context term), so that the saliency
-        graph stays the trained network's. With ``"tail"``, everything the saliency maps decide
+        5.4) only what the saliency does not pass through (the tail, the morphology heads and the
+        bar's context term), so that the saliency graph stays the trained network's. With
+        ``"tail"``, everything the saliency maps decide
         (the calibrations, the length head and the real fits) is made with the trained network,
         before the fine-tuning, which then changes only the forward graph's morphology and bar
         probabilities; the evaluation scores the fine-tuned forward graph.
