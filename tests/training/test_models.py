@@ -832,18 +832,17 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     """With ``real_finetune_part="tail"`` the calibrations and real fits are made before the fine-tuning, which then
     changes only the forward graph: they and the saliency graph are those of the same build without it."""
     import hashlib
-
-    from survey_bars.training.build_default import build_default
-
-    from .test_real_lengths import fake_real_lengths_root
-
-    root, _ = built
     import shutil
 
     import pandas as pd
 
     from survey_bars.training import realdata
+    from survey_bars.training.build_default import build_default
+    from survey_bars.training.calibrate import calibrate_head
 
+    from .test_real_lengths import fake_real_lengths_root
+
+    root, _ = built
     fake = fake_real_lengths_root(tmp_path / "real-dev")
     gz1 = fake / realdata.GZ1_DIR / "images"  # and a few GZ1 galaxies: the GZ2 stamps, classified
     gz1.mkdir(parents=True)
@@ -877,8 +876,6 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
     # the same from the bundle without the fine-tuning, its networks and calibrations (a length head added) reused:
     # the same bytes, and the head kept
-    from survey_bars.training.calibrate import calibrate_head
-
     calibrate_head(str(plain.path), n=20, seed=5150, workdir=str(tmp_path / "head-sims"), epochs=1, threads=1,
                    holdout_frac=0.25, p_bar_min=0.0, log=lambda msg: None)
     plain = load_bundle(plain.path)
