@@ -1,8 +1,8 @@
 """Which real fine-tuning of the morphology network? Scored on real galaxies its training never saw.
 
-The 5.4 candidate fine-tuned the morphology network after its training with the real training
-folds weighted up (:func:`survey_bars.training.train.train`'s ``finetune``, ``build_default
---real-finetune-epochs``). This benchmark chooses how. For a bundle that ``build_default`` trained
+Bundle 5.4 fine-tunes the tail of the morphology network after its training with the real
+training folds weighted up (:func:`survey_bars.training.train.train`'s ``finetune``,
+``build_default --real-finetune-epochs --real-finetune-part``). This benchmark chooses how. For a bundle that ``build_default`` trained
 without the fine-tuning (5.3's networks) and the build's working directory (its
 ``training_labels.csv``), it
 

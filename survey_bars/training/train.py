@@ -287,12 +287,13 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 log=log, what="morphology")
 
 
-#: The fine-tuning stage of :func:`train` (``finetune``) that the 5.4 candidate ran on the real folds:
+#: The fine-tuning stage of :func:`train` (``finetune``) that bundle 5.4 runs on the real folds:
 #: ``epochs`` passes over the focus rows repeated ``repeat`` times plus ``others`` other rows
 #: drawn afresh each epoch, at a peak learning rate ``lr`` (one cycle), from the trained
 #: network with its batch norm folded; the last epoch is kept. ``part`` is what trains: ``all``
-#: the weights (the 5.4 candidate), or ``tail`` only the tail, the morphology heads and the bar's
-#: context term, what the saliency does not pass through (:data:`FINETUNE_PARTS`).
+#: the weights (the first 5.4 candidate, not shipped), or ``tail`` only the tail, the morphology
+#: heads and the bar's context term, what the saliency does not pass through (:data:`FINETUNE_PARTS`;
+#: bundle 5.4, whose ``build_default`` asks for it).
 FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all"}
 
 #: The parameter-name prefixes each fine-tuning ``part`` trains (None: all of them).
@@ -586,7 +587,7 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
         After both networks have trained, fine-tune the morphology network with some rows
         weighted up: ``{"sources": [...], "epochs", "repeat", "others", "lr", "part"}`` (see
         :data:`FINETUNE_DEFAULTS`); ``sources`` are values of the label table's ``source``
-        column (the 5.4 candidate: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
+        column (bundle 5.4: the real galaxies, ``gz1`` and ``gz2``). The temperatures are then
         fitted again, and the card records the stage under ``training.finetune``.
     log : callable, optional
         Progress messages.
