@@ -22,7 +22,14 @@ from an input catalogue), with the default options. Only the held-out test fold 
   against ellipticals), each with a bootstrap interval, and the confusion matrix at 0.5;
 * the two Spitzer IRAC galaxies of ``../shared/data/real``: ``p_bar`` and every length column
   against the published bar sizes (lengths measured with ``--p-bar-min 0``, so that they are
-  given whatever ``p_bar`` is).
+  given whatever ``p_bar`` is);
+* **the FITS path on real galaxies** (``--no-fits`` leaves it out): the same held-out galaxies
+  again as linear single-band FITS files, the r band recovered from each JPEG by undoing its
+  asinh display stretch (:func:`survey_bars.training.realdata.linear_from_display`, Lupton et
+  al. 2004 with Q = 8), with a TAN WCS (0.3"/px at the galaxy's position; the Galaxy Zoo 1
+  images, whose scale is unknown, get a nominal 0.3"/px and only their morphology is scored).
+  What a user's survey FITS cutouts of these galaxies would show, with the JPEG's 8-bit
+  quantisation: the bar AUC, the length figures and the GZ1 AUCs again.
 
 Run::
 
@@ -320,6 +327,53 @@ def subsample(df, max_n, seed=0):
     return df.iloc[idx].reset_index(drop=True)
 
 
+def write_linear_fits(df, out_dir, pixel_scale=None):
+    """Write each JPEG of ``df`` as a linear r-band FITS file (see the module docstring); the table of the copies.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows of :func:`survey_bars.training.realdata.load_gz2_bars` or ``load_gz1_morphology``.
+    out_dir : pathlib.Path
+        Receives ``<stem>.fits`` per row.
+    pixel_scale : float, optional
+        The WCS scale (arcsec/px) for rows without a ``pixel_scale`` column (the GZ1 images: a
+        nominal scale, so that the files read; their lengths are not scored).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``df`` with ``file`` pointing at the FITS copies.
+    """
+    from astropy.io import fits as afits
+    from astropy.wcs import WCS
+    from PIL import Image
+
+    from survey_bars.training.realdata import LUPTON_Q, linear_from_display
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for _, r in df.iterrows():
+        with Image.open(r["file"]) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        data = linear_from_display(rgb, LUPTON_Q, "r")[::-1].astype(np.float32)  # FITS: row 0 at the bottom
+        scale = float(r["pixel_scale"]) if "pixel_scale" in r and np.isfinite(r["pixel_scale"]) else float(pixel_scale)
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [float(r["ra"]) if "ra" in r and np.isfinite(r["ra"]) else 180.0,
+                       float(r["dec"]) if "dec" in r and np.isfinite(r["dec"]) else 0.0]
+        w.wcs.crpix = [(data.shape[1] + 1) / 2.0, (data.shape[0] + 1) / 2.0]
+        w.wcs.cdelt = [-scale / 3600.0, scale / 3600.0]
+        hdr = w.to_header()
+        hdr["BUNIT"] = ("arbitrary", "linear flux, up to a scale: the JPEG's asinh stretch undone")
+        path = out_dir / (Path(r["file"]).stem + ".fits")
+        afits.PrimaryHDU(data, header=hdr).writeto(path, overwrite=True)
+        files.append(str(path))
+    out = df.copy()
+    out["file"] = files
+    return out
+
+
 def run_process(client, out, options, catalogue=None, inputs=()):
     """``survey_bars.cluster.process`` on the given client; the catalogue as a DataFrame, keyed by file name."""
     from survey_bars.cluster import process
@@ -572,7 +626,7 @@ def _overall_table(lengths):
     return table(head, rows)
 
 
-def markdown(info, gz2, gz1, spitzer, fig_link):
+def markdown(info, gz2, gz1, spitzer, fig_link, fits_res=None):
     md = [
         (f"Real galaxies that the scored bundle never trained on: fold(s) {info['folds_text']} of 5 of `../shared/data/real-dev`, "
          f"split by sha256 of the SDSS objid, else the file name (`{info['split_id']}`, `survey_bars.training.realdata`; folds 0-3 are for "
@@ -642,8 +696,37 @@ def markdown(info, gz2, gz1, spitzer, fig_link):
                        _fmt(r["bar_length_bhambra2022_arcsec"], 1), _fmt(r["bar_length_direct_arcsec"], 1),
                        " / ".join(_fmt(r[f"{n}_ratio"], 2) for n, _, _ in LENGTH_METHODS), r["reference"],
                        ", ".join(r["quality_flags"]) or "-"] for r in spitzer])]
+    if fits_res:
+        md += ["", fits_markdown(gz2, gz1, fits_res)]
     md += ["", f"Figure: {fig_link}. Wall time {info['seconds']:.0f} s ({info['process_seconds']:.0f} s in `process`)."]
     return "\n".join(md)
+
+
+def fits_markdown(gz2, gz1, fits_res):
+    """The FITS-path section: the same galaxies as JPEGs and as linear r-band FITS, side by side."""
+    f2, f1 = fits_res.get("gz2"), fits_res.get("gz1")
+    rows = []
+    if gz2 and f2:
+        rows.append(["GZ2 bar AUC", _ci(gz2["bar_auc"]), _ci(f2["bar_auc"])])
+        for name, _, _ in LENGTH_METHODS:
+            a, b = gz2["lengths"][name]["overall"], f2["lengths"][name]["overall"]
+            rows.append([f"Hoyle <= {MAX_HOYLE_ARCSEC:g}\": {name}: measured, r, median rel. err, ratio",
+                         f"{a['n_measured']}/{a['n']}, {_fmt(a['pearson_r'], 2)}, {_fmt(a['median_rel_err'], 2)}, {_fmt(a['median_ratio'], 2)}",
+                         f"{b['n_measured']}/{b['n']}, {_fmt(b['pearson_r'], 2)}, {_fmt(b['median_rel_err'], 2)}, {_fmt(b['median_ratio'], 2)}"])
+        if "coverage" in f2["lengths"]["default"]:
+            rows.append(["default: within 1 / 2 sigma",
+                         f"{_fmt(gz2['lengths']['default']['coverage']['within_1sigma'], 2)} / {_fmt(gz2['lengths']['default']['coverage']['within_2sigma'], 2)}",
+                         f"{_fmt(f2['lengths']['default']['coverage']['within_1sigma'], 2)} / {_fmt(f2['lengths']['default']['coverage']['within_2sigma'], 2)}"])
+    if gz1 and f1:
+        for k in ("p_smooth", "p_edge_on", "p_spiral"):
+            rows.append([f"GZ1 `{k}` AUC", _ci(gz1[k]), _ci(f1[k])])
+    return "\n".join([
+        ("**The FITS path on the same held-out galaxies.** Each JPEG again as a linear single-band FITS file: the r band (the "
+         "green channel) with the asinh display stretch undone (Lupton et al. 2004, Q = 8; "
+         "`survey_bars.training.realdata.linear_from_display`), a TAN WCS at 0.3\"/px (the GZ1 images a nominal one), "
+         "through `survey-bars process` like the JPEGs. It is what a survey's FITS cutout of the galaxy shows, up to the "
+         "JPEG's 8-bit quantisation and clipped cores:"), "",
+        table(["", "colour JPEG", "linear r-band FITS"], rows)])
 
 
 def main(argv=None):
@@ -658,6 +741,8 @@ def main(argv=None):
     ap.add_argument("--root", default=None, help="the real-dev directory (default: $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev)")
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     ap.add_argument("--workdir", default=None, help=f"work files (default {WORK})")
+    ap.add_argument("--fits", action=argparse.BooleanOptionalAction, default=True,
+                    help="also score the same galaxies as linear r-band FITS files (default: yes)")
     args = ap.parse_args(argv)
 
     from survey_bars.cluster import local_cluster
@@ -716,6 +801,15 @@ def main(argv=None):
             t_proc += time.time() - t
             summaries["gz2_hoyle_p_bar_min_0"] = dict(summary)
             joined["gz2_hoyle_pbar0"] = join(hoyle_df, cat)
+        fits_joined = {}
+        for key, df in sets.items() if args.fits else ():
+            fdf = write_linear_fits(df, work / f"{key}-fits", pixel_scale=0.3)
+            cat_csv = realdata.write_input_catalogue(fdf, work / f"{key}-fits-input.csv")
+            t = time.time()
+            cat, summary = run_process(client, work / f"{key}-fits.parquet", options, catalogue=cat_csv)
+            t_proc += time.time() - t
+            summaries[f"{key}_fits"] = dict(summary)
+            fits_joined[key] = join(fdf, cat)
         spitzer_cat = None
         if spitzer_files:
             t = time.time()
@@ -732,6 +826,11 @@ def main(argv=None):
         gz2["lengths_p_bar_min_0"] = length_scores(joined["gz2_hoyle_pbar0"])
     gz1 = gz1_scores(joined["gz1"]) if "gz1" in joined else None
     spitzer = spitzer_rows(spitzer_cat) if spitzer_cat is not None else []
+    fits_res = {}
+    if "gz2" in fits_joined:
+        fits_res["gz2"] = gz2_scores(fits_joined["gz2"])
+    if "gz1" in fits_joined:
+        fits_res["gz1"] = gz1_scores(fits_joined["gz1"])
 
     figpath = Path(args.out_json).with_suffix(".png") if args.out_json else ROOT / "docs" / "real_lengths.png"
     if gz2:
@@ -742,9 +841,10 @@ def main(argv=None):
             "bundle_note": note, "held_out": held_out and all(f not in realdata.TRAIN_FOLDS for f in folds),
             "bundle": {"name": bundle.name, "version": bundle.version, "path": str(bundle.path)}, "method": method, "samples": samples,
             "max_n": args.max_n, "seconds": time.time() - t0, "process_seconds": t_proc, "summaries": summaries}
-    md = markdown(info, gz2, gz1, spitzer, fig_link)
+    md = markdown(info, gz2, gz1, spitzer, fig_link, fits_res)
     command = "python -m benchmarks.real" + ("" if not (argv if argv is not None else sys.argv[1:]) else " " + " ".join(argv if argv is not None else sys.argv[1:]))
-    save("real", {**info, "sdss_gz2_bars": gz2, "sdss_gz1_morphology": gz1, "spitzer": spitzer}, md, command, json_path=args.out_json)
+    save("real", {**info, "sdss_gz2_bars": gz2, "sdss_gz1_morphology": gz1, "spitzer": spitzer,
+                   "linear_fits": fits_res or None}, md, command, json_path=args.out_json)
     return 0
 
 

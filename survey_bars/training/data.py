@@ -24,7 +24,7 @@ from .. import normalise as normalise_module
 from ..io import CutoutError, cutout, fits, image, read_cutout, readers
 from ..normalise import NormaliseConfig, normalise
 
-__all__ = ["CLASS_MAP", "cache_dir", "load_labels", "preprocess", "log"]
+__all__ = ["CLASS_MAP", "cache_dir", "linear_copy_settings", "linear_frames", "load_labels", "preprocess", "log"]
 
 #: Accepted spellings of the morphology class -> index in the 3-way softmax.
 CLASS_MAP = {
@@ -313,3 +313,98 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=l
         except OSError as exc:
             log(f"the preprocessed frames were not cached ({exc}); set SURVEY_BARS_CACHE_DIR to a writable directory")
     return res
+
+
+def linear_copy_settings(seed, i, c, q_range=None, bands=None):
+    """The stretch softening ``Q`` and the band of linear copy ``c`` of the ``i``-th image: ``(q, band)``.
+
+    Drawn from ``numpy.random.default_rng([seed, i, c])``: ``Q`` uniform in ``q_range`` (default
+    :data:`survey_bars.training.realdata.LINEAR_Q_RANGE`), the band among ``bands`` (default all
+    of :data:`survey_bars.training.realdata.LINEAR_BANDS`).
+    """
+    from .realdata import LINEAR_BANDS, LINEAR_Q_RANGE
+
+    q_range = q_range or LINEAR_Q_RANGE
+    bands = sorted(bands or LINEAR_BANDS)
+    rng = np.random.default_rng([seed, i, c])
+    q = float(rng.uniform(*q_range))
+    return q, bands[int(rng.integers(len(bands)))]
+
+
+def _linear_one(args):
+    from .realdata import linear_from_display
+
+    path, i, copies, seed, q_range, bands, cfg_dict = args
+    cfg = NormaliseConfig.from_dict(cfg_dict)
+    out = []
+    try:
+        cut = read_cutout(path)
+        if cut.colour is None:
+            return None
+        for c in range(copies):
+            q, band = linear_copy_settings(seed, i, c, q_range, bands)
+            out.append(normalise(linear_from_display(cut.colour, q, band), cfg).image)
+    except (CutoutError, ValueError):
+        return None
+    return np.stack(out)
+
+
+def linear_frames(paths, config=None, *, copies=1, seed=0, q_range=None, bands=None, workers=1):
+    """Model frames of linear copies of colour display cutouts (real survey JPEGs).
+
+    Each colour cutout is turned back into the linear flux of one band by undoing the display
+    stretch (:func:`survey_bars.training.realdata.linear_from_display`), with the stretch's
+    softening ``Q`` drawn uniformly from ``q_range`` and the band (``g``, ``r``, ``i`` or their
+    mean) drawn at random, and normalised as a FITS image of that band would be. Training on
+    them as well as on the JPEGs teaches the networks the real galaxies in both of the forms
+    users give them: display JPEGs, and linear FITS.
+
+    Parameters
+    ----------
+    paths : list of str
+        Colour JPEG or PNG cutouts.
+    config : NormaliseConfig, optional
+        Preprocessing (default ``NormaliseConfig()``; use the bundle's).
+    copies : int, optional
+        Linear copies per cutout, each with its own ``Q`` and band.
+    seed : int, optional
+        Copy ``c`` of the ``i``-th path takes :func:`linear_copy_settings` ``(seed, i, c)``.
+    q_range : tuple of float, optional
+        The range of ``Q`` (default :data:`survey_bars.training.realdata.LINEAR_Q_RANGE`).
+    bands : sequence of str, optional
+        The bands to draw from (default all of
+        :data:`survey_bars.training.realdata.LINEAR_BANDS`; ``("r",)``: the r band only).
+    workers : int, optional
+        Processes of the pool.
+
+    Returns
+    -------
+    tuple
+        ``(images, ok)``: float32 frames ``(n_ok * copies, S, S)``, copy-major per path
+        (``images[j * copies + c]`` is copy ``c`` of the ``j``-th usable path), and a boolean
+        array over ``paths``, False where a cutout is unreadable or has no colour.
+    """
+    from .realdata import LINEAR_Q_RANGE
+
+    cfg = config or NormaliseConfig()
+    q_range = tuple(float(q) for q in (q_range or LINEAR_Q_RANGE))
+    if copies < 1 or len(q_range) != 2 or not 0 < q_range[0] <= q_range[1]:
+        msg = f"linear_frames() needs copies >= 1 and 0 < q_min <= q_max; got copies={copies}, q_range={q_range}."
+        raise ValueError(msg)
+    from .realdata import LINEAR_BANDS
+
+    bands = tuple(bands) if bands else None
+    if bands is not None and not set(bands) <= set(LINEAR_BANDS):
+        msg = f"linear_frames() bands must be among {sorted(LINEAR_BANDS)}; got {list(bands)}."
+        raise ValueError(msg)
+    jobs = [(str(p), i, int(copies), int(seed), q_range, bands, cfg.to_dict()) for i, p in enumerate(paths)]
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            results = pool.map(_linear_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
+    else:
+        results = [_linear_one(j) for j in jobs]
+    ok = np.array([r is not None for r in results], dtype=bool)
+    if not ok.any():
+        return np.zeros((0, cfg.size, cfg.size), np.float32), ok
+    return np.concatenate([r for r in results if r is not None]).astype(np.float32), ok

@@ -56,6 +56,9 @@ __all__ = [
     "default_root",
     "default_spitzer_root",
     "fold_of",
+    "linear_from_display",
+    "LINEAR_BANDS",
+    "LUPTON_Q",
     "load_gz1_morphology",
     "load_gz2_bars",
     "select_folds",
@@ -118,6 +121,67 @@ SPITZER_REFERENCES = {
 }
 
 _REPO = Path(__file__).resolve().parents[2]
+
+#: softening of the asinh stretch assumed when a cutout-service JPEG is turned back into linear
+#: flux (Lupton et al. 2004 recommend Q = 8); training draws it from :data:`LINEAR_Q_RANGE`
+LUPTON_Q = 8.0
+#: the range of Q that the training's linear copies draw from (:func:`linear_from_display`)
+LINEAR_Q_RANGE = (4.0, 14.0)
+#: the bands a linear copy can take: SDSS composites put i in red, r in green and g in blue;
+#: ``gri`` is the stretch's own intensity, the mean of the three
+LINEAR_BANDS = {"i": 0, "r": 1, "g": 2, "gri": None}
+
+
+def linear_from_display(colour, q=LUPTON_Q, band="r"):
+    """Undo a cutout service's asinh colour stretch: the linear flux of one band, up to a scale.
+
+    SDSS SkyServer (and the Legacy Survey viewer) draw colour JPEGs with the stretch of Lupton
+    et al. (2004): each channel is ``x_k * asinh(Q I) / (Q I)`` with ``I`` the mean of the
+    three bands, so the mean of the channels is ``asinh(Q I) / Q`` and
+    ``I = sinh(Q m) / Q``. Each band is its channel times ``I / m``. The flux comes back up to
+    an overall scale (which :func:`survey_bars.normalise.normalise` removes), as a survey's
+    FITS image of that band would give it, with the JPEG's 8-bit quantisation and its clipped
+    cores. It lets the real labelled JPEGs stand for the FITS images that users also process.
+
+    Parameters
+    ----------
+    colour : array_like
+        ``(ny, nx, 3)`` RGB pixels, 0-255 (uint8 or float), in any orientation (it is kept).
+    q : float, optional
+        The stretch's softening ``Q`` (default :data:`LUPTON_Q`).
+    band : {"r", "g", "i", "gri"}, optional
+        The band to return: a channel (SDSS: red = i, green = r, blue = g), or ``gri``, the
+        mean of the three.
+
+    Returns
+    -------
+    ndarray
+        ``(ny, nx)`` float64 linear flux, 0 where the pixel is black.
+
+    Raises
+    ------
+    ValueError
+        If ``colour`` is not an ``(ny, nx, 3)`` array, ``q`` is not positive or ``band`` unknown.
+    """
+    rgb = np.asarray(colour, dtype=np.float64)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        msg = f"linear_from_display() needs (ny, nx, 3) RGB pixels; got an array of shape {rgb.shape}."
+        raise ValueError(msg)
+    if not (np.isfinite(q) and q > 0):
+        msg = f"The stretch's softening q must be a positive number; got {q!r}."
+        raise ValueError(msg)
+    if band not in LINEAR_BANDS:
+        msg = f"band must be one of {sorted(LINEAR_BANDS)}; got {band!r}."
+        raise ValueError(msg)
+    rgb = rgb / 255.0
+    m = rgb.mean(axis=2)
+    intensity = np.sinh(q * m) / q
+    k = LINEAR_BANDS[band]
+    if k is None:
+        return intensity
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where(m > 0, intensity / np.where(m > 0, m, 1.0), 1.0)
+    return rgb[..., k] * gain
 
 
 def fold_of(key, n_folds=N_FOLDS):

@@ -333,3 +333,54 @@ def test_gz2_scores_and_figure_on_a_synthetic_catalogue(tmp_path):
     path = tmp_path / "fig.png"
     bench.scatter_figure(d, r, path, d_all=d)
     assert path.stat().st_size > 10_000
+
+
+def test_linear_from_display_undoes_the_lupton_stretch():
+    """The channels of a Lupton et al. (2004) composite give back each band's flux and their mean."""
+    rng = np.random.default_rng(3)
+    flux = rng.uniform(0.0, 20.0, (6, 7, 3))
+    q = 8.0
+    intensity = flux.mean(axis=2)
+    colour = 255.0 * flux * (np.arcsinh(q * intensity) / (q * intensity))[..., None]
+    np.testing.assert_allclose(realdata.linear_from_display(colour, q, "gri"), intensity, rtol=1e-10)
+    for band, k in (("i", 0), ("r", 1), ("g", 2)):
+        np.testing.assert_allclose(realdata.linear_from_display(colour, q, band), flux[..., k], rtol=1e-10)
+    # a black pixel stays black; the faint end is nearly linear in the JPEG value
+    assert realdata.linear_from_display(np.zeros((2, 2, 3)), q, "r").max() == 0.0
+    faint = realdata.linear_from_display(np.full((1, 1, 3), 3.0), q, "r")[0, 0]
+    assert faint == pytest.approx(3.0 / 255.0, rel=0.01)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(colour=np.zeros((4, 4))), "needs \\(ny, nx, 3\\) RGB"),
+    (dict(colour=np.zeros((4, 4, 3)), q=0.0), "positive number"),
+    (dict(colour=np.zeros((4, 4, 3)), band="z"), "band must be one of"),
+])
+def test_linear_from_display_says_what_is_wrong(kw, match):
+    with pytest.raises(ValueError, match=match):
+        realdata.linear_from_display(**kw)
+
+
+def test_linear_frames_are_reproducible_and_skip_greyscale(tmp_path):
+    """linear_frames: copies per colour image, the same for the same seed, none for a greyscale image."""
+    from PIL import Image
+
+    from survey_bars.training.data import linear_frames
+
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    gal = 200.0 * np.exp(-np.hypot(xx / 6.0, yy / 3.0)) + 3.0
+    rgb = np.clip(np.dstack([gal * 0.9, gal, gal * 1.1]), 0, 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(rgb[..., 1]).save(tmp_path / "g.png")
+    paths = [str(tmp_path / "c.png"), str(tmp_path / "g.png"), str(tmp_path / "c.png")]
+    a, ok = linear_frames(paths, copies=2, seed=5)
+    b, _ = linear_frames(paths, copies=2, seed=5)
+    assert ok.tolist() == [True, False, True] and a.shape == (4, 64, 64) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])  # two copies, two stretches
+    r, _ = linear_frames(paths[:1], copies=1, q_range=(8.0, 8.0), bands=("r",))
+    assert r.shape == (1, 64, 64) and np.isfinite(r).all()
+    with pytest.raises(ValueError, match="bands must be among"):
+        linear_frames(paths[:1], bands=("u",))
+    with pytest.raises(ValueError, match="copies >= 1"):
+        linear_frames(paths[:1], copies=0)
