@@ -79,17 +79,40 @@ def scores(net, data, idx, sources=REAL_SOURCES):
 
 
 def parse_variant(text):
-    """``"repeat,others,epochs,lr[,part]"`` -> the ``finetune`` dict of :func:`survey_bars.training.train.train`."""
+    """``"repeat,others,epochs,lr[,part[,linear_copies]]"`` -> the ``finetune`` dict of :func:`survey_bars.training.train.train`."""
     try:
         words = text.split(",")
-        if len(words) not in (4, 5) or (len(words) == 5 and words[4] not in ("all", "tail")):
+        if len(words) not in (4, 5, 6) or (len(words) >= 5 and words[4] not in ("all", "tail")):
             raise ValueError
         repeat, others, epochs, lr = words[:4]
+        linear = int(words[5]) if len(words) == 6 else 0
+        if linear < 0:
+            raise ValueError
         return {"repeat": int(repeat), "others": int(others), "epochs": int(epochs), "lr": float(lr),
-                "part": words[4] if len(words) == 5 else "all"}
+                "part": words[4] if len(words) >= 5 else "all", "linear_copies": linear}
     except ValueError:
-        msg = f"A variant is repeat,others,epochs,lr[,all|tail] (e.g. 2,10000,4,5e-4); got {text!r}."
+        msg = (f"A variant is repeat,others,epochs,lr[,all|tail[,linear_copies]] (e.g. 2,10000,4,5e-4 or "
+               f"4,20000,6,1e-3,tail,2); got {text!r}.")
         raise ValueError(msg) from None
+
+
+def linear_view(data, idx, cfg, *, workers=1, sources=REAL_SOURCES):
+    """``data`` with the real colour frames among the rows ``idx`` replaced by their linear r-band copies.
+
+    The display stretch is undone with Q = :data:`survey_bars.training.realdata.LUPTON_Q`
+    (:func:`survey_bars.training.data.linear_frames`): the same galaxies as a survey's linear FITS
+    image of the r band would show them. Returns ``(data, n)``, ``n`` the rows replaced.
+    """
+    from survey_bars.training.data import linear_frames
+    from survey_bars.training.realdata import LUPTON_Q
+
+    src = data["table"]["source"].values[data["keep"]]
+    rows = np.asarray(idx)[np.isin(src[idx], list(sources))]
+    paths = data["table"]["path"].values[data["keep"]][rows]
+    frames, ok = linear_frames(list(paths), cfg, copies=1, q_range=(LUPTON_Q, LUPTON_Q), bands=("r",), workers=workers)
+    images = data["images"].copy()
+    images[rows[ok]] = frames
+    return {**data, "images": images}, int(ok.sum())
 
 
 def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=128, sources=REAL_SOURCES, log=None):
@@ -121,7 +144,7 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
 
     from survey_bars.inference.bundle import load_bundle
     from survey_bars.training.export import torch_from_bundle
-    from survey_bars.training.train import _finetune_morph, bundle_training_data
+    from survey_bars.training.train import _finetune_morph, _linear_extra, bundle_training_data
 
     log = log or (lambda m: print(m, file=sys.stderr))
     torch.set_num_threads(int(threads))
@@ -133,17 +156,31 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
     out = {"split": {"seed": seed, "train": int(len(tr)), "validation": int(len(va)), "test": int(len(te)),
                      "real_train": int(focus[tr].sum())},
            "real_dev_folds": "0-3 (the bundle's real training folds; fold 4 is never read)"}
+    from survey_bars.normalise import NormaliseConfig
+
+    lin, n_lin = linear_view(data, np.concatenate([va, te]), NormaliseConfig.from_dict(bundle.card["preprocessing"]),
+                             workers=threads, sources=sources)
+    out["linear_rows"] = n_lin
+
+    def all_scores(net):
+        return {"validation": scores(net, data, va, sources), "test": scores(net, data, te, sources),
+                "validation_linear": scores(net, lin, va, sources), "test_linear": scores(net, lin, te, sources)}
+
     base = torch_from_bundle(bundle)[0]
-    out["base"] = {"validation": scores(base, data, va, sources), "test": scores(base, data, te, sources)}
+    out["base"] = all_scores(base)
     log(f"base: {out['base']}")
     out["variants"] = []
     for v in variants:
         t0 = time.time()
+        extra = None
+        if v.get("linear_copies"):
+            extra = _linear_extra(data, tr[focus[tr]], int(v["linear_copies"]), seed=seed,
+                                  cfg=NormaliseConfig.from_dict(bundle.card["preprocessing"]), workers=threads, log=log)[0]
         net = _finetune_morph(torch_from_bundle(bundle)[0], data["images"], data["labels"], tr, va, focus,
                               epochs=v["epochs"], repeat=v["repeat"], others=v["others"], lr=v["lr"],
-                              batch_size=batch_size, seed=seed, log=log, geometry=data["geometry"], part=v["part"])
-        res = {**v, "seconds": round(time.time() - t0, 1), "validation": scores(net, data, va, sources),
-               "test": scores(net, data, te, sources)}
+                              batch_size=batch_size, seed=seed, log=log, geometry=data["geometry"], part=v["part"],
+                              extra=extra)
+        res = {**v, "seconds": round(time.time() - t0, 1), **all_scores(net)}
         log(f"variant {v}: {res}")
         out["variants"].append(res)
     return out
@@ -163,8 +200,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a bundle trained by build_default without the real fine-tuning")
     p.add_argument("--workdir", required=True, help="the build's working directory (its training_labels.csv)")
-    p.add_argument("--variant", action="append", default=[], metavar="REPEAT,OTHERS,EPOCHS,LR[,PART]",
-                   help="a fine-tuning to score (repeatable; e.g. 2,10000,4,5e-4)")
+    p.add_argument("--variant", action="append", default=[], metavar="REPEAT,OTHERS,EPOCHS,LR[,PART[,LINEAR]]",
+                   help="a fine-tuning to score (repeatable; e.g. 2,10000,4,5e-4, or 4,20000,6,1e-3,tail,2 with 2 linear copies)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")

@@ -136,6 +136,10 @@ DEFAULTS = {
     # length head stay the trained network's (bundle 5.4). "all" (the first 5.4 candidate) raised
     # the real AUCs more but changed the maps and lowered the head's real length r (RESULTS.md)
     "real_finetune_part": "tail",
+    # each real training JPEG is also learned as this many linear single-band FITS copies (its display
+    # stretch undone, realdata.linear_from_display), by that fine-tuning and by the length head's real
+    # fine-tuning, so that real FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
+    "real_linear_copies": 0,
 }
 
 
@@ -148,7 +152,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
                   head_format_copies=DEFAULTS["head_format_copies"], networks_from=None,
                   real_finetune_epochs=DEFAULTS["real_finetune_epochs"], real_finetune_part=DEFAULTS["real_finetune_part"],
-                  calibrations_from=None):
+                  calibrations_from=None, real_linear_copies=DEFAULTS["real_linear_copies"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -262,6 +266,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         the head's half hour, e.g. ``--networks-from B --calibrations-from B
         --real-finetune-epochs 6 --real-finetune-part tail``. Recorded as
         ``training["calibrations_reused_from"]``.
+    real_linear_copies : int, optional
+        With real data: each real training JPEG is also learned as this many linear single-band
+        FITS copies, its display stretch undone (:func:`survey_bars.training.realdata.linear_from_display`),
+        by the morphology network's fine-tuning (``finetune["linear_copies"]``) and by the length
+        head's real fine-tuning (``calibrate_head(real_linear_copies=...)``), so that the real
+        galaxies are learned in both forms users give them (0, the default: the JPEGs alone, as
+        bundle 5.4).
 
     Returns
     -------
@@ -275,6 +286,9 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
 
     if length_def not in LENGTH_DEFINITIONS:
         msg = f"length_def must be one of {sorted(LENGTH_DEFINITIONS)}; got {length_def!r}."
+        raise ValueError(msg)
+    if int(real_linear_copies) < 0:
+        msg = f"real_linear_copies takes 0 or more copies; got {real_linear_copies!r}."
         raise ValueError(msg)
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
     out = out or str(DEFAULT_BUNDLE)
@@ -308,6 +322,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (f" --real-finetune-epochs {real_finetune_epochs}" if finetune_on else "")
                           + (f" --real-finetune-part {real_finetune_part}"
                              if finetune_on and real_finetune_part != DEFAULTS["real_finetune_part"] else "")
+                          + (f" --real-linear-copies {real_linear_copies}" if real_dev is not None else "")
                           + (f" --networks-from {networks_from}" if networks_from else "")
                           + (f" --calibrations-from {calibrations_from}" if calibrations_from else ""))
     if arch is None and not bar_context:
@@ -323,7 +338,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     tail_first = finetune_on and real_finetune_part == "tail"  # the saliency's steps before the fine-tuning
     if finetune_on:
         finetune = {**FINETUNE_DEFAULTS, "epochs": int(real_finetune_epochs), "part": real_finetune_part,
-                    "sources": ["gz1", "gz2"]}
+                    "sources": ["gz1", "gz2"], "linear_copies": int(real_linear_copies)}
     if networks_from:
         if arch is not None or length_arch is not None:
             msg = "networks_from reuses trained networks; it cannot be combined with another architecture (arch, length_arch)."
@@ -372,7 +387,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             "calibrate_n": int(calibrate_n), "head_n": int(head_n),
             "head_stamp_copies": bool(head_n and head_stamp_copies), "head_format_copies": bool(head_n and head_format_copies),
             "head_real_lengths": bool(head_n and head_real_lengths and real_root), "head_crossfit": bool(crossfit),
-            "real_fit": bool(real_root and (calibrate_n or head_n))})
+            "real_fit": bool(real_root and (calibrate_n or head_n)),
+            "head_real_linear_copies": int(real_linear_copies) if head_n and head_real_lengths and real_root else 0})
     else:
         if calibrate_n:
 
@@ -384,7 +400,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             calibrate_head(str(b.path), n=head_n, seed=DEFAULTS["head_seed"], epochs=DEFAULTS["head_epochs"],
                            workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
                            threads=threads, stamp_copies=head_stamp_copies, format_copies=head_format_copies,
-                           real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit)
+                           real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit,
+                           real_linear_copies=int(real_linear_copies))
             # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
             calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                                   workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
@@ -492,8 +509,10 @@ def _finetune_spec(ft):
     """What decides a fine-tuning (a ``finetune`` argument or a card's ``training.finetune``), or None."""
     if not ft:
         return None
+    linear = ft.get("linear_copies") or 0  # the argument's count, or the card's record of the copies
     return (sorted(ft["sources"]), int(ft["epochs"]), int(ft["repeat"]), int(ft["others"]),
-            float(ft.get("learning_rate", ft.get("lr"))), ft.get("part", "all"))
+            float(ft.get("learning_rate", ft.get("lr"))), ft.get("part", "all"),
+            int(linear["copies"] if isinstance(linear, dict) else linear))
 
 
 def _calibration_spec(card):
@@ -504,7 +523,8 @@ def _calibration_spec(card):
     return {"calibrate_n": int(m.get("n_simulated", 0)), "head_n": int(h.get("n_simulated", 0)),
             "head_stamp_copies": bool(h.get("stamp_copies")), "head_format_copies": bool(h.get("format_copies")),
             "head_real_lengths": bool(rt), "head_crossfit": "cross_fitted" in rt,
-            "real_fit": any("real" in c for c in (m, h))}
+            "real_fit": any("real" in c for c in (m, h)),
+            "head_real_linear_copies": int((rt.get("linear_copies") or {}).get("copies", 0))}
 
 
 def _reuse_calibrations(src, dst, expect):
@@ -617,7 +637,7 @@ def main(argv=None):
                       head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
                       head_format_copies=a.head_format_copies, networks_from=a.networks_from,
                       real_finetune_epochs=a.real_finetune_epochs, real_finetune_part=a.real_finetune_part,
-                      calibrations_from=a.calibrations_from)
+                      calibrations_from=a.calibrations_from, real_linear_copies=a.real_linear_copies)
     print(f"wrote {b.path}")
     return 0
 
@@ -680,6 +700,10 @@ def _parser():
                    help="take the calibrations, the length head and the real fits of this bundle instead of making them "
                         "(made with these networks, before any tail fine-tuning, and by these settings); with "
                         "--networks-from, redoes only the fine-tuning and the evaluation")
+    p.add_argument("--real-linear-copies", type=int, default=DEFAULTS["real_linear_copies"], metavar="N",
+                   help="with real data, also learn each real training JPEG as N linear single-band FITS copies (its "
+                        "display stretch undone), in the fine-tuning and the length head's real fine-tuning (0: the "
+                        "JPEGs alone, as bundle 5.4) (default %(default)s)")
     return p
 
 

@@ -337,7 +337,7 @@ def _reuse_simulation(workdir, n, seed):
 def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=None, workers=1, epochs=30, threads=2,
                    holdout_frac=0.1, p_bar_min=0.5, log=None, stamp_copies=False, real_root=None, real_folds=None,
                    real_epochs=REAL_HEAD["epochs"], real_lr=REAL_HEAD["lr"], real_sims=REAL_HEAD["sims"],
-                   crossfit_dir=None, format_copies=False):
+                   crossfit_dir=None, format_copies=False, real_linear_copies=0):
     """Train the learned length head on fresh simulations and add it to a bundle.
 
     Simulates ``n`` barred galaxies (a seed never used in training), makes their SmoothGrad
@@ -406,6 +406,10 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
         head that never saw them, so the real scale and uncertainty are fitted on every fold the
         shipped head learned from, without fitting on what it learned. They are not part of the
         bundle.
+    real_linear_copies : int, optional
+        With ``real_root``: each real bar is also learned as this many linear single-band FITS
+        copies of its JPEG (:func:`real_length_maps`), so that the head reads the real bars of
+        FITS images too (bundle 5.5: 2). 0 (the default): the JPEGs alone.
 
     Returns
     -------
@@ -452,7 +456,8 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
             if real_root is not None:
                 real_rec, head, oof_heads = _fine_tune_real(head, rt, real_root, real_folds, maps[fit], true[fit],
                                                             epochs=real_epochs, lr=real_lr, n_sims=real_sims, seed=seed,
-                                                            threads=threads, log=log, crossfit=crossfit_dir is not None)
+                                                            threads=threads, log=log, crossfit=crossfit_dir is not None,
+                                                            linear_copies=real_linear_copies)
             t_train, t_err = time.time() - t1, 0.0
             path = os.path.join(bundle.path, "length_head.onnx")
             export_err = export_head(head, path, size=maps.shape[-1], check_maps=maps[out[:64]] if len(out) else None)
@@ -494,10 +499,12 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
 
 
 def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs, lr, n_sims, seed, threads, log,
-                    crossfit=False):
+                    crossfit=False, linear_copies=0):
     """Fine-tune a head trained on simulations on the real volunteer lengths: (record, head, out-of-fold heads).
 
     With ``crossfit``, also one head per fold k fine-tuned without fold k's bars (``{k: head}``).
+    With ``linear_copies``, each real bar's linear FITS copies are learned beside its JPEG
+    (:func:`real_length_maps`); an out-of-fold head leaves out a fold's copies with it.
     """
     from . import realdata
     from .head import fine_tune_head, fine_tune_out_of_fold
@@ -506,7 +513,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     if folds is None:  # cross-fitted, the head may learn every training fold
         folds = realdata.TRAIN_FOLDS if crossfit else realdata.LENGTH_TRAIN_FOLDS
     folds = tuple(int(f) for f in folds)
-    maps, lengths, ids = real_length_maps(runtime, root, folds, threads=threads)
+    maps, lengths, ids = real_length_maps(runtime, root, folds, threads=threads, linear_copies=linear_copies, seed=seed)
     if len(maps) < 20:
         msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
                "length head on. Check the real-dev directory, or leave the real lengths out.")
@@ -514,11 +521,17 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     kw = {"epochs": epochs, "lr": lr, "n_sims": n_sims, "batch_size": REAL_HEAD["batch_size"], "seed": seed,
           "threads": threads}
     tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, log=log, **kw)
+    n_bars = len(set(ids))
     rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
-           "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": len(maps), **info,
+           "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": n_bars, **info,
            "epochs": int(epochs), "lr": float(lr), "batch_size": REAL_HEAD["batch_size"]}
+    if linear_copies:
+        rec["linear_copies"] = {"copies": int(linear_copies), "n_maps": len(maps) - n_bars, "seed": int(seed),
+                                "how": ("each bar's JPEG also as linear single-band FITS copies "
+                                        "(survey_bars.training.realdata.linear_from_display; Q and band from "
+                                        "survey_bars.training.data.linear_copy_settings)")}
     if log is not None:
-        log(f"length head: fine-tuned on {len(maps)} real bars (folds {list(folds)}) and {info['n_simulated_maps']} "
+        log(f"length head: fine-tuned on {len(maps)} maps of {n_bars} real bars (folds {list(folds)}) and {info['n_simulated_maps']} "
             f"simulated maps (lengths x {info['simulated_length_scale']:.3f})")
     oof = {}
     if crossfit:
@@ -917,12 +930,16 @@ def _real_bars(root, folds, max_length_arcsec):
     return bars, items
 
 
-def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1):
+def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1, linear_copies=0, seed=0):
     """SmoothGrad maps of the real-dev bars with a volunteer length, and that length in model pixels.
 
     The ``sdss-gz2-bars`` galaxies of ``folds`` with a Hoyle et al. (2011) length (at most
     ``max_length_arcsec``) go through the pipeline (``p_bar_min`` 0, so every one gets a map);
     each volunteer length is divided by the arcseconds per model-frame pixel of its frame.
+    With ``linear_copies``, each bar also goes through as that many linear single-band FITS
+    copies of its JPEG (:func:`survey_bars.training.realdata.linear_from_display`, with the
+    stretch and band of :func:`survey_bars.training.data.linear_copy_settings` ``(seed, i, c)``),
+    each with its own frame and so its own length in model pixels.
 
     Parameters
     ----------
@@ -937,15 +954,19 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         Longest volunteer length used (default :data:`survey_bars.training.realdata.MAX_HOYLE_ARCSEC`).
     threads : int, optional
         onnxruntime threads.
+    linear_copies : int, optional
+        Linear FITS copies per bar (default 0: the JPEGs alone).
+    seed : int, optional
+        Seed of the copies' stretches and bands.
 
     Returns
     -------
     maps : ndarray
-        ``(N, S, S)`` float32 maps of the bars that got one.
+        ``(N, S, S)`` float32 maps of the bars that got one (the JPEGs', then the copies').
     lengths : ndarray
         Their volunteer lengths in model-frame pixels, ``(N,)``.
     object_ids : list of str
-        Their object ids.
+        Their object ids (a copy has its galaxy's).
 
     Raises
     ------
@@ -967,20 +988,53 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
     bars, items = _real_bars(root, folds, max_length_arcsec)
     tmp = tempfile.mkdtemp(prefix="survey-bars-real-maps-")
     try:
-        process_items(items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=tmp), runtime=runtime)
+        rows = list(bars.itertuples())
+        owner = [(item, r, item.object_id) for item, r in zip(items, rows)]
+        if linear_copies:
+            owner += _linear_copy_items(rows, os.path.join(tmp, "linear"), int(linear_copies), seed)
+        run_items = [item for item, _, _ in owner]
+        maps_dir = os.path.join(tmp, "maps")
+        process_items(run_items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=maps_dir),
+                      runtime=runtime)
         maps, lengths, ids = [], [], []
-        for item, r in zip(items, bars.itertuples()):
-            path = saliency_file(tmp, item.object_id)
+        for item, r, galaxy in owner:
+            path = saliency_file(maps_dir, item.object_id)
             if not os.path.isfile(path):  # an unreadable image: a flagged row without a map
                 continue
             with fits.open(path) as h:
                 maps.append(np.asarray(h[0].data, dtype=np.float32))
                 arcsec_per_px = float(h[0].header["SCALE"]) * float(r.pixel_scale)
             lengths.append(float(r.hoyle_bar_length_arcsec) / arcsec_per_px)
-            ids.append(item.object_id)
+            ids.append(galaxy)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return (np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)), np.asarray(lengths, float), ids
+
+
+def _linear_copy_items(rows, directory, copies, seed):
+    """Linear FITS copies of the real bars' JPEGs, as pipeline items: ``[(item, row, galaxy id), ...]``."""
+    from astropy.io import fits
+    from PIL import Image
+
+    from .data import linear_copy_settings
+    from .realdata import linear_from_display
+
+    os.makedirs(directory, exist_ok=True)
+    out = []
+    for i, r in enumerate(rows):
+        try:
+            with Image.open(r.file) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError:  # unreadable: the JPEG's own row is flagged already
+            continue
+        for c in range(copies):
+            q, band = linear_copy_settings(seed, i, c)
+            oid = f"{r.object_id}~linear{c}"
+            path = os.path.join(directory, f"{oid}.fits")
+            fits.PrimaryHDU(linear_from_display(rgb, q, band)[::-1].astype(np.float32)).writeto(path, overwrite=True)
+            out.append((InputItem(file=path, object_id=oid, pixel_scale=float(r.pixel_scale),
+                                  redshift=float(r.redshift) if np.isfinite(r.redshift) else None), r, str(r.object_id)))
+    return out
 
 
 def _read_maps(directory, object_ids):
@@ -1035,6 +1089,10 @@ def configure_parser(parser):
                         help="Cross-fit the length head: with --real-lengths, it learns every training fold and an "
                              "out-of-fold head per fold is written to DIR (not to the bundle); with --real-dev, each "
                              "fold's bars are measured by the DIR head that did not learn them.")
+    parser.add_argument("--real-linear-copies", type=int, default=0, metavar="N",
+                        help="With --real-lengths: also learn each real bar as N linear single-band FITS copies of its "
+                             "JPEG (the display stretch undone), so that the head reads real FITS images too "
+                             "(default 0; bundle 5.5: 2).")
 
 
 def run_cli(args):
@@ -1064,6 +1122,10 @@ def run_cli(args):
         if args.crossfit is not None and args.real_lengths is None:
             raise ValueError("--crossfit goes with --real-lengths (to write the out-of-fold heads) or --real-dev "
                              "(to fit on them).")
+        if args.real_linear_copies and args.real_lengths is None:
+            raise ValueError("--real-linear-copies goes with --real-lengths: the copies are of the real bars it learns.")
+        if args.real_linear_copies < 0:
+            raise ValueError(f"--real-linear-copies takes 0 or more copies; got {args.real_linear_copies}.")
         if head:
             real_root = None
             if args.real_lengths is not None:
@@ -1072,7 +1134,8 @@ def run_cli(args):
                 real_root = default_root() if args.real_lengths == "auto" else args.real_lengths
             rec = calibrate_head(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                  workers=args.workers, epochs=args.epochs, stamp_copies=args.stamp_copies,
-                                 format_copies=args.format_copies, real_root=real_root, crossfit_dir=args.crossfit)
+                                 format_copies=args.format_copies, real_root=real_root, crossfit_dir=args.crossfit,
+                                 real_linear_copies=args.real_linear_copies)
         else:
             cal = calibrate_bundle(args.model, n=n, seed=seed, survey=args.survey, workdir=args.workdir,
                                    method=args.method, workers=args.workers)

@@ -293,21 +293,28 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
 #: network with its batch norm folded; the last epoch is kept. ``part`` is what trains: ``all``
 #: the weights (the first 5.4 candidate, not shipped), or ``tail`` only the tail, the morphology
 #: heads and the bar's context term, what the saliency does not pass through (:data:`FINETUNE_PARTS`;
-#: bundle 5.4, whose ``build_default`` asks for it).
-FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all"}
+#: bundle 5.4, whose ``build_default`` asks for it). ``linear_copies`` adds, per epoch, that many
+#: linear copies of each focus training row that is a colour display image (a real survey JPEG),
+#: its display stretch undone (:func:`survey_bars.training.data.linear_frames`), so that the real
+#: galaxies are learned as linear FITS images too (bundle 5.5); 0: none.
+FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all", "linear_copies": 0}
 
 #: The parameter-name prefixes each fine-tuning ``part`` trains (None: all of them).
 FINETUNE_PARTS = {"all": None, "tail": ("tail.", "head.", "bar_context.")}
 
 
 def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, lr, batch_size, seed, log,
-                    bar_weight=2.0, geometry=None, mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT, part="all"):
+                    bar_weight=2.0, geometry=None, mask_weight=1.0, evidence_weight=EVIDENCE_LOSS_WEIGHT, part="all",
+                    extra=None):
     """Fine-tune a trained morphology network with the rows ``focus`` weighted up (see :data:`FINETUNE_DEFAULTS`).
 
     The network's batch norm is folded first (:func:`~survey_bars.training.nets.fold_batchnorm`),
     so that the stage starts from exactly the weights a bundle's forward graph holds: fine-tuning
     the networks of a bundle (:func:`finetune_bundle`) and fine-tuning them right after their
     training give the same network. The loss is the training's (:func:`_morph_step`).
+    ``extra`` is ``(frames, rows)``: more frames, each trained once per epoch with the labels of
+    the training row ``rows[j]`` (the linear copies of :data:`FINETUNE_DEFAULTS`); they carry no
+    bar geometry.
 
     Returns
     -------
@@ -334,13 +341,27 @@ def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, 
         raise ValueError(msg)
     n_other = min(int(others), len(o_tr))
     n_train = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    log(f"fine-tuning: {len(f_tr)} focus rows x {repeat} and {n_other} of {len(o_tr)} other rows per epoch, "
-        f"{epochs} epochs, peak lr {lr}, {part} ({n_train} of {sum(p.numel() for p in net.parameters())} weights)")
+    x_idx = np.zeros(0, dtype=np.int64)
+    if extra is not None and len(extra[1]):
+        frames, rows = np.asarray(extra[0], np.float32), np.asarray(extra[1], np.int64)
+        if len(frames) != len(rows) or not np.isin(rows, tr).all():
+            msg = "extra frames need one training row each (rows within the training split)."
+            raise ValueError(msg)
+        n0 = len(images)
+        x_idx = np.arange(n0, n0 + len(rows))
+        images = np.concatenate([images, frames])
+        lab = {k: np.concatenate([v, v[rows]]) for k, v in lab.items()}
+        if geometry is not None:
+            geometry = {k: np.concatenate([v, np.full(len(rows), np.nan)]) for k, v in geometry.items()}
+    log(f"fine-tuning: {len(f_tr)} focus rows x {repeat}{f', {len(x_idx)} extra frames' if len(x_idx) else ''} and "
+        f"{n_other} of {len(o_tr)} other rows per epoch, {epochs} epochs, peak lr {lr}, {part} ({n_train} of "
+        f"{sum(p.numel() for p in net.parameters())} weights)")
     step, loss_fn = _morph_step(net, images, lab, geometry, rng, bar_weight=bar_weight, mask_weight=mask_weight,
                                 evidence_weight=evidence_weight, log=log)
 
     def order(rng):
-        return rng.permutation(np.concatenate([np.tile(f_tr, int(repeat)), rng.choice(o_tr, n_other, replace=False)]))
+        return rng.permutation(np.concatenate([np.tile(f_tr, int(repeat)), x_idx,
+                                               rng.choice(o_tr, n_other, replace=False)]))
 
     f_va, o_va = va[focus[va]], va[~focus[va]]
 
@@ -352,7 +373,7 @@ def _finetune_morph(net, images, lab, tr, va, focus, *, epochs, repeat, others, 
                 text.append(f"{what} {float(loss_fn(torch.as_tensor(vz), torch.as_tensor(idx))):.4f}")
         return train_loss, "validation loss " + ", ".join(text)
 
-    steps = int(epochs) * int(np.ceil((int(repeat) * len(f_tr) + n_other) / batch_size))
+    steps = int(epochs) * int(np.ceil((int(repeat) * len(f_tr) + len(x_idx) + n_other) / batch_size))
     return _fit(net, tr, rng, epochs=int(epochs), batch_size=batch_size, lr=lr, steps=steps, step=step,
                 validate=validate, log=log, what="fine-tuning", order=order, keep_best=False)
 
@@ -633,7 +654,8 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     ft_record = None
     if finetune:
         net, ft_record = _finetune_stage(net, data, (tr, va), finetune, batch_size=batch_size, seed=seed,
-                                         bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log)
+                                         bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log,
+                                         cfg=cfg, workers=workers)
     metrics = _metrics(net, length_net, images, lab, te, lte, logl, scale_to_arcsec, flips=flips)
     log("held-out metrics: " + json.dumps(metrics))
     card_extra = _training_card(name=name, version=version, cfg=cfg, command=command, seed=seed, data_dirs=data_dirs,
@@ -656,8 +678,12 @@ def train(data_dirs, out, *, labels=None, epochs=12, length_epochs=None, seed=0,
     return load_bundle(bundle.path)
 
 
-def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight, mask_weight, flips, log):
-    """Run :func:`_finetune_morph` on ``data`` and refit the temperatures: ``(net, card record)``."""
+def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight, mask_weight, flips, log, cfg=None,
+                    workers=1):
+    """Run :func:`_finetune_morph` on ``data`` and refit the temperatures: ``(net, card record)``.
+
+    ``cfg`` (the preprocessing) and ``workers`` make the linear copies of ``finetune["linear_copies"]``.
+    """
     spec = {**FINETUNE_DEFAULTS, **{k: v for k, v in finetune.items() if k != "sources"}}
     sources = sorted({str(x) for x in finetune.get("sources") or []})
     if not sources:
@@ -673,9 +699,14 @@ def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight,
                f"{', '.join(have)}. Name some of those (--finetune-sources).")
         raise ValueError(msg)
     t0 = time.time()
+    extra, linear = None, {}
+    if int(spec["linear_copies"]) > 0:
+        extra, linear = _linear_extra(data, tr[focus[tr]], int(spec["linear_copies"]), seed=seed, cfg=cfg,
+                                      workers=workers, log=log)
     net = _finetune_morph(net, images, lab, tr, va, focus, epochs=spec["epochs"], repeat=spec["repeat"],
                           others=spec["others"], lr=spec["lr"], batch_size=batch_size, seed=seed, log=log,
-                          bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight, part=spec["part"])
+                          bar_weight=bar_weight, geometry=data["geometry"], mask_weight=mask_weight, part=spec["part"],
+                          extra=extra)
     _fit_temperatures(net, images, lab, va, flips)
     log(f"temperatures after fine-tuning: morph {float(net.t_morph):.3f}, bar {float(net.t_bar):.3f}, "
         f"spiral {float(net.t_spiral):.3f}")
@@ -683,11 +714,30 @@ def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight,
               "others": int(spec["others"]), "learning_rate": float(spec["lr"]), "part": str(spec["part"]),
               "batch_size": int(batch_size),
               "n_focus_train": int(focus[tr].sum()), "seconds": round(time.time() - t0, 1),
+              **({"linear_copies": linear} if linear else {}),
               "how": ("after the training, the morphology network (batch norm folded) trains for `epochs` more passes "
                       "over its training split's focus rows repeated `repeat` times and `others` other rows drawn "
                       "afresh each epoch (one-cycle schedule, the training's losses, the last epoch kept); the "
                       "temperatures are fitted again on the validation split")}
     return net, record
+
+
+def _linear_extra(data, rows, copies, *, seed, cfg, workers, log):
+    """The linear copies of the focus training ``rows`` that are colour display images: ``(extra, card record)``."""
+    from .data import linear_frames
+    from .realdata import LINEAR_Q_RANGE
+
+    paths = data["table"]["path"].values[data["keep"]][rows]
+    t0 = time.time()
+    frames, ok = linear_frames(list(paths), cfg, copies=copies, seed=seed, q_range=LINEAR_Q_RANGE, workers=workers)
+    used = np.repeat(rows[ok], copies)
+    log(f"linear copies: {len(frames)} frames of {int(ok.sum())} of {len(rows)} focus training rows (the others are not "
+        f"colour images) in {time.time() - t0:.0f} s")
+    record = {"copies": int(copies), "q_range": [float(q) for q in LINEAR_Q_RANGE], "n_rows": int(ok.sum()),
+              "how": ("survey_bars.training.data.linear_frames: each colour display image of the focus training rows "
+                      "with its asinh stretch undone (Lupton et al. 2004; Q uniform in q_range, band g, r, i or their "
+                      "mean at random), normalised as a FITS image; each copy trains once per epoch")}
+    return (frames, used), record
 
 
 def bundle_training_data(bundle, data_dirs, *, labels, seed, val_frac=0.15, test_frac=0.15, workers=1, cache=True,
@@ -778,7 +828,8 @@ def finetune_bundle(bundle, out, data_dirs, *, labels, finetune, seed, threads=1
     morph, length_net = torch_from_bundle(old)
     flips = bool((card.get("forward") or {}).get("flip_average", False))
     net, ft_record = _finetune_stage(morph, data, (tr, va), finetune, batch_size=batch_size, seed=seed,
-                                     bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log)
+                                     bar_weight=bar_weight, mask_weight=mask_weight, flips=flips, log=log,
+                                     cfg=NormaliseConfig.from_dict(card["preprocessing"]), workers=int(workers or threads))
     lte = te[data["has_len"][te]]
     metrics = _metrics(net, length_net, data["images"], data["labels"], te, lte, data["logl"], data["scale_to_arcsec"],
                        flips=flips)

@@ -674,6 +674,18 @@ def test_finetune_bundle_gives_what_train_with_finetune_gives(built, tmp_path):
     with pytest.raises(ValueError, match="part must be one of"):
         finetune_bundle(base.path, str(tmp_path / "bad"), [sims], labels=labels, finetune={**ft, "part": "body"},
                         seed=11, threads=1)
+    # linear copies of the focus rows (colour display JPEGs here) train beside them: recorded, and they move the
+    # network; the tail alone still leaves the saliency graph the trained network's
+    lines = []
+    lin = finetune_bundle(base.path, str(tmp_path / "linear"), [sims], labels=labels,
+                          finetune={**ft, "part": "tail", "linear_copies": 2}, seed=11, threads=1, log=lines.append)
+    rec = lin.card["training"]["finetune"]["linear_copies"]
+    assert rec["copies"] == 2 and rec["n_rows"] == n_display_train and len(rec["q_range"]) == 2
+    assert any(f"{2 * n_display_train} extra frames" in m for m in lines)
+    assert hashlib.sha256((lin.path / "saliency.onnx").read_bytes()).hexdigest() == sha["base"]["saliency.onnx"]
+    assert hashlib.sha256((lin.path / "forward.onnx").read_bytes()).hexdigest() != hashlib.sha256(
+        (tail.path / "forward.onnx").read_bytes()).hexdigest()
+    assert "linear_copies" not in tail.card["training"]["finetune"]
 
 
 def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
@@ -687,8 +699,9 @@ def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
     kw = dict(labels=labels, epochs=1, length_epochs=1, seed=11, threads=1, arch=TINY_EVIDENCE, length_arch=TINY)
     base = train([sims], str(tmp_path / "base"), **kw)
     v = real_finetune.parse_variant("2,20,2,1e-3")
-    assert v == {"repeat": 2, "others": 20, "epochs": 2, "lr": 1e-3, "part": "all"}
+    assert v == {"repeat": 2, "others": 20, "epochs": 2, "lr": 1e-3, "part": "all", "linear_copies": 0}
     assert real_finetune.parse_variant("2,20,2,1e-3,tail")["part"] == "tail"
+    assert real_finetune.parse_variant("2,20,2,1e-3,tail,2")["linear_copies"] == 2
     res = real_finetune.run(str(base.path), str(sims), [v], seed=11, threads=1, sources=("display",))
     assert res["split"]["validation"] + res["split"]["test"] + res["split"]["train"] == 96
     assert res["base"]["test"]["gz2_bar"] is None and res["base"]["test"]["n"]["gz2"] == 0  # no real rows here
@@ -697,7 +710,11 @@ def test_real_finetune_benchmark_scores_the_builds_fine_tuning(built, tmp_path):
     net = torch_from_bundle(full)[0]
     assert res["variants"][0]["test"] == real_finetune.scores(net, data, te, ("display",))
     assert res["variants"][0]["validation"] == real_finetune.scores(net, data, va, ("display",))
-    for bad in ("2,20", "2,20,2,1e-3,body"):
+    # the same rows as linear copies: the colour display rows change, the simulations' do not
+    assert res["linear_rows"] > 0
+    lin = res["base"]["test_linear"]
+    assert lin["n"] == res["base"]["test"]["n"] and lin["sim_bar_discs"] == res["base"]["test"]["sim_bar_discs"]
+    for bad in ("2,20", "2,20,2,1e-3,body", "2,20,2,1e-3,tail,-1", "2,20,2,1e-3,tail,2,3"):
         with pytest.raises(ValueError, match="repeat,others,epochs,lr"):
             real_finetune.parse_variant(bad)
 
@@ -857,7 +874,8 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
               length_arch=TINY, calibrate_n=12, evaluate_n=0, head_n=0, display=True, small_stamps=True,
               length_def="visible", real_dev=str(fake))
     plain = build_default(out=str(tmp_path / "plain"), real_finetune_epochs=0, **kw)
-    tail = build_default(out=str(tmp_path / "tail"), real_finetune_epochs=1, real_finetune_part="tail", **kw)
+    tail = build_default(out=str(tmp_path / "tail"), real_finetune_epochs=1, real_finetune_part="tail",
+                         real_linear_copies=2, **kw)
     plain_calibration = plain.card["calibration"]
 
     def sha(b, name):
@@ -873,6 +891,9 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     assert "real" in tail.card["calibration"]["moments"]
     ft = tail.card["training"]["finetune"]
     assert ft["part"] == "tail" and "before this fine-tuning" in ft["saliency_steps"]
+    # the real JPEGs' linear copies train beside them
+    assert ft["linear_copies"]["copies"] == 2 and ft["linear_copies"]["n_rows"] == ft["n_focus_train"]
+    assert "--real-linear-copies 2" in tail.card["training"]["command"]
     assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
     # the same from the bundle without the fine-tuning, its networks and calibrations (a length head added) reused:
     # the same bytes, and the head kept
@@ -882,7 +903,7 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     kw.pop("arch"), kw.pop("length_arch")
     kw.update(head_n=20, head_stamp_copies=False, head_format_copies=False, head_real_lengths=False)
     again = build_default(out=str(tmp_path / "again"), real_finetune_epochs=1, real_finetune_part="tail",
-                          networks_from=str(plain.path), calibrations_from=str(plain.path), **kw)
+                          networks_from=str(plain.path), calibrations_from=str(plain.path), real_linear_copies=2, **kw)
     for name in ("forward.onnx", "saliency.onnx"):
         assert sha(again, name) == sha(tail, name)
     assert again.card["calibration"] == plain.card["calibration"]

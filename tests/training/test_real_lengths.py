@@ -78,6 +78,33 @@ def test_real_length_maps_are_the_volunteer_lengths_in_model_pixels(real_root):
         real_length_maps(rt, real_root, (3, realdata.TEST_FOLD))
 
 
+def test_real_length_maps_with_linear_copies(real_root):
+    """Each bar also goes through as linear FITS copies: its id again, and its length over the copy's own frame."""
+    from survey_bars.training.data import linear_copy_settings
+
+    rt = ModelRuntime(load_bundle(tiny_bundle()), threads=1)
+    maps0, lengths0, ids0 = real_length_maps(rt, real_root, (0, 1))
+    maps, lengths, ids = real_length_maps(rt, real_root, (0, 1), linear_copies=2, seed=4)
+    n = len(ids0)
+    assert maps.shape == (3 * n, 64, 64) and np.all(np.isfinite(maps))
+    np.testing.assert_array_equal(maps[:n], maps0)  # the JPEGs' maps first, as without copies
+    np.testing.assert_array_equal(lengths[:n], lengths0)
+    assert ids[:n] == ids0 and sorted(ids[n:]) == sorted(ids0 * 2)
+    assert np.all(lengths > 0) and not np.allclose(lengths[n:], np.repeat(lengths0, 2))  # other frames, other scales
+    # the same copies for the same seed
+    again = real_length_maps(rt, real_root, (0, 1), linear_copies=2, seed=4)
+    np.testing.assert_array_equal(again[0], maps)
+    assert linear_copy_settings(4, 0, 0) != linear_copy_settings(4, 0, 1)
+
+
+def test_calibrate_cli_real_linear_copies_need_real_lengths(tmp_path, capsys):
+    from survey_bars.cli import main
+
+    shutil.copytree(tiny_bundle(), tmp_path / "bundle")
+    assert main(["calibrate", "--model", str(tmp_path / "bundle"), "--method", "head", "--real-linear-copies", "2"]) == 2
+    assert "--real-linear-copies goes with --real-lengths" in capsys.readouterr().err
+
+
 def test_train_head_from_init_fine_tunes_a_copy():
     rng = np.random.default_rng(0)
     maps = rng.random((24, 64, 64)).astype(np.float32)
@@ -144,9 +171,10 @@ def test_cross_fitted_head_learns_every_training_fold_and_is_fitted_out_of_fold(
     b, cf = str(tmp_path / "bundle"), tmp_path / "crossfit"
     rec = calibrate_head(b, n=40, seed=77, workdir=str(tmp_path / "sims"), epochs=1, threads=1, holdout_frac=0.25,
                          p_bar_min=0.0, log=lambda msg: None, real_root=str(real_root), real_epochs=1, real_sims=8,
-                         crossfit_dir=str(cf))
+                         crossfit_dir=str(cf), real_linear_copies=1)
     rt = rec["real_training"]
     assert rt["folds"] == list(realdata.TRAIN_FOLDS) and rt["n_bars"] == 35  # fold 4 never
+    assert rt["linear_copies"]["copies"] == 1 and rt["linear_copies"]["n_maps"] == 35  # one linear copy of each
     assert rt["cross_fitted"]["folds"] == [0, 1, 2, 3]
     meta = json.loads((cf / cal.CROSSFIT_FILE).read_text())
     assert sorted(meta["files"]) == ["0", "1", "2", "3"] and all((cf / f).is_file() for f in meta["files"].values())
