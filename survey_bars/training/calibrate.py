@@ -409,7 +409,7 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     real_linear_copies : int, optional
         With ``real_root``: each real bar is also learned as this many linear single-band FITS
         copies of its JPEG (:func:`real_length_maps`), so that the head reads the real bars of
-        FITS images too (bundle 5.5: 2). 0 (the default): the JPEGs alone.
+        FITS images too (2 was chosen for the next bundle; RESULTS.md). 0 (the default): the JPEGs alone.
 
     Returns
     -------
@@ -1092,7 +1092,7 @@ def configure_parser(parser):
     parser.add_argument("--real-linear-copies", type=int, default=0, metavar="N",
                         help="With --real-lengths: also learn each real bar as N linear single-band FITS copies of its "
                              "JPEG (the display stretch undone), so that the head reads real FITS images too "
-                             "(default 0; bundle 5.5: 2).")
+                             "(default 0; 2 was chosen for the next default bundle).")
 
 
 def run_cli(args):

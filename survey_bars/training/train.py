@@ -296,7 +296,7 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
 #: bundle 5.4, whose ``build_default`` asks for it). ``linear_copies`` adds, per epoch, that many
 #: linear copies of each focus training row that is a colour display image (a real survey JPEG),
 #: its display stretch undone (:func:`survey_bars.training.data.linear_frames`), so that the real
-#: galaxies are learned as linear FITS images too (bundle 5.5); 0: none.
+#: galaxies are learned as linear FITS images too (2: the next bundle's choice, RESULTS.md); 0: none.
 FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all", "linear_copies": 0}
 
 #: The parameter-name prefixes each fine-tuning ``part`` trains (None: all of them).
