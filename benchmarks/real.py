@@ -49,6 +49,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -808,6 +809,7 @@ def main(argv=None):
             t = time.time()
             cat, summary = run_process(client, work / f"{key}-fits.parquet", options, catalogue=cat_csv)
             t_proc += time.time() - t
+            shutil.rmtree(work / f"{key}-fits", ignore_errors=True)  # ~0.8 GB for GZ1's 423 x 423 images
             summaries[f"{key}_fits"] = dict(summary)
             fits_joined[key] = join(fdf, cat)
         spitzer_cat = None

@@ -170,12 +170,16 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
     out["base"] = all_scores(base)
     log(f"base: {out['base']}")
     out["variants"] = []
+    linear_extra = {}  # the copies' frames, made once per number of copies
     for v in variants:
         t0 = time.time()
-        extra = None
-        if v.get("linear_copies"):
-            extra = _linear_extra(data, tr[focus[tr]], int(v["linear_copies"]), seed=seed,
-                                  cfg=NormaliseConfig.from_dict(bundle.card["preprocessing"]), workers=threads, log=log)[0]
+        extra, n_copies = None, int(v.get("linear_copies") or 0)
+        if n_copies:
+            if n_copies not in linear_extra:
+                linear_extra[n_copies] = _linear_extra(data, tr[focus[tr]], n_copies, seed=seed,
+                                                       cfg=NormaliseConfig.from_dict(bundle.card["preprocessing"]),
+                                                       workers=threads, log=log)[0]
+            extra = linear_extra[n_copies]
         net = _finetune_morph(torch_from_bundle(bundle)[0], data["images"], data["labels"], tr, va, focus,
                               epochs=v["epochs"], repeat=v["repeat"], others=v["others"], lr=v["lr"],
                               batch_size=batch_size, seed=seed, log=log, geometry=data["geometry"], part=v["part"],

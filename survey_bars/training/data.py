@@ -237,6 +237,15 @@ def _cache_dirs(paths):
     return [cache_dir(), pathlib.Path(paths[0]).parent / ".survey-bars-cache"]
 
 
+def _pool_map(fn, jobs, workers):
+    """``[fn(j) for j in jobs]``, in a spawned pool of ``workers`` processes when there is more than one."""
+    if workers > 1 and len(jobs) > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            return pool.map(fn, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
+    return [fn(j) for j in jobs]
+
+
 def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=log):
     """Read and normalise every file, with a cache.
 
@@ -284,12 +293,7 @@ def preprocess(paths, pixel_scales, config=None, *, workers=1, cache=True, log=l
                     pass
     t0 = time.time()
     jobs = [(p, s, cfg.to_dict()) for p, s in zip(paths, scales)]
-    if workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            results = pool.map(_prep_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
-    else:
-        results = [_prep_one(j) for j in jobs]
+    results = _pool_map(_prep_one, jobs, workers)
     res = {
         "images": np.stack([r[0] for r in results]).astype(np.float32),
         "scale": np.array([r[1] for r in results], dtype=np.float64),
@@ -384,26 +388,19 @@ def linear_frames(paths, config=None, *, copies=1, seed=0, q_range=None, bands=N
         (``images[j * copies + c]`` is copy ``c`` of the ``j``-th usable path), and a boolean
         array over ``paths``, False where a cutout is unreadable or has no colour.
     """
-    from .realdata import LINEAR_Q_RANGE
+    from .realdata import LINEAR_BANDS, LINEAR_Q_RANGE
 
     cfg = config or NormaliseConfig()
     q_range = tuple(float(q) for q in (q_range or LINEAR_Q_RANGE))
     if copies < 1 or len(q_range) != 2 or not 0 < q_range[0] <= q_range[1]:
         msg = f"linear_frames() needs copies >= 1 and 0 < q_min <= q_max; got copies={copies}, q_range={q_range}."
         raise ValueError(msg)
-    from .realdata import LINEAR_BANDS
-
     bands = tuple(bands) if bands else None
     if bands is not None and not set(bands) <= set(LINEAR_BANDS):
         msg = f"linear_frames() bands must be among {sorted(LINEAR_BANDS)}; got {list(bands)}."
         raise ValueError(msg)
     jobs = [(str(p), i, int(copies), int(seed), q_range, bands, cfg.to_dict()) for i, p in enumerate(paths)]
-    if workers > 1 and len(jobs) > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            results = pool.map(_linear_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers))))
-    else:
-        results = [_linear_one(j) for j in jobs]
+    results = _pool_map(_linear_one, jobs, workers)
     ok = np.array([r is not None for r in results], dtype=bool)
     if not ok.any():
         return np.zeros((0, cfg.size, cfg.size), np.float32), ok
