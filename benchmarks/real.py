@@ -346,30 +346,15 @@ def write_linear_fits(df, out_dir, pixel_scale=None):
     pandas.DataFrame
         ``df`` with ``file`` pointing at the FITS copies.
     """
-    from astropy.io import fits as afits
-    from astropy.wcs import WCS
-    from PIL import Image
-
-    from survey_bars.training.realdata import LUPTON_Q, linear_from_display
+    from survey_bars.training.realdata import LUPTON_Q
+    from survey_bars.training.realdata import write_linear_fits as write_one
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for _, r in df.iterrows():
-        with Image.open(r["file"]) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        data = linear_from_display(rgb, LUPTON_Q, "r")[::-1].astype(np.float32)  # FITS: row 0 at the bottom
         scale = float(r["pixel_scale"]) if "pixel_scale" in r and np.isfinite(r["pixel_scale"]) else float(pixel_scale)
-        w = WCS(naxis=2)
-        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-        w.wcs.crval = [float(r["ra"]) if "ra" in r and np.isfinite(r["ra"]) else 180.0,
-                       float(r["dec"]) if "dec" in r and np.isfinite(r["dec"]) else 0.0]
-        w.wcs.crpix = [(data.shape[1] + 1) / 2.0, (data.shape[0] + 1) / 2.0]
-        w.wcs.cdelt = [-scale / 3600.0, scale / 3600.0]
-        hdr = w.to_header()
-        hdr["BUNIT"] = ("arbitrary", "linear flux, up to a scale: the JPEG's asinh stretch undone")
-        path = out_dir / (Path(r["file"]).stem + ".fits")
-        afits.PrimaryHDU(data, header=hdr).writeto(path, overwrite=True)
-        files.append(str(path))
+        files.append(write_one(r["file"], out_dir / (Path(r["file"]).stem + ".fits"), LUPTON_Q, "r", pixel_scale=scale,
+                               ra=r["ra"] if "ra" in r else None, dec=r["dec"] if "dec" in r else None))
     out = df.copy()
     out["file"] = files
     return out

@@ -1013,25 +1013,19 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
 
 def _linear_copy_items(rows, directory, copies, seed):
     """Linear FITS copies of the real bars' JPEGs, as pipeline items: ``[(item, row, galaxy id), ...]``."""
-    from astropy.io import fits
-    from PIL import Image
-
     from .data import linear_copy_settings
-    from .realdata import linear_from_display
+    from .realdata import write_linear_fits
 
     os.makedirs(directory, exist_ok=True)
     out = []
     for i, r in enumerate(rows):
-        try:
-            with Image.open(r.file) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except OSError:  # unreadable: the JPEG's own row is flagged already
-            continue
         for c in range(copies):
             q, band = linear_copy_settings(seed, i, c)
             oid = f"{r.object_id}~linear{c}"
-            path = os.path.join(directory, f"{oid}.fits")
-            fits.PrimaryHDU(linear_from_display(rgb, q, band)[::-1].astype(np.float32)).writeto(path, overwrite=True)
+            try:
+                path = write_linear_fits(r.file, os.path.join(directory, f"{oid}.fits"), q, band)
+            except OSError:  # unreadable: the JPEG's own row is flagged already
+                break
             out.append((InputItem(file=path, object_id=oid, pixel_scale=float(r.pixel_scale),
                                   redshift=float(r.redshift) if np.isfinite(r.redshift) else None), r, str(r.object_id)))
     return out

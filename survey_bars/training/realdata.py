@@ -184,6 +184,67 @@ def linear_from_display(colour, q=LUPTON_Q, band="r"):
     return rgb[..., k] * gain
 
 
+def write_linear_fits(jpeg, path, q=LUPTON_Q, band="r", pixel_scale=None, ra=None, dec=None):
+    """Write a colour JPEG as a linear single-band FITS file (:func:`linear_from_display`).
+
+    The image is flipped so that FITS row 0 is the bottom row, as a survey's FITS file has it.
+    With ``pixel_scale`` the header carries a TAN WCS of that scale, centred on ``ra``/``dec``
+    (180, 0 when not given), so that ``survey-bars process`` reads the scale from the file;
+    without it the file has no WCS and the scale must come from the input catalogue.
+
+    Parameters
+    ----------
+    jpeg : str or path-like
+        A colour image that Pillow reads (greyscale images are taken as three equal channels).
+    path : str or path-like
+        The FITS file to write (replaced if present).
+    q : float, optional
+        The display stretch's softening ``Q`` to undo (default :data:`LUPTON_Q`).
+    band : {"r", "g", "i", "gri"}, optional
+        The band to write (see :func:`linear_from_display`).
+    pixel_scale : float, optional
+        Arcsec per pixel for the WCS.
+    ra, dec : float, optional
+        The WCS centre in degrees.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        If Pillow cannot read ``jpeg``.
+    ValueError
+        As :func:`linear_from_display`, or if ``pixel_scale`` is given but not positive.
+    """
+    from astropy.io import fits
+    from PIL import Image
+
+    with Image.open(jpeg) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    data = linear_from_display(rgb, q, band)[::-1].astype(np.float32)
+    header = None
+    if pixel_scale is not None:
+        scale = float(pixel_scale)
+        if not (np.isfinite(scale) and scale > 0):
+            msg = f"pixel_scale must be a positive number of arcsec per pixel; got {pixel_scale!r}."
+            raise ValueError(msg)
+        from astropy.wcs import WCS
+
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [180.0 if ra is None or not np.isfinite(ra) else float(ra),
+                       0.0 if dec is None or not np.isfinite(dec) else float(dec)]
+        w.wcs.crpix = [(data.shape[1] + 1) / 2.0, (data.shape[0] + 1) / 2.0]
+        w.wcs.cdelt = [-scale / 3600.0, scale / 3600.0]
+        header = w.to_header()
+        header["BUNIT"] = ("arbitrary", "linear, up to a scale; display stretch undone")
+    fits.PrimaryHDU(data, header=header).writeto(path, overwrite=True)
+    return str(path)
+
+
 def fold_of(key, n_folds=N_FOLDS):
     """The fold of a galaxy from its split key.
 

@@ -361,6 +361,33 @@ def test_linear_from_display_says_what_is_wrong(kw, match):
         realdata.linear_from_display(**kw)
 
 
+def test_write_linear_fits_flips_and_carries_the_scale(tmp_path):
+    """The FITS copy is the JPEG's band, bottom row first, with a TAN WCS of the given scale, or none."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    path = realdata.write_linear_fits(tmp_path / "c.png", tmp_path / "c.fits", 6.0, "g", pixel_scale=0.4, ra=150.0)
+    with fits.open(path) as h:
+        data, hdr = h[0].data, h[0].header
+    np.testing.assert_allclose(data, realdata.linear_from_display(rgb, 6.0, "g")[::-1], rtol=1e-6)
+    w = WCS(hdr)
+    assert w.wcs.ctype[0] == "RA---TAN" and w.wcs.crval[0] == 150.0 and w.wcs.crval[1] == 0.0
+    np.testing.assert_allclose(proj_plane_pixel_scales(w) * 3600.0, [0.4, 0.4])
+    plain = realdata.write_linear_fits(tmp_path / "c.png", tmp_path / "p.fits")
+    with fits.open(plain) as h:
+        assert "CTYPE1" not in h[0].header and h[0].header["BITPIX"] == -32
+    with pytest.raises(ValueError, match="pixel_scale must be a positive"):
+        realdata.write_linear_fits(tmp_path / "c.png", tmp_path / "x.fits", pixel_scale=0.0)
+    (tmp_path / "bad.jpeg").write_bytes(b"not an image")
+    with pytest.raises(OSError):
+        realdata.write_linear_fits(tmp_path / "bad.jpeg", tmp_path / "y.fits")
+
+
 def test_linear_frames_are_reproducible_and_skip_greyscale(tmp_path):
     """linear_frames: copies per colour image, the same for the same seed, none for a greyscale image."""
     from PIL import Image
