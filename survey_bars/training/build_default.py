@@ -96,7 +96,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.4",
+    "version": "5.5",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -136,10 +136,13 @@ DEFAULTS = {
     # length head stay the trained network's (bundle 5.4). "all" (the first 5.4 candidate) raised
     # the real AUCs more but changed the maps and lowered the head's real length r (RESULTS.md)
     "real_finetune_part": "tail",
-    # each real training JPEG is also learned as this many linear single-band FITS copies (its display
-    # stretch undone, realdata.linear_from_display), by that fine-tuning and by the length head's real
-    # fine-tuning, so that real FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
-    "real_linear_copies": 0,
+    # bundle 5.5: each real training JPEG is also learned as this many linear single-band FITS copies
+    # (its display stretch undone, realdata.linear_from_display) by that fine-tuning, so that real
+    # FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
+    "real_linear_copies": 2,
+    # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). The
+    # head built with 2 read real and simulated lengths worse (RESULTS.md, "Real galaxies as FITS files")
+    "head_real_linear_copies": 0,
 }
 
 
@@ -152,7 +155,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                   head_real_lengths=DEFAULTS["head_real_lengths"], head_crossfit=DEFAULTS["head_crossfit"],
                   head_format_copies=DEFAULTS["head_format_copies"], networks_from=None,
                   real_finetune_epochs=DEFAULTS["real_finetune_epochs"], real_finetune_part=DEFAULTS["real_finetune_part"],
-                  calibrations_from=None, real_linear_copies=DEFAULTS["real_linear_copies"]):
+                  calibrations_from=None, real_linear_copies=DEFAULTS["real_linear_copies"],
+                  head_real_linear_copies=DEFAULTS["head_real_linear_copies"]):
     """Simulate, train and export the default bundle.
 
     Parameters
@@ -269,10 +273,13 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     real_linear_copies : int, optional
         With real data: each real training JPEG is also learned as this many linear single-band
         FITS copies, its display stretch undone (:func:`survey_bars.training.realdata.linear_from_display`),
-        by the morphology network's fine-tuning (``finetune["linear_copies"]``) and by the length
-        head's real fine-tuning (``calibrate_head(real_linear_copies=...)``), so that the real
-        galaxies are learned in both forms users give them (0, the default: the JPEGs alone, as
-        bundle 5.4).
+        by the morphology network's fine-tuning (``finetune["linear_copies"]``), so that the real
+        galaxies are learned in both forms users give them (2, the default: bundle 5.5; 0: the
+        JPEGs alone, as bundle 5.4).
+    head_real_linear_copies : int, optional
+        The same for the length head's real fine-tuning
+        (``calibrate_head(real_linear_copies=...)``). 0, the default: the JPEGs alone (bundle 5.5
+        and before); a head built with 2 read the real bars' JPEGs and the simulations worse.
 
     Returns
     -------
@@ -287,9 +294,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     if length_def not in LENGTH_DEFINITIONS:
         msg = f"length_def must be one of {sorted(LENGTH_DEFINITIONS)}; got {length_def!r}."
         raise ValueError(msg)
-    if int(real_linear_copies) < 0:
-        msg = f"real_linear_copies takes 0 or more copies; got {real_linear_copies!r}."
-        raise ValueError(msg)
+    for name, value in (("real_linear_copies", real_linear_copies), ("head_real_linear_copies", head_real_linear_copies)):
+        if int(value) < 0:
+            msg = f"{name} takes 0 or more copies; got {value!r}."
+            raise ValueError(msg)
     workdir = workdir or os.path.join(tempfile.gettempdir(), f"survey-bars-default-{seed}-{n}")
     out = out or str(DEFAULT_BUNDLE)
     t0 = time.time()
@@ -323,6 +331,8 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                           + (f" --real-finetune-part {real_finetune_part}"
                              if finetune_on and real_finetune_part != DEFAULTS["real_finetune_part"] else "")
                           + (f" --real-linear-copies {real_linear_copies}" if real_dev is not None else "")
+                          + (f" --head-real-linear-copies {head_real_linear_copies}"
+                             if real_dev is not None and head_n and head_real_lengths else "")
                           + (f" --networks-from {networks_from}" if networks_from else "")
                           + (f" --calibrations-from {calibrations_from}" if calibrations_from else ""))
     if arch is None and not bar_context:
@@ -388,7 +398,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
             "head_stamp_copies": bool(head_n and head_stamp_copies), "head_format_copies": bool(head_n and head_format_copies),
             "head_real_lengths": bool(head_n and head_real_lengths and real_root), "head_crossfit": bool(crossfit),
             "real_fit": bool(real_root and (calibrate_n or head_n)),
-            "head_real_linear_copies": int(real_linear_copies) if head_n and head_real_lengths and real_root else 0})
+            "head_real_linear_copies": int(head_real_linear_copies) if head_n and head_real_lengths and real_root else 0})
     else:
         if calibrate_n:
 
@@ -401,7 +411,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
                            workdir=os.path.join(workdir, f"head-{DEFAULTS['head_seed']}-{head_n}"), workers=threads,
                            threads=threads, stamp_copies=head_stamp_copies, format_copies=head_format_copies,
                            real_root=real_root if head_real_lengths else None, crossfit_dir=crossfit,
-                           real_linear_copies=int(real_linear_copies))
+                           real_linear_copies=int(head_real_linear_copies))
             # its uncertainty, fitted on fresh simulations (1500 bars rather than the 10 % held out)
             calibrate_head_errors(str(b.path), n=DEFAULTS["head_errors_n"], seed=DEFAULTS["head_errors_seed"],
                                   workdir=os.path.join(workdir, f"head-errors-{DEFAULTS['head_errors_seed']}-{DEFAULTS['head_errors_n']}"),
@@ -637,7 +647,8 @@ def main(argv=None):
                       head_real_lengths=a.head_real_lengths, head_crossfit=a.head_crossfit,
                       head_format_copies=a.head_format_copies, networks_from=a.networks_from,
                       real_finetune_epochs=a.real_finetune_epochs, real_finetune_part=a.real_finetune_part,
-                      calibrations_from=a.calibrations_from, real_linear_copies=a.real_linear_copies)
+                      calibrations_from=a.calibrations_from, real_linear_copies=a.real_linear_copies,
+                      head_real_linear_copies=a.head_real_linear_copies)
     print(f"wrote {b.path}")
     return 0
 
@@ -702,8 +713,11 @@ def _parser():
                         "--networks-from, redoes only the fine-tuning and the evaluation")
     p.add_argument("--real-linear-copies", type=int, default=DEFAULTS["real_linear_copies"], metavar="N",
                    help="with real data, also learn each real training JPEG as N linear single-band FITS copies (its "
-                        "display stretch undone), in the fine-tuning and the length head's real fine-tuning (0: the "
-                        "JPEGs alone, as bundle 5.4) (default %(default)s)")
+                        "display stretch undone) in the fine-tuning (bundle 5.5: 2; 0: the JPEGs alone, as bundle 5.4) "
+                        "(default %(default)s)")
+    p.add_argument("--head-real-linear-copies", type=int, default=DEFAULTS["head_real_linear_copies"], metavar="N",
+                   help="the same in the length head's real fine-tuning (0: the JPEGs alone, as bundle 5.5 and before) "
+                        "(default %(default)s)")
     return p
 
 

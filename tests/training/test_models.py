@@ -467,7 +467,7 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
     card, old = again.card, load_bundle(b.path).card
     for name in ("forward.onnx", "saliency.onnx"):
         assert hashlib.sha256((again.path / name).read_bytes()).hexdigest() == old["files"][name]
-    assert card["version"] == "5.4" and card["training"]["command"].endswith(f"--networks-from {b.path}")
+    assert card["version"] == "5.5" and card["training"]["command"].endswith(f"--networks-from {b.path}")
     reused = card["training"]["networks_reused_from"]
     assert reused["command"] == old["training"]["command"] and set(reused["files"]) == {"forward.onnx", "saliency.onnx"}
     assert card["calibration"]["moments"]["n_simulated"] == 12 and "evaluation" not in card  # redone, or skipped
@@ -843,6 +843,8 @@ def test_build_default_calibrations_from_takes_a_bundles_calibrations_and_head(b
     write_card(odd, json.loads((odd / "card.json").read_text()))
     with pytest.raises(ValueError, match="saliency.onnx differs"):
         build_default(out=str(tmp_path / "other"), networks_from=str(src), calibrations_from=str(odd), **kw)
+    with pytest.raises(ValueError, match="head_real_linear_copies takes 0 or more copies"):
+        build_default(out=str(tmp_path / "other"), head_real_linear_copies=-1, **kw)
 
 
 def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained_network(built, tmp_path):
@@ -894,6 +896,7 @@ def test_build_default_tail_finetuning_makes_the_saliency_steps_with_the_trained
     # the real JPEGs' linear copies train beside them
     assert ft["linear_copies"]["copies"] == 2 and ft["linear_copies"]["n_rows"] == ft["n_focus_train"]
     assert "--real-linear-copies 2" in tail.card["training"]["command"]
+    assert "--head-real-linear-copies" not in tail.card["training"]["command"]  # no head in this build
     assert tail.card["smoothgrad"] == plain.card["smoothgrad"]
     # the same from the bundle without the fine-tuning, its networks and calibrations (a length head added) reused:
     # the same bytes, and the head kept
