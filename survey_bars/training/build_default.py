@@ -4,7 +4,7 @@ This is the documented, reproducible command for ``survey_bars/inference/default
 
     python -m survey_bars.training.build_default --workdir /tmp/sb-build
 
-With the defaults (:data:`DEFAULTS`, bundle 5.4) it
+With the defaults (:data:`DEFAULTS`, bundle 5.5) it
 
 1. simulates ``n`` = 8000 galaxies (mixed surveys) with ``survey_bars.simulate.simulate(..., seed=S)``;
 2. makes a small-stamp copy of each (:func:`survey_bars.simulate.small_stamp_copies`, seed S + 1) and
@@ -34,13 +34,15 @@ With the defaults (:data:`DEFAULTS`, bundle 5.4) it
    head's with each fold measured by the out-of-fold head that never saw it;
 7. fine-tunes the tail of the morphology network (the morphology heads and the bar's context
    term, which the saliency does not pass through) for ``--real-finetune-epochs`` 6 more epochs
-   with the real training images weighted up (``--real-finetune-part tail``,
+   with the real training images weighted up, and two linear single-band FITS copies of each
+   real training JPEG (``--real-linear-copies 2``) beside them (``--real-finetune-part tail``,
    :data:`survey_bars.training.train.FINETUNE_DEFAULTS`, chosen with ``python -m
    benchmarks.real_finetune`` on the training split's unseen rows). The saliency graph, and so
    the calibrations, the head and the real fits of steps 5 and 6, stay those of the trained
-   network; only the forward graph's probabilities change (bundle 5.4; ``--real-finetune-epochs
-   0``: none, as 5.3; ``--real-finetune-part all`` fine-tunes every weight, before step 5: the
-   first 5.4 candidate, not shipped);
+   network; only the forward graph's probabilities change (bundle 5.5; ``--real-linear-copies
+   0``: without the copies, as 5.4; ``--real-finetune-epochs 0``: none, as 5.3;
+   ``--real-finetune-part all`` fine-tunes every weight, before step 5: the first 5.4 candidate,
+   not shipped);
 8. scores the exported forward graph on ``--evaluate-n`` fresh simulations of the training mix
    (seed 4242) with :func:`survey_bars.training.evaluate.evaluate_bundle`: the card's
    ``evaluation``.
@@ -52,7 +54,8 @@ the wall times (``end_to_end_wall_time_s`` spans everything). Bundle 3.0 (simula
 formal lengths) was ``--n 20000 --epochs 45 --length-epochs 40 --head-n 16000 --evaluate-n 6000
 --no-display --no-small-stamps --real-dev none --length-definition formal --no-bar-context
 --no-head-stamp-copies --no-head-format-copies``,
-bundle 5.3 this module's defaults with ``--real-finetune-epochs 0``, and with that, bundle 4.0 with
+bundle 5.4 this module's defaults with ``--real-linear-copies 0``, bundle 5.3 with
+``--real-finetune-epochs 0``, and with that, bundle 4.0 with
 ``--no-bar-context --no-head-stamp-copies --no-head-real-lengths --no-head-format-copies``, bundle
 5.0 with ``--no-head-stamp-copies --no-head-real-lengths --no-head-format-copies``, bundle 5.1 with
 ``--no-head-stamp-copies --no-head-crossfit --no-head-format-copies`` and bundle 5.2 with
@@ -65,8 +68,9 @@ is deterministic. A bundle trained without the real fine-tuning (5.3) serves a b
 morphology network is fine-tuned here (:func:`survey_bars.training.train.finetune_bundle`), from
 the same folded weights and on the same split as the full command, which gives the same bytes
 (tested on a small build). ``--calibrations-from BUNDLE`` also takes steps 5 and 6 from a bundle
-made with the same networks and settings; bundle 5.4 was built as ``--networks-from <bundle 5.3>
---calibrations-from <bundle 5.3>``, so that only its fine-tuning and evaluation were run.
+made with the same networks and settings; bundles 5.4 and 5.5 were built as ``--networks-from
+<bundle 5.3> --calibrations-from <bundle 5.3>``, so that only their fine-tuning and evaluation
+were run.
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ DEFAULTS = {
     # bundle 5.2: cross-fitted, it learns those of all four training folds, and its real scale and
     # uncertainty are fitted on its out-of-fold heads (5.1: learns folds 0-2, fitted on fold 3)
     "head_crossfit": True,
-    # bundle 5.4: after the training, the morphology network fine-tuned for 6 epochs with the real
+    # bundle 5.4 (and 5.5): after the training, the morphology network fine-tuned for 6 epochs with the real
     # training folds weighted up (train.FINETUNE_DEFAULTS: each real training image four times and
     # 20000 other images per epoch, peak lr 1e-3); 0 epochs: none, as 5.3 and before
     "real_finetune_epochs": 6,
@@ -250,7 +254,7 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
     real_finetune_epochs : int, optional
         With real data, fine-tune the morphology network for this many epochs after the training,
         with the real training folds weighted up (``train(..., finetune=...)``,
-        :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; 6, the default: bundle 5.4). 0: no
+        :data:`survey_bars.training.train.FINETUNE_DEFAULTS`; 6, the default: bundles 5.4 and 5.5). 0: no
         fine-tuning (bundle 5.3 and before).
     real_finetune_part : str, optional
         What the fine-tuning trains (:data:`survey_bars.training.train.FINETUNE_PARTS`): ``"all"``
@@ -699,7 +703,7 @@ def _parser():
                         "that it has seen every stamp size and format (bundle 5.3) (default %(default)s)")
     p.add_argument("--real-finetune-epochs", type=int, default=DEFAULTS["real_finetune_epochs"], metavar="N",
                    help="with real data, fine-tune the morphology network for N epochs after the training with the real "
-                        "training folds weighted up (bundle 5.4: 6; 0: none, as bundle 5.3) (default %(default)s)")
+                        "training folds weighted up (bundles 5.4 and 5.5: 6; 0: none, as bundle 5.3) (default %(default)s)")
     p.add_argument("--real-finetune-part", choices=["all", "tail"], default=DEFAULTS["real_finetune_part"],
                    help="what that fine-tuning trains: all the weights (the first 5.4 candidate), or only the tail, the "
                         "morphology heads and the context term, leaving the saliency, calibrations and head as trained "

@@ -287,16 +287,17 @@ def _train_morph(images, lab, tr, va, *, epochs, batch_size, lr, seed, arch, log
                 log=log, what="morphology")
 
 
-#: The fine-tuning stage of :func:`train` (``finetune``) that bundle 5.4 runs on the real folds:
+#: The fine-tuning stage of :func:`train` (``finetune``) that bundles 5.4 and 5.5 run on the real folds:
 #: ``epochs`` passes over the focus rows repeated ``repeat`` times plus ``others`` other rows
 #: drawn afresh each epoch, at a peak learning rate ``lr`` (one cycle), from the trained
 #: network with its batch norm folded; the last epoch is kept. ``part`` is what trains: ``all``
 #: the weights (the first 5.4 candidate, not shipped), or ``tail`` only the tail, the morphology
 #: heads and the bar's context term, what the saliency does not pass through (:data:`FINETUNE_PARTS`;
-#: bundle 5.4, whose ``build_default`` asks for it). ``linear_copies`` adds, per epoch, that many
+#: bundles 5.4 and 5.5, whose ``build_default`` asks for it). ``linear_copies`` adds, per epoch, that many
 #: linear copies of each focus training row that is a colour display image (a real survey JPEG),
 #: its display stretch undone (:func:`survey_bars.training.data.linear_frames`), so that the real
-#: galaxies are learned as linear FITS images too (2: the next bundle's choice, RESULTS.md); 0: none.
+#: galaxies are learned as linear FITS images too (2: bundle 5.5, whose ``build_default`` asks for
+#: it; RESULTS.md); 0: none.
 FINETUNE_DEFAULTS = {"epochs": 6, "repeat": 4, "others": 20000, "lr": 1e-3, "part": "all", "linear_copies": 0}
 
 #: The parameter-name prefixes each fine-tuning ``part`` trains (None: all of them).
