@@ -699,6 +699,9 @@ def _finetune_stage(net, data, split, finetune, *, batch_size, seed, bar_weight,
         msg = (f"The fine-tuning sources {sources} have no training rows; the label table's sources are "
                f"{', '.join(have)}. Name some of those (--finetune-sources).")
         raise ValueError(msg)
+    if int(spec["linear_copies"]) < 0:
+        msg = f"finetune's linear_copies takes 0 or more copies per colour image; got {spec['linear_copies']!r}."
+        raise ValueError(msg)
     t0 = time.time()
     extra, linear = None, {}
     if int(spec["linear_copies"]) > 0:
@@ -1013,6 +1016,11 @@ def configure_parser(parser):
     parser.add_argument("--finetune-part", choices=sorted(FINETUNE_PARTS), default=FINETUNE_DEFAULTS["part"],
                         help="what the fine-tuning trains: all the weights, or only the tail, the morphology heads "
                              "and the bar's context term, so that the saliency stays as it was (default %(default)s)")
+    parser.add_argument("--finetune-linear-copies", type=int, default=FINETUNE_DEFAULTS["linear_copies"], metavar="N",
+                        help="also learn each colour JPEG/PNG among the fine-tuning's training rows as N linear "
+                             "single-band copies, its asinh display stretch undone (Q 4-14, band g, r, i or their mean "
+                             "at random), so that FITS images of such galaxies are read as well (bundle 5.5: 2) "
+                             "(default %(default)s)")
     parser.add_argument("--no-flip-average", action="store_true",
                         help="one forward pass per galaxy instead of the average over four flips (faster, "
                              "slightly less accurate)")
@@ -1045,6 +1053,8 @@ def _command_from_args(args):
         parts += ["--finetune-sources", *args.finetune_sources, "--finetune-epochs", str(args.finetune_epochs),
                   "--finetune-repeat", str(args.finetune_repeat), "--finetune-others", str(args.finetune_others),
                   "--finetune-lr", str(args.finetune_lr), "--finetune-part", args.finetune_part]
+        if args.finetune_linear_copies:
+            parts += ["--finetune-linear-copies", str(args.finetune_linear_copies)]
     if args.no_flip_average:
         parts += ["--no-flip-average"]
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -1067,7 +1077,8 @@ def run_cli(args):
     finetune = None
     if args.finetune_sources:
         finetune = {"sources": args.finetune_sources, "epochs": args.finetune_epochs, "repeat": args.finetune_repeat,
-                    "others": args.finetune_others, "lr": args.finetune_lr, "part": args.finetune_part}
+                    "others": args.finetune_others, "lr": args.finetune_lr, "part": args.finetune_part,
+                    "linear_copies": args.finetune_linear_copies}
     try:
         preprocessing = NormaliseConfig(size=args.size)
         b = train(args.data, args.out, labels=args.labels, epochs=args.epochs, length_epochs=args.length_epochs,

@@ -488,7 +488,7 @@ def test_build_default_networks_from_reuses_the_trained_networks(built, tmp_path
         build_default(out=str(tmp_path / "other"), networks_from=str(tmp_path / "odd"), **kw)
 
 
-def test_train_cli_smoke(built, tmp_path):
+def test_train_cli_smoke(built, tmp_path, capsys):
     """``survey-bars train`` on the same simulations (cached frames), with a checkpoint."""
     from survey_bars.cli import main
 
@@ -510,7 +510,7 @@ def test_train_cli_smoke(built, tmp_path):
     rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft"), "--epochs", "1",
                "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
                "--finetune-sources", "display", "--finetune-epochs", "1", "--finetune-others", "10",
-               "--checkpoint", str(tmp_path / "ft.pt")])
+               "--finetune-linear-copies", "1", "--checkpoint", str(tmp_path / "ft.pt")])
     assert rc == 0
     # its checkpoint holds the fine-tuned (batch-norm folded) network, and exports to the same forward graph
     assert main(["export", "--checkpoint", str(tmp_path / "ft.pt"), "--out", str(tmp_path / "ft-export")]) == 0
@@ -523,10 +523,18 @@ def test_train_cli_smoke(built, tmp_path):
     card = load_bundle(tmp_path / "ft").card
     assert card["training"]["finetune"]["sources"] == ["display"] and card["training"]["finetune"]["others"] == 10
     assert "--finetune-sources display --finetune-epochs 1" in card["training"]["command"]
+    # the display JPEGs also trained as linear copies, and the command says so
+    linear = card["training"]["finetune"]["linear_copies"]
+    assert linear["copies"] == 1 and linear["n_rows"] > 0
+    assert card["training"]["command"].endswith("--finetune-linear-copies 1")
     rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft2"), "--epochs", "1",
                "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
                "--finetune-sources", "gz2"])
     assert rc == 2
+    rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft3"), "--epochs", "1",
+               "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
+               "--finetune-sources", "display", "--finetune-linear-copies", "-1"])
+    assert rc == 2 and "linear_copies takes 0 or more" in capsys.readouterr().err
 
 
 def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
