@@ -1074,6 +1074,10 @@ def run_cli(args):
     """
     arch = json.loads(args.arch) if args.arch else None
     length_arch = json.loads(args.length_arch) if args.length_arch else None
+    if args.finetune_linear_copies < 0:  # before the training, not after it
+        print(f"survey-bars train: --finetune-linear-copies takes 0 or more copies per colour image; got "
+              f"{args.finetune_linear_copies}.", file=sys.stderr)
+        return 2
     finetune = None
     if args.finetune_sources:
         finetune = {"sources": args.finetune_sources, "epochs": args.finetune_epochs, "repeat": args.finetune_repeat,

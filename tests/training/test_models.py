@@ -534,7 +534,8 @@ def test_train_cli_smoke(built, tmp_path, capsys):
     rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft3"), "--epochs", "1",
                "--length-epochs", "1", "--arch", json.dumps(TINY_EVIDENCE), "--length-arch", json.dumps(TINY),
                "--finetune-sources", "display", "--finetune-linear-copies", "-1"])
-    assert rc == 2 and "linear_copies takes 0 or more" in capsys.readouterr().err
+    assert rc == 2 and "--finetune-linear-copies takes 0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "ft3").exists()  # refused before any training
 
 
 def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
