@@ -158,8 +158,8 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
            "real_dev_folds": "0-3 (the bundle's real training folds; fold 4 is never read)"}
     from survey_bars.normalise import NormaliseConfig
 
-    lin, n_lin = linear_view(data, np.concatenate([va, te]), NormaliseConfig.from_dict(bundle.card["preprocessing"]),
-                             workers=threads, sources=sources)
+    cfg = NormaliseConfig.from_dict(bundle.card["preprocessing"])
+    lin, n_lin = linear_view(data, np.concatenate([va, te]), cfg, workers=threads, sources=sources)
     out["linear_rows"] = n_lin
 
     def all_scores(net):
@@ -176,8 +176,7 @@ def run(model, workdir, variants, *, labels=None, seed=1, threads=2, batch_size=
         extra, n_copies = None, int(v.get("linear_copies") or 0)
         if n_copies:
             if n_copies not in linear_extra:
-                linear_extra[n_copies] = _linear_extra(data, tr[focus[tr]], n_copies, seed=seed,
-                                                       cfg=NormaliseConfig.from_dict(bundle.card["preprocessing"]),
+                linear_extra[n_copies] = _linear_extra(data, tr[focus[tr]], n_copies, seed=seed, cfg=cfg,
                                                        workers=threads, log=log)[0]
             extra = linear_extra[n_copies]
         net = _finetune_morph(torch_from_bundle(bundle)[0], data["images"], data["labels"], tr, va, focus,

@@ -409,7 +409,10 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     real_linear_copies : int, optional
         With ``real_root``: each real bar is also learned as this many linear single-band FITS
         copies of its JPEG (:func:`real_length_maps`), so that the head reads the real bars of
-        FITS images too (2 was chosen for the next bundle; RESULTS.md). 0 (the default): the JPEGs alone.
+        FITS images too. 0 (the default): the JPEGs alone, as every shipped head. A head built
+        with 2 read the real JPEGs and the simulations worse (``benchmarks/RESULTS.md``, "Real
+        galaxies as FITS files"): the scale put on the simulated maps mixed in is the median over
+        the JPEGs and the copies together, which the copies dominate.
 
     Returns
     -------
@@ -1086,7 +1089,8 @@ def configure_parser(parser):
     parser.add_argument("--real-linear-copies", type=int, default=0, metavar="N",
                         help="With --real-lengths: also learn each real bar as N linear single-band FITS copies of its "
                              "JPEG (the display stretch undone), so that the head reads real FITS images too "
-                             "(default 0; 2 was chosen for the next default bundle).")
+                             "(default 0, as every shipped head; 2 made the head worse on real JPEGs and "
+                             "simulations, benchmarks/RESULTS.md).")
 
 
 def run_cli(args):

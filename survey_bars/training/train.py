@@ -1074,9 +1074,14 @@ def run_cli(args):
     """
     arch = json.loads(args.arch) if args.arch else None
     length_arch = json.loads(args.length_arch) if args.length_arch else None
-    if args.finetune_linear_copies < 0:  # before the training, not after it
-        print(f"survey-bars train: --finetune-linear-copies takes 0 or more copies per colour image; got "
-              f"{args.finetune_linear_copies}.", file=sys.stderr)
+    bad = None  # refused before the training, not after it
+    if args.finetune_linear_copies < 0:
+        bad = f"--finetune-linear-copies takes 0 or more copies per colour image; got {args.finetune_linear_copies}."
+    elif args.finetune_linear_copies and not args.finetune_sources:
+        bad = ("--finetune-linear-copies goes with --finetune-sources: the copies are of the fine-tuning's colour "
+               "images. Name the sources to fine-tune on.")
+    if bad:
+        print(f"survey-bars train: {bad}", file=sys.stderr)
         return 2
     finetune = None
     if args.finetune_sources:

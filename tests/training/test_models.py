@@ -536,6 +536,10 @@ def test_train_cli_smoke(built, tmp_path, capsys):
                "--finetune-sources", "display", "--finetune-linear-copies", "-1"])
     assert rc == 2 and "--finetune-linear-copies takes 0 or more" in capsys.readouterr().err
     assert not (tmp_path / "ft3").exists()  # refused before any training
+    rc = main(["train", "--data", str(root / "sims"), "--labels", labels, "--out", str(tmp_path / "ft4"), "--epochs", "1",
+               "--finetune-linear-copies", "2"])
+    assert rc == 2 and "goes with --finetune-sources" in capsys.readouterr().err
+    assert not (tmp_path / "ft4").exists()
 
 
 def test_train_cli_refuses_a_bad_frame_size(built, tmp_path, capsys):
