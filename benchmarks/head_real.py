@@ -20,7 +20,8 @@ It reports, pooled over the out-of-fold predictions: Pearson r against the volun
 of log lengths on the held-out simulated bars (the mean over the four fine-tuned heads). The
 test fold 4 is never read. Run::
 
-    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --format-copies --workdir DIR --out-json FILE]
+    python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --format-copies --linear-copies 2
+                                    --workdir DIR --out-json FILE]
 
 Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
@@ -56,7 +57,8 @@ _KINDS = {"small-stamps-display": "small_display", "small-stamps": "small_fits",
 
 
 def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=None, lr=None, mixes=(0, 600),
-        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, format_copies=False, log=None):
+        threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, format_copies=False, linear_copies=0,
+        log=None):
     """Cross-validate the fine-tuning of a length head on the real training folds.
 
     Parameters
@@ -92,6 +94,13 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         full-size stamps (``calibrate_head(..., format_copies=True)``,
         ``build_default --head-format-copies``); those of held-out simulations are left out too,
         and the scores on the held-out maps are given per kind of input (``sim_by_input``).
+    linear_copies : int, optional
+        Also make this many linear single-band FITS copies of each real bar's JPEG
+        (:func:`~survey_bars.training.calibrate.real_length_maps`, ``build_default
+        --head-real-linear-copies``). Every head is then also scored on the copies' maps
+        (``copies_*``, out of fold: a fold's copies are predicted by the head without that fold),
+        and each mix is cross-validated a second time as ``mix=m+copies``: the copies learned beside
+        the JPEGs, with the simulations' units set by the JPEGs' maps alone, as the build does.
     log : callable, optional
         Progress lines (default: standard error).
 
@@ -114,12 +123,15 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     lr = REAL_HEAD["lr"] if lr is None else float(lr)
     t0 = time.time()
     rt = ModelRuntime(load_bundle(model or DEFAULT_BUNDLE), threads=threads)
-    maps, lengths, ids = real_length_maps(rt, root, realdata.TRAIN_FOLDS, threads=threads)
+    maps, lengths, ids, is_copy = real_length_maps(rt, root, realdata.TRAIN_FOLDS, threads=threads,
+                                                   linear_copies=linear_copies, seed=seed, return_is_copy=True)
     labels = realdata.load_gz2_bars(root).set_index("object_id")
     labels.index = labels.index.astype(str)
     fold = labels.loc[ids, "fold"].to_numpy(int)
     arcsec = labels.loc[ids, "hoyle_bar_length_arcsec"].to_numpy(float)
-    log(f"head_real: {len(ids)} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}")
+    jpeg = ~is_copy
+    log(f"head_real: {int(jpeg.sum())} real bars with a volunteer length in folds {list(realdata.TRAIN_FOLDS)}"
+        + (f", and {int(is_copy.sum())} maps of their linear copies" if linear_copies else ""))
     with tempfile.TemporaryDirectory(prefix="survey-bars-head-real-") as tmp, \
             _barred_simulations(workdir, n, seed, "mixed", threads, "survey-bars-head-real-") as sim_dir:
         sources = head_sources(sim_dir, seed, threads, stamp_copies=stamp_copies, format_copies=format_copies)
@@ -157,27 +169,38 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
                 res[kind] = {"n": int(k.sum()), "median_ratio": float(np.median(p / t)), "log_r": _log_r(p, t)}
         return res
 
-    results = {"none": {**_scores(predict(base, maps), lengths, arcsec),
+    def real_scores(pred):
+        """Scores on the JPEGs' maps and, with copies, on the copies' (``copies_*``)."""
+        res = _scores(pred[jpeg], lengths[jpeg], arcsec[jpeg])
+        if is_copy.any():
+            res.update({f"copies_{q}": v for q, v in _scores(pred[is_copy], lengths[is_copy], arcsec[is_copy]).items()})
+        return res
+
+    results = {"none": {**real_scores(predict(base, maps)),
                         "sim_log_r": _log_r(predict(base, sim_maps[out]), sim_len[out]), "sim_by_input": by_input(base, 1.0)}}
-    for mix in mixes:
+    variants = [(f"mix={mix}", mix, jpeg) for mix in mixes]
+    if linear_copies:
+        variants += [(f"mix={mix}+copies", mix, np.ones(len(lengths), bool)) for mix in mixes]
+    for name, mix, learn in variants:
         oof, sim_r, scales, per_input = np.full(len(lengths), np.nan), [], [], []
-        heads = fine_tune_out_of_fold(base, maps, lengths, fold, realdata.TRAIN_FOLDS, train_maps, train_len,
-                                      epochs=real_epochs, lr=lr, n_sims=mix, batch_size=REAL_HEAD["batch_size"],
-                                      seed=seed, threads=threads)
+        heads = fine_tune_out_of_fold(base, maps[learn], lengths[learn], fold[learn], realdata.TRAIN_FOLDS, train_maps,
+                                      train_len, scale_mask=jpeg[learn], epochs=real_epochs, lr=lr, n_sims=mix,
+                                      batch_size=REAL_HEAD["batch_size"], seed=seed, threads=threads)
         for k, (tuned, info) in heads.items():
             scale = info["simulated_length_scale"]
-            oof[fold == k] = predict(tuned, maps[fold == k])
+            oof[fold == k] = predict(tuned, maps[fold == k])  # a fold's JPEGs and copies, by the head without them
             q = predict(tuned, sim_maps[out])
             sim_r.append(_log_r(q, scale * sim_len[out]))
             scales.append(scale)
             per_input.append(by_input(tuned, scale))
-        results[f"mix={mix}"] = {**_scores(oof, lengths, arcsec), "sim_log_r": float(np.mean(sim_r)),
-                                 "simulated_length_scale": float(np.mean(scales)),
-                                 "sim_by_input": {kind: {q: float(np.mean([r[kind][q] for r in per_input]))
-                                                         for q in per_input[0][kind]} for kind in per_input[0]}}
-        log(f"head_real: mix={mix}: {results[f'mix={mix}']}")
+        results[name] = {**real_scores(oof), "sim_log_r": float(np.mean(sim_r)),
+                         "simulated_length_scale": float(np.mean(scales)),
+                         "sim_by_input": {kind: {q: float(np.mean([r[kind][q] for r in per_input]))
+                                                 for q in per_input[0][kind]} for kind in per_input[0]}}
+        log(f"head_real: {name}: {results[name]}")
     return {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
-            "folds": list(realdata.TRAIN_FOLDS), "n_real": len(ids), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies),
+            "folds": list(realdata.TRAIN_FOLDS), "n_real": int(jpeg.sum()), "n_real_copies": int(is_copy.sum()),
+            "linear_copies": int(linear_copies), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies),
             "format_copies": bool(format_copies), "n_sim_holdout": len(out),
             "n": int(n), "seed": int(seed), "epochs": int(epochs), "real_epochs": real_epochs, "lr": lr,
             "results": results, "seconds": round(time.time() - t0, 1)}
@@ -208,6 +231,9 @@ def main(argv=None):
     p.add_argument("--format-copies", action="store_true",
                    help="also train the head on the small FITS stamps' and full-size display copies' maps "
                         "(build_default --head-format-copies)")
+    p.add_argument("--linear-copies", type=int, default=0, metavar="N",
+                   help="also N linear FITS copies of each real bar: scored, and learned in a second cross-validation "
+                        "per mix (build_default --head-real-linear-copies; default %(default)s)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
@@ -217,7 +243,7 @@ def main(argv=None):
     mixes = [int(m) for m in a.mix.split(",") if m.strip()]
     res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
               mixes=mixes, threads=a.threads, root=root, stamp_copies=a.stamp_copies,
-              format_copies=a.format_copies)
+              format_copies=a.format_copies, linear_copies=a.linear_copies)
     res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
     print_json_line(res, a.out_json)
     return 0

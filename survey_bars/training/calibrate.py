@@ -516,20 +516,24 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     if folds is None:  # cross-fitted, the head may learn every training fold
         folds = realdata.TRAIN_FOLDS if crossfit else realdata.LENGTH_TRAIN_FOLDS
     folds = tuple(int(f) for f in folds)
-    maps, lengths, ids = real_length_maps(runtime, root, folds, threads=threads, linear_copies=linear_copies, seed=seed)
+    maps, lengths, ids, is_copy = real_length_maps(runtime, root, folds, threads=threads, linear_copies=linear_copies,
+                                                   seed=seed, return_is_copy=True)
     if len(maps) < 20:
         msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
                "length head on. Check the real-dev directory, or leave the real lengths out.")
         raise ValueError(msg)
     kw = {"epochs": epochs, "lr": lr, "n_sims": n_sims, "batch_size": REAL_HEAD["batch_size"], "seed": seed,
           "threads": threads}
-    tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, log=log, **kw)
+    # the simulations' units come from the JPEGs' maps alone: the head of simulations reads the copies'
+    # maps much shorter, and a scale set by them taught the simulated maps a second, wrong scale
+    tuned, info = fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, scale_mask=~is_copy, log=log, **kw)
     n_bars = len(set(ids))
     rec = {"source": "sdss-gz2-bars: Hoyle et al. (2011) volunteer bar lengths", "split": realdata.SPLIT_ID,
            "folds": list(folds), "max_length_arcsec": realdata.MAX_HOYLE_ARCSEC, "n_bars": n_bars, **info,
            "epochs": int(epochs), "lr": float(lr), "batch_size": REAL_HEAD["batch_size"]}
     if linear_copies:
-        rec["linear_copies"] = {"copies": int(linear_copies), "n_maps": len(maps) - n_bars, "seed": int(seed),
+        rec["linear_copies"] = {"copies": int(linear_copies), "n_maps": int(is_copy.sum()), "seed": int(seed),
+                                "scale_from": "the JPEGs' maps (fine_tune_head's scale_mask)",
                                 "how": ("each bar's JPEG also as linear single-band FITS copies "
                                         "(survey_bars.training.realdata.linear_from_display; Q and band from "
                                         "survey_bars.training.data.linear_copy_settings)")}
@@ -542,7 +546,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         labels.index = labels.index.astype(str)
         fold = labels.loc[list(ids), "fold"].to_numpy(int)
         oof = {k: h for k, (h, _) in fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths,
-                                                           **kw).items()}
+                                                           scale_mask=~is_copy, **kw).items()}
         if log is not None:
             log(f"length head: {len(oof)} out-of-fold heads (one without each of folds {list(folds)})")
     rec["seconds"] = round(time.time() - t0, 1)
@@ -933,7 +937,8 @@ def _real_bars(root, folds, max_length_arcsec):
     return bars, items
 
 
-def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1, linear_copies=0, seed=0):
+def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1, linear_copies=0, seed=0,
+                     return_is_copy=False):
     """SmoothGrad maps of the real-dev bars with a volunteer length, and that length in model pixels.
 
     The ``sdss-gz2-bars`` galaxies of ``folds`` with a Hoyle et al. (2011) length (at most
@@ -961,6 +966,8 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         Linear FITS copies per bar (default 0: the JPEGs alone).
     seed : int, optional
         Seed of the copies' stretches and bands.
+    return_is_copy : bool, optional
+        Also return which maps are of linear copies.
 
     Returns
     -------
@@ -970,6 +977,8 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         Their volunteer lengths in model-frame pixels, ``(N,)``.
     object_ids : list of str
         Their object ids (a copy has its galaxy's).
+    is_copy : ndarray of bool
+        ``(N,)``: True for a linear copy's map, False for a JPEG's; only with ``return_is_copy``.
 
     Raises
     ------
@@ -993,17 +1002,19 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
     try:
         rows = list(bars.itertuples())
         owner = [(item, r, item.object_id) for item, r in zip(items, rows)]
+        n_jpeg = len(owner)
         if linear_copies:
             owner += _linear_copy_items(rows, os.path.join(tmp, "linear"), int(linear_copies), seed)
         run_items = [item for item, _, _ in owner]
         maps_dir = os.path.join(tmp, "maps")
         process_items(run_items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=maps_dir),
                       runtime=runtime)
-        maps, lengths, ids = [], [], []
-        for item, r, galaxy in owner:
+        maps, lengths, ids, is_copy = [], [], [], []
+        for i, (item, r, galaxy) in enumerate(owner):
             path = saliency_file(maps_dir, item.object_id)
             if not os.path.isfile(path):  # an unreadable image: a flagged row without a map
                 continue
+            is_copy.append(i >= n_jpeg)
             with fits.open(path) as h:
                 maps.append(np.asarray(h[0].data, dtype=np.float32))
                 arcsec_per_px = float(h[0].header["SCALE"]) * float(r.pixel_scale)
@@ -1011,7 +1022,8 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
             ids.append(galaxy)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return (np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)), np.asarray(lengths, float), ids
+    out = (np.stack(maps) if maps else np.zeros((0, 0, 0), np.float32)), np.asarray(lengths, float), ids
+    return (*out, np.asarray(is_copy, dtype=bool)) if return_is_copy else out
 
 
 def _linear_copy_items(rows, directory, copies, seed):

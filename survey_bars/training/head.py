@@ -180,11 +180,12 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
 
 
 def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_sims, batch_size=32, seed=0, threads=1,
-                   log=None):
+                   scale_mask=None, log=None):
     """Fine-tune a head trained on simulations on real bar lengths, with simulated maps mixed in.
 
     The simulated lengths are first put in the real lengths' units: multiplied by the median of
-    real / predicted over the real maps (the head's own predictions, before the fine-tuning).
+    real / predicted over the real maps (the head's own predictions, before the fine-tuning), or
+    over those of ``scale_mask`` only.
     Then ``n_sims`` simulated maps, drawn with ``seed``, join the real ones, and
     :func:`train_head` continues from a copy of ``head``.
 
@@ -199,6 +200,11 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     epochs, lr, n_sims, batch_size, seed, threads : optional
         Fine-tuning epochs, peak learning rate, simulated maps mixed in (at most all of them),
         batch size, random seed and torch threads.
+    scale_mask : array_like of bool, optional
+        The real maps whose ratios set the simulated lengths' scale (default: all of them). Give
+        the maps of the images the simulations resemble, so that other real maps learned beside them
+        (linear FITS copies of display JPEGs, say, which the head reads much shorter before the
+        fine-tuning) do not set the simulations' units: the head would be taught two scales at once.
     log : callable, optional
         Progress lines, as for :func:`train_head`.
 
@@ -215,16 +221,24 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     lengths = np.asarray(lengths, dtype=np.float64)
     with torch.no_grad():
         before = HeadGraph(copy.deepcopy(head))(torch.as_tensor(maps[:, None])).numpy().astype(float)
-    scale = float(np.median(lengths / before))
+    ratio = lengths / before
+    if scale_mask is not None:
+        scale_mask = np.asarray(scale_mask, dtype=bool)
+        if scale_mask.shape != lengths.shape or not scale_mask.any():
+            msg = (f"scale_mask must hold one boolean per real map ({len(lengths)}) and select at least one; got shape "
+                   f"{scale_mask.shape} with {int(scale_mask.sum())} selected.")
+            raise ValueError(msg)
+        ratio = ratio[scale_mask]
+    scale = float(np.median(ratio))
     pick = np.random.default_rng(seed).permutation(len(sim_maps))[: int(n_sims)]
     x = np.concatenate([maps, np.asarray(sim_maps, np.float32)[pick]])
     y = np.concatenate([lengths, scale * np.asarray(sim_lengths, float)[pick]])
     tuned = train_head(x, y, epochs=epochs, seed=seed, threads=threads, batch_size=batch_size, lr=lr, init=head, log=log)
-    return tuned, {"simulated_length_scale": scale, "n_simulated_maps": len(pick),
+    return tuned, {"simulated_length_scale": scale, "n_simulated_maps": len(pick), "n_scale_maps": int(len(ratio)),
                    "pearson_r_before": float(np.corrcoef(before, lengths)[0, 1])}
 
 
-def fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths, **kw):
+def fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths, *, scale_mask=None, **kw):
     """One fine-tuned head per fold, each without that fold's real bars (cross-fitting).
 
     Parameters
@@ -237,6 +251,8 @@ def fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_length
         The folds to leave out, one head each.
     sim_maps, sim_lengths : ndarray
         Simulated maps and their true lengths, as for :func:`fine_tune_head`.
+    scale_mask : array_like of bool, optional
+        One per real map, as for :func:`fine_tune_head`; each head uses the part outside its fold.
     **kw
         :func:`fine_tune_head`'s settings (``epochs``, ``lr``, ``n_sims``, ...).
 
@@ -258,7 +274,8 @@ def fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_length
             msg = (f"Out-of-fold fine-tuning needs at least 20 real bars outside fold {k} and some inside it; got "
                    f"{int(train.sum())} and {int((~train).sum())}. Give more folds.")
             raise ValueError(msg)
-        out[int(k)] = fine_tune_head(head, maps[train], lengths[train], sim_maps, sim_lengths, **kw)
+        mask = None if scale_mask is None else np.asarray(scale_mask, dtype=bool)[train]
+        out[int(k)] = fine_tune_head(head, maps[train], lengths[train], sim_maps, sim_lengths, scale_mask=mask, **kw)
     return out
 
 
