@@ -110,6 +110,14 @@ def test_head_real_cross_validates_on_the_training_folds(tmp_path):
     kinds = {"full_fits", "small_display", "small_fits", "full_display"}
     assert set(every["results"]["none"]["sim_by_input"]) == kinds == set(every["results"]["mix=0"]["sim_by_input"])
     assert all(v["median_ratio"] > 0 for v in every["results"]["mix=0"]["sim_by_input"].values())
+    # with linear copies of the real JPEGs: every head also scored on them, and a second cross-validation learns them
+    lin = head_real.run(tiny_bundle(), n=40, workdir=str(tmp_path / "sims"), epochs=1, real_epochs=1, mixes=(5,),
+                        threads=1, root=str(root), p_bar_min=0.0, linear_copies=1, log=lambda msg: None)
+    assert lin["n_real"] == res["n_real"] and lin["n_real_copies"] == res["n_real"] and lin["linear_copies"] == 1
+    assert set(lin["results"]) == {"none", "mix=5", "mix=5+copies"}
+    for r in lin["results"].values():
+        assert -1.0 <= r["copies_pearson_r"] <= 1.0 and r["copies_median_ratio"] > 0
+    assert lin["results"]["mix=5"]["pearson_r"] == pytest.approx(res["results"]["mix=5"]["pearson_r"])  # the JPEGs alone
 
 
 def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):

@@ -510,7 +510,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     (:func:`real_length_maps`); an out-of-fold head leaves out a fold's copies with it.
     """
     from . import realdata
-    from .head import fine_tune_head, fine_tune_out_of_fold
+    from .head import fine_tune_head, fine_tune_out_of_fold, head_lengths, length_scores
 
     t0 = time.time()
     if folds is None:  # cross-fitted, the head may learn every training fold
@@ -547,8 +547,17 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         fold = labels.loc[list(ids), "fold"].to_numpy(int)
         oof = {k: h for k, (h, _) in fine_tune_out_of_fold(head, maps, lengths, fold, folds, sim_maps, sim_lengths,
                                                            scale_mask=~is_copy, **kw).items()}
+        # how the out-of-fold heads read each fold's bars, before any real fit: the JPEGs', and the copies'
+        arcsec = labels.loc[list(ids), "hoyle_bar_length_arcsec"].to_numpy(float)
+        pred = np.full(len(lengths), np.nan)
+        for k, h in oof.items():
+            pred[fold == k] = head_lengths(h, maps[fold == k])
+        rec["out_of_fold"] = {"jpeg": length_scores(pred[~is_copy], lengths[~is_copy], arcsec[~is_copy])}
+        if is_copy.any():
+            rec["out_of_fold"]["linear_copies"] = length_scores(pred[is_copy], lengths[is_copy], arcsec[is_copy])
         if log is not None:
-            log(f"length head: {len(oof)} out-of-fold heads (one without each of folds {list(folds)})")
+            log(f"length head: {len(oof)} out-of-fold heads (one without each of folds {list(folds)}): "
+                + "; ".join(f"{kind} r {v['pearson_r']:.3f}, ratio {v['median_ratio']:.3f}" for kind, v in rec["out_of_fold"].items()))
     rec["seconds"] = round(time.time() - t0, 1)
     return rec, tuned, oof
 

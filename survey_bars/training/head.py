@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "fine_tune_head", "fine_tune_out_of_fold",
-           "peak_normalise", "train_head"]
+__all__ = ["HEAD_ARCH", "HeadGraph", "LengthHead", "export_head", "fine_tune_head", "fine_tune_out_of_fold", "head_lengths",
+           "length_scores", "peak_normalise", "train_head"]
 
 #: Channels of the four convolution stages and the width of the dense layer.
 HEAD_ARCH = {"channels": [16, 32, 64, 64], "hidden": 64}
@@ -179,6 +179,48 @@ def train_head(maps, lengths, *, epochs=30, seed=0, threads=1, batch_size=64, lr
     return net.eval()
 
 
+def head_lengths(head, maps):
+    """A torch length head's lengths for maps.
+
+    Parameters
+    ----------
+    head : LengthHead
+        The head (left as it is).
+    maps : ndarray
+        Maps ``(N, S, S)``, any positive scale.
+
+    Returns
+    -------
+    ndarray
+        ``(N,)`` float64 lengths in the head's units.
+    """
+    with torch.no_grad():
+        return HeadGraph(copy.deepcopy(head).eval())(torch.as_tensor(np.asarray(maps, np.float32)[:, None])).numpy().astype(float)
+
+
+def length_scores(pred_px, true_px, true_arcsec):
+    """How predicted lengths agree with reference lengths, in arcseconds.
+
+    Parameters
+    ----------
+    pred_px, true_px : array_like
+        Predicted and reference lengths in each bar's model-frame pixels.
+    true_arcsec : array_like
+        The reference lengths in arcseconds (which give each bar's arcseconds per pixel).
+
+    Returns
+    -------
+    dict
+        ``n``, ``pearson_r`` (arcsec), ``median_rel_err`` and ``median_ratio`` (predicted /
+        reference).
+    """
+    true_px, true_arcsec = np.asarray(true_px, float), np.asarray(true_arcsec, float)
+    pred = np.asarray(pred_px, float) * (true_arcsec / true_px)
+    return {"n": len(pred), "pearson_r": float(np.corrcoef(pred, true_arcsec)[0, 1]),
+            "median_rel_err": float(np.median(np.abs(pred - true_arcsec) / true_arcsec)),
+            "median_ratio": float(np.median(pred / true_arcsec))}
+
+
 def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_sims, batch_size=32, seed=0, threads=1,
                    scale_mask=None, log=None):
     """Fine-tune a head trained on simulations on real bar lengths, with simulated maps mixed in.
@@ -219,8 +261,7 @@ def fine_tune_head(head, maps, lengths, sim_maps, sim_lengths, *, epochs, lr, n_
     """
     maps = np.asarray(maps, dtype=np.float32)
     lengths = np.asarray(lengths, dtype=np.float64)
-    with torch.no_grad():
-        before = HeadGraph(copy.deepcopy(head))(torch.as_tensor(maps[:, None])).numpy().astype(float)
+    before = head_lengths(head, maps)
     ratio = lengths / before
     if scale_mask is not None:
         scale_mask = np.asarray(scale_mask, dtype=bool)

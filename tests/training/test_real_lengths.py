@@ -92,8 +92,10 @@ def test_real_length_maps_with_linear_copies(real_root):
     assert ids[:n] == ids0 and sorted(ids[n:]) == sorted(ids0 * 2)
     assert np.all(lengths > 0) and not np.allclose(lengths[n:], np.repeat(lengths0, 2))  # other frames, other scales
     # the same copies for the same seed
-    again = real_length_maps(rt, real_root, (0, 1), linear_copies=2, seed=4)
+    again = real_length_maps(rt, real_root, (0, 1), linear_copies=2, seed=4, return_is_copy=True)
     np.testing.assert_array_equal(again[0], maps)
+    np.testing.assert_array_equal(again[3], np.arange(3 * n) >= n)  # which maps are the copies'
+    assert real_length_maps(rt, real_root, (0, 1), return_is_copy=True)[3].tolist() == [False] * n
     assert linear_copy_settings(4, 0, 0) != linear_copy_settings(4, 0, 1)
 
 
@@ -236,3 +238,30 @@ def test_out_of_fold_fine_tuning_needs_bars_in_and_out_of_each_fold():
         fine_tune_out_of_fold(head, maps, lengths, np.repeat([0, 1], 15), (0,), maps, lengths, **kw)  # 15 outside
     heads = fine_tune_out_of_fold(head, maps, lengths, fold, (0, 1, 2), maps, lengths, **kw)
     assert sorted(heads) == [0, 1, 2] and all(isinstance(h, LengthHead) for h, _ in heads.values())
+
+
+def test_fine_tuning_takes_the_simulations_scale_from_the_maps_it_is_told():
+    import torch
+
+    from survey_bars.training.head import HeadGraph, fine_tune_head, fine_tune_out_of_fold
+
+    rng = np.random.default_rng(2)
+    maps, lengths = rng.random((30, 64, 64)).astype(np.float32), rng.uniform(5, 30, 30)
+    head = train_head(maps, lengths, epochs=1, seed=0)
+    with torch.no_grad():
+        before = HeadGraph(head)(torch.as_tensor(maps[:, None])).numpy().astype(float)
+    # two thirds are "copies" whose lengths the head reads three times too short
+    jpeg = np.arange(30) % 3 == 0
+    real = np.where(jpeg, before * 1.2, before * 3.6)
+    kw = {"epochs": 1, "lr": 1e-3, "n_sims": 4}
+    _, every = fine_tune_head(head, maps, real, maps, lengths, **kw)
+    _, some = fine_tune_head(head, maps, real, maps, lengths, scale_mask=jpeg, **kw)
+    assert some["simulated_length_scale"] == pytest.approx(1.2, rel=1e-4) and some["n_scale_maps"] == 10
+    assert every["simulated_length_scale"] == pytest.approx(3.6, rel=1e-4) and every["n_scale_maps"] == 30
+    for bad in (jpeg[:20], np.zeros(30, bool)):
+        with pytest.raises(ValueError, match="scale_mask must hold one boolean per real map"):
+            fine_tune_head(head, maps, real, maps, lengths, scale_mask=bad, **kw)
+    # each out-of-fold head takes its scale from its own part of the mask
+    heads = fine_tune_out_of_fold(head, maps, real, np.repeat([0, 1, 2], 10), (0, 2), maps, lengths, scale_mask=jpeg, **kw)
+    assert heads[0][1]["n_scale_maps"] == 6 and heads[2][1]["n_scale_maps"] == 7
+    assert all(info["simulated_length_scale"] == pytest.approx(1.2, rel=1e-4) for _, info in heads.values())
