@@ -100,7 +100,7 @@ DEFAULTS = {
     "lr": 3e-3,
     "threads": 2,
     "name": "survey-bars-default",
-    "version": "5.6",
+    "version": "5.5",
     "calibrate_n": 800,
     "calibrate_seed": 90210,
     "head_n": 4000,
@@ -144,10 +144,9 @@ DEFAULTS = {
     # (its display stretch undone, realdata.linear_from_display) by that fine-tuning, so that real
     # FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
     "real_linear_copies": 2,
-    # bundle 5.6: the same for the length head's real fine-tuning, with the simulated lengths' units set
-    # by the JPEGs' maps alone; 0: the JPEGs alone (bundle 5.5 and before). A head built with 2 when the
-    # copies also set those units read real and simulated lengths worse (RESULTS.md, "Real galaxies as FITS files")
-    "head_real_linear_copies": 2,
+    # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). The
+    # head built with 2 read real and simulated lengths worse (RESULTS.md, "Real galaxies as FITS files")
+    "head_real_linear_copies": 0,
 }
 
 
