@@ -144,8 +144,9 @@ DEFAULTS = {
     # (its display stretch undone, realdata.linear_from_display) by that fine-tuning, so that real
     # FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
     "real_linear_copies": 2,
-    # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). The
-    # head built with 2 read real and simulated lengths worse (RESULTS.md, "Real galaxies as FITS files")
+    # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). Heads
+    # built with 2 read real JPEG and, above all, simulated lengths worse, with the simulations' units set by
+    # every real map or by the JPEGs' alone (RESULTS.md, "Real galaxies as FITS files")
     "head_real_linear_copies": 0,
 }
 
@@ -282,8 +283,10 @@ def build_default(n=DEFAULTS["n"], seed=DEFAULTS["seed"], workdir=None, out=None
         JPEGs alone, as bundle 5.4).
     head_real_linear_copies : int, optional
         The same for the length head's real fine-tuning
-        (``calibrate_head(real_linear_copies=...)``). 0, the default: the JPEGs alone (bundle 5.5
-        and before); a head built with 2 read the real bars' JPEGs and the simulations worse.
+        (``calibrate_head(real_linear_copies=...)``; the simulated maps mixed in are put in real
+        units by the JPEGs' maps alone). 0, the default: the JPEGs alone (bundle 5.5 and before);
+        heads built with 2 read the copies better but the real bars' JPEGs and the simulations
+        worse.
 
     Returns
     -------

@@ -409,10 +409,13 @@ def calibrate_head(bundle_path, *, n=16000, seed=5150, survey="mixed", workdir=N
     real_linear_copies : int, optional
         With ``real_root``: each real bar is also learned as this many linear single-band FITS
         copies of its JPEG (:func:`real_length_maps`), so that the head reads the real bars of
-        FITS images too. 0 (the default): the JPEGs alone, as every shipped head. A head built
-        with 2 read the real JPEGs and the simulations worse (``benchmarks/RESULTS.md``, "Real
-        galaxies as FITS files"): the scale put on the simulated maps mixed in is the median over
-        the JPEGs and the copies together, which the copies dominate.
+        FITS images too. The simulated maps mixed in are put in real units by the JPEGs' maps
+        alone (:func:`~survey_bars.training.head.fine_tune_head`'s ``scale_mask``), and the card
+        records how the out-of-fold heads read each fold's JPEGs and copies
+        (``real_training["out_of_fold"]``). 0 (the default): the JPEGs alone, as every shipped
+        head. Heads built with 2 read the copies better (out of fold r 0.36, against -0.12) but
+        the real JPEGs and, above all, the simulations worse (fresh simulations r 0.33, against
+        0.82; ``benchmarks/RESULTS.md``, "Real galaxies as FITS files").
 
     Returns
     -------
@@ -1109,9 +1112,9 @@ def configure_parser(parser):
                              "fold's bars are measured by the DIR head that did not learn them.")
     parser.add_argument("--real-linear-copies", type=int, default=0, metavar="N",
                         help="With --real-lengths: also learn each real bar as N linear single-band FITS copies of its "
-                             "JPEG (the display stretch undone), so that the head reads real FITS images too "
-                             "(default 0, as every shipped head; 2 made the head worse on real JPEGs and "
-                             "simulations, benchmarks/RESULTS.md).")
+                             "JPEG (the display stretch undone), so that the head reads real FITS images too; the "
+                             "simulated lengths' units come from the JPEGs alone (default 0, as every shipped head; "
+                             "2 made the head worse on real JPEGs and simulations, benchmarks/RESULTS.md).")
 
 
 def run_cli(args):

@@ -178,6 +178,10 @@ def test_cross_fitted_head_learns_every_training_fold_and_is_fitted_out_of_fold(
     assert rt["folds"] == list(realdata.TRAIN_FOLDS) and rt["n_bars"] == 35  # fold 4 never
     assert rt["linear_copies"]["copies"] == 1 and rt["linear_copies"]["n_maps"] == 35  # one linear copy of each
     assert rt["cross_fitted"]["folds"] == [0, 1, 2, 3]
+    assert rt["n_scale_maps"] == 35  # the simulations' units from the JPEGs' maps alone
+    # each fold's JPEGs and copies read by the head without that fold
+    assert rt["out_of_fold"]["jpeg"]["n"] == 35 and rt["out_of_fold"]["linear_copies"]["n"] == 35
+    assert all(-1 <= v["pearson_r"] <= 1 and v["median_ratio"] > 0 for v in rt["out_of_fold"].values())
     meta = json.loads((cf / cal.CROSSFIT_FILE).read_text())
     assert sorted(meta["files"]) == ["0", "1", "2", "3"] and all((cf / f).is_file() for f in meta["files"].values())
     assert not list((tmp_path / "bundle").glob("*fold*"))  # the out-of-fold heads are not part of the bundle
