@@ -46,6 +46,7 @@ block is printed. Work files (input catalogues, catalogues) go to ``$SURVEY_BARS
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -620,7 +621,8 @@ def markdown(info, gz2, gz1, spitzer, fig_link, fits_res=None):
         "",
         (f"Scored through `survey-bars process` (`survey_bars.cluster.process`, a 2-worker LocalCluster, JPEGs read directly, "
          f"pixel scale and position from an input catalogue), default options: `--method {info['method']}`, `--p-bar-min 0.5`, "
-         f"SmoothGrad {info['samples']} samples."
+         f"SmoothGrad {info['samples']} samples"
+         + (f", `--length-frame {info['length_frame']}`." if info.get("length_frame", "auto") != "auto" else ".")
          + (f" Subsample: at most {info['max_n']} galaxies per set (`--max-n`)." if info["max_n"] else "")),
     ]
     if gz2:
@@ -727,6 +729,9 @@ def main(argv=None):
     ap.add_argument("--root", default=None, help="the real-dev directory (default: $SURVEY_BARS_REAL_DEV or ../shared/data/real-dev)")
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     ap.add_argument("--workdir", default=None, help=f"work files (default {WORK})")
+    ap.add_argument("--length-frame", default="auto", choices=("auto", "measured", "softened"),
+                    help="survey-bars process --length-frame: the frame FITS inputs' bars are measured in (default auto, "
+                         "the product's)")
     ap.add_argument("--fits", action=argparse.BooleanOptionalAction, default=True,
                     help="also score the same galaxies as linear r-band FITS files (default: yes)")
     args = ap.parse_args(argv)
@@ -754,7 +759,7 @@ def main(argv=None):
         note += f" NOTE: fold(s) {[f for f in folds if f in realdata.TRAIN_FOLDS]} are training folds, not the held-out test fold."
     samples = int((bundle.smoothgrad or {}).get("samples", 16))
     method = resolve_method(bundle.card, args.method)
-    options = RunOptions(model=args.model, method=args.method)
+    options = RunOptions(model=args.model, method=args.method, length_frame=args.length_frame)
 
     sets = {}
     if (root / realdata.GZ2_DIR).is_dir():
@@ -782,8 +787,8 @@ def main(argv=None):
             hoyle_df = sets["gz2"][sets["gz2"]["hoyle_bar_length_arcsec"].notna()].reset_index(drop=True)
             cat_csv = realdata.write_input_catalogue(hoyle_df, work / "gz2-hoyle-input.csv")
             t = time.time()
-            cat, summary = run_process(client, work / "gz2-hoyle-pbar0.parquet", RunOptions(model=args.model, method=args.method,
-                                                                                      p_bar_min=0.0), catalogue=cat_csv)
+            cat, summary = run_process(client, work / "gz2-hoyle-pbar0.parquet",
+                                       dataclasses.replace(options, p_bar_min=0.0), catalogue=cat_csv)
             t_proc += time.time() - t
             summaries["gz2_hoyle_p_bar_min_0"] = dict(summary)
             joined["gz2_hoyle_pbar0"] = join(hoyle_df, cat)
@@ -800,8 +805,8 @@ def main(argv=None):
         spitzer_cat = None
         if spitzer_files:
             t = time.time()
-            spitzer_cat, summary = run_process(client, work / "spitzer.parquet", RunOptions(model=args.model, method=args.method,
-                                                                                        p_bar_min=0.0), inputs=spitzer_files)
+            spitzer_cat, summary = run_process(client, work / "spitzer.parquet", dataclasses.replace(options, p_bar_min=0.0),
+                                               inputs=spitzer_files)
             t_proc += time.time() - t
             summaries["spitzer"] = dict(summary)
     finally:
@@ -827,7 +832,7 @@ def main(argv=None):
     info = {"folds": folds, "folds_text": ", ".join(str(f) for f in folds), "split_id": realdata.SPLIT_ID, "split": realdata.SPLIT_DESCRIPTION,
             "bundle_note": note, "held_out": held_out and all(f not in realdata.TRAIN_FOLDS for f in folds),
             "bundle": {"name": bundle.name, "version": bundle.version, "path": str(bundle.path)}, "method": method, "samples": samples,
-            "max_n": args.max_n, "seconds": time.time() - t0, "process_seconds": t_proc, "summaries": summaries}
+            "max_n": args.max_n, "length_frame": args.length_frame, "seconds": time.time() - t0, "process_seconds": t_proc, "summaries": summaries}
     md = markdown(info, gz2, gz1, spitzer, fig_link, fits_res)
     command = "python -m benchmarks.real" + ("" if not (argv if argv is not None else sys.argv[1:]) else " " + " ".join(argv if argv is not None else sys.argv[1:]))
     save("real", {**info, "sdss_gz2_bars": gz2, "sdss_gz1_morphology": gz1, "spitzer": spitzer,

@@ -35,7 +35,7 @@ from .io.catalogue import assemble, is_done, part_paths, write_part
 from .io.cutout import DEFAULT_MAX_PIXELS
 from .io.inputs import InputItem, discover_inputs, read_input_catalogue
 from .measure import calibration_for, get_method, resolve_method, run_methods
-from .pipeline import RunOptions, process_items
+from .pipeline import LENGTH_FRAMES, RunOptions, process_items
 
 __all__ = ["make_partitions", "default_partition_size", "make_security", "local_cluster", "WORKER_CONFIG", "process", "JobError", "JobSummary"]
 
@@ -527,6 +527,12 @@ def configure_parser(parser):
                         help="Measure bars (and compute SmoothGrad maps) where p_bar reaches this (default 0.5).")
     parser.add_argument("--saliency-all", action="store_true",
                         help="Compute SmoothGrad maps for every galaxy, not only bar candidates (slower; with --save-saliency).")
+    parser.add_argument("--length-frame", choices=LENGTH_FRAMES, default="auto",
+                        help="The frame bars in FITS (linear) inputs are measured in: 'measured', the model frame, sized by "
+                             "the half-light radius of the galaxy's flux (the probabilities' frame, and the one every "
+                             "calibration was made in); 'softened', a wider frame sized by the half-light radius of its "
+                             "asinh-softened light, about the frame its display image gets; 'auto' (default): softened "
+                             "where the stamp cuts the galaxy, else measured. Display images (JPEG/PNG) have one frame.")
     parser.add_argument("--cosmology", default="Planck18", help="astropy.cosmology realisation for bar_length_kpc.")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="Keep the finished partitions of an interrupted run.")
@@ -563,6 +569,7 @@ def run_cli(args):
             threads=1,
             p_bar_min=args.p_bar_min,
             saliency_all=args.saliency_all,
+            length_frame=args.length_frame,
         )
     except OptionError as exc:  # an option out of range: the message names it by its flag
         flag = _CLI_FLAGS.get(exc.option, "--" + exc.option.replace("_", "-"))

@@ -141,6 +141,12 @@ class Normalised:
     size_from_fallback : bool
         True when no galaxy could be segmented and a fallback size was used, or when the
         measured size was implausibly large (over a quarter of the stamp) and was clamped.
+    segment_at_edge : bool
+        True when the galaxy's segment reaches the edge of the stamp: the stamp cuts the galaxy,
+        and the half-light radius of what it holds is smaller than the galaxy's.
+    length_frame : Normalised or None
+        A second, wider frame of the same cutout that the bar is measured in (the pipeline's
+        ``length_frame="softened"``, for inputs in linear fluxes), or None: this one.
     """
 
     image: np.ndarray
@@ -156,6 +162,8 @@ class Normalised:
     outside_frac: float
     centre_offset_frac: float
     size_from_fallback: bool
+    segment_at_edge: bool = False
+    length_frame: Normalised | None = None
 
     def model_to_input(self, xm, ym):
         """Map model-frame pixel coordinates to input pixel coordinates.
@@ -384,7 +392,19 @@ def _find_galaxy(sub, noise, cfg):
     return x0, y0, max(r50, cfg.min_r50_pix), seg, False, snr
 
 
-def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
+def _softened_r50(sub, seg, x0, y0, softening):
+    """Half-light radius of ``arcsinh(flux / softening)`` over the segment ``seg`` (input pixels)."""
+    sy, sx = np.nonzero(seg)
+    r = np.hypot(sx - x0, sy - y0)
+    order = np.argsort(r)
+    cum = np.cumsum(np.arcsinh(np.clip(sub[sy, sx], 0.0, None) / softening)[order])
+    if cum.size == 0 or cum[-1] <= 0:
+        return None
+    k = min(int(np.searchsorted(cum, 0.5 * cum[-1])), r.size - 1)
+    return float(r[order][k])
+
+
+def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None, r50_softening=None):
     """Bring a cutout into the model frame.
 
     Parameters
@@ -403,6 +423,13 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
         Per-pixel variance of ``data`` (e.g. from a VARIANCE or IVAR extension). When given,
         the S/N uses it over the galaxy's segment instead of the border's noise; it changes
         nothing else.
+    r50_softening : float, optional
+        Size the frame by the half-light radius of the galaxy's softened light,
+        ``arcsinh(flux / (r50_softening * noise))`` over the same segment, instead of its flux's
+        (when ``r50_pix`` is not given). The softening flattens a bright core the way a display
+        stretch does, so a concentrated galaxy in linear fluxes gets about the frame its display
+        image gets (:data:`survey_bars.pipeline.LENGTH_FRAME_SOFTENING`). Without a noise
+        estimate, or when the result is not wider, the flux's radius is used.
 
     Returns
     -------
@@ -434,6 +461,7 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
     sub = np.where(good, arr - plane, 0.0)
 
     x0, y0, r50, seg, fallback, snr = _find_galaxy(sub, noise, cfg)
+    at_edge = not fallback and bool(seg[0].any() or seg[-1].any() or seg[:, 0].any() or seg[:, -1].any())
     if variance is not None:
         var = np.asarray(variance, dtype=np.float64)
         if var.shape == arr.shape:
@@ -441,7 +469,12 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
             total_var = float(var[use].sum())
             if total_var > 0:
                 snr = max(float(sub[use].sum()) / np.sqrt(total_var), 0.0)
-    if r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0:
+    given = r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0
+    if r50_softening is not None and not given and not fallback and noise > 0:
+        soft = _softened_r50(sub, seg, x0, y0, float(r50_softening) * noise)
+        if soft is not None and soft > r50:
+            r50 = max(soft, cfg.min_r50_pix)
+    if given:
         r50 = float(r50_pix)
     elif r50 > MAX_R50_FRAC * min(nx, ny):
         # a half-light radius over a quarter of the stamp means the segmentation merged the
@@ -494,4 +527,5 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None):
         outside_frac=outside_frac,
         centre_offset_frac=offset,
         size_from_fallback=bool(fallback),
+        segment_at_edge=bool(at_edge),
     )

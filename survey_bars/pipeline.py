@@ -47,6 +47,12 @@ OFF_CENTRE_FRAC = 0.10
 TRUNCATED_FRAC = 0.05
 LARGE_RESAMPLING = 4.0
 P_BAR_AMBIGUOUS = (0.35, 0.65)
+#: ``RunOptions.length_frame``: the frame a bar is measured in, for inputs in linear fluxes (FITS)
+LENGTH_FRAMES = ("auto", "measured", "softened")
+#: the softening of the ``"softened"`` length frame, in units of the background noise
+#: (:func:`survey_bars.normalise.normalise`'s ``r50_softening``). Chosen on the real-dev training
+#: folds 0-3 as linear FITS files (3 against 10; benchmarks/RESULTS.md, "Real galaxies as FITS files")
+LENGTH_FRAME_SOFTENING = 3.0
 #: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle:
 #: :func:`survey_bars.measure.resolve_method`); the registry of :mod:`survey_bars.measure`.
 METHODS = run_methods()
@@ -92,6 +98,22 @@ class RunOptions:
         Files normalised and inferred together; bounds the worker's memory.
     p_bar_min : float
         Bars are measured only where ``p_bar`` reaches this (in [0, 1]).
+    length_frame : {"auto", "measured", "softened"}
+        The frame the bar is measured in (the SmoothGrad map and every length) for an input in
+        linear fluxes (a FITS file; a display image has one frame). ``"measured"``: the model
+        frame, sized by the half-light radius of the galaxy's flux, which the probabilities come
+        from and every bundle's calibrations were made in. ``"softened"``: a second, wider
+        frame, sized by the half-light radius of the galaxy's asinh-softened light
+        (:data:`LENGTH_FRAME_SOFTENING`), about the frame the galaxy's display image gets.
+        ``"auto"`` (the default): ``"softened"`` where the stamp cuts the galaxy (its segment
+        reaches the stamp's edge, ``Normalised.segment_at_edge``), else ``"measured"``. A stamp
+        that cuts the disc holds too little of its light, its flux's half-light radius comes out
+        small, and the bar runs to or past the measured frame's edge: real bars given as linear
+        FITS stamps (the real-dev stamps cut 98 % of their galaxies) came out at r 0.05 and 0.79
+        of the volunteers' lengths on the held-out fold, and at r 0.42 and 0.97 in the softened
+        frame. Simulated stamps hold their galaxies (8 % cut), and there the softened frame
+        lowers r, so it is kept for cut galaxies (``benchmarks/RESULTS.md``, "Real galaxies as
+        FITS files"). An ``r50_arcsec`` from the input catalogue sizes the one frame.
     saliency_all : bool
         Compute SmoothGrad maps for every galaxy, not only for those whose ``p_bar`` reaches
         ``p_bar_min`` (the only ones whose bar is measured). Costs time; useful with
@@ -112,6 +134,7 @@ class RunOptions:
     chunk_size: int = 64
     p_bar_min: float = 0.5
     saliency_all: bool = False
+    length_frame: str = "auto"
 
     def __post_init__(self):
         _check_options(self)
@@ -136,6 +159,8 @@ def _check_options(o):
         if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum):
             bad(name, v, f"an integer >= {minimum}")
 
+    if o.length_frame not in LENGTH_FRAMES:
+        bad("length_frame", o.length_frame, f"one of {', '.join(LENGTH_FRAMES)}")
     if o.method not in METHODS:
         bad("method", o.method, f"one of {', '.join(METHODS)}")
     if not (number(o.p_bar_min) and 0.0 <= o.p_bar_min <= 1.0):
@@ -199,6 +224,11 @@ def prepare_item(item, options, prep_cfg):
         r50_pix = item.r50_arcsec / cut.pixel_scale_arcsec
     try:
         norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix, variance=cut.variance)
+        wider = options.length_frame == "softened" or (options.length_frame == "auto" and norm.segment_at_edge)
+        if wider and not cut.display and r50_pix is None:
+            wide = normalise(cut.data, prep_cfg, variance=cut.variance, r50_softening=LENGTH_FRAME_SOFTENING)
+            if wide.scale > norm.scale:  # the bar is measured in the wider frame
+                norm = dataclasses.replace(norm, length_frame=wide)
     except ValueError as exc:
         row.update(status="error", error=f"normalise: {exc}")
         return row, None, None
@@ -313,6 +343,8 @@ def _column_calibrations(card):
 def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subsets, calib, symmetrise=False,
                  columns=()):
     imgs = np.stack([prepared[i][1].image for i in ok])
+    # the frames the bars are measured in (a FITS input's wider length frame, when it has one)
+    frames = [prepared[i][1].length_frame or prepared[i][1] for i in ok]
     fwd = rt.forward(imgs)
     probs = fwd["probs"]
     col = {n: j for j, n in enumerate(names)}
@@ -323,8 +355,8 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
     sal = {}
     if sel.size:
         ids = [prepared[ok[k]][0]["object_id"] for k in sel]
-        maps = smoothgrad_batch(rt, imgs[sel], ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=n_subsets,
-                                symmetrise=symmetrise)
+        maps = smoothgrad_batch(rt, np.stack([frames[k].image for k in sel]), ids, n_samples=n_samples,
+                                noise_frac=noise_frac, n_subsets=n_subsets, symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
     method = get_method(options.method)
     geometry = method.geometry or method.name  # position angle, axis ratio and map flags
@@ -342,6 +374,8 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             flags |= Flag.P_BAR_AMBIGUOUS
         # no pixel scale (an image without one): lengths in arcsec stay null (flag NO_PIXEL_SCALE)
         to_arcsec = norm.scale * (row["pixel_scale_arcsec"] or np.nan)
+        frame = frames[k]  # the map's frame: the bar's lengths are in its pixels
+        map_to_arcsec = frame.scale * (row["pixel_scale_arcsec"] or np.nan)
         direct = float(fwd["bar_length_direct"][k])
         sg = sal.get(k)
         meas = measures[k].get(geometry) if sg is not None else None
@@ -350,13 +384,13 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             if raws is None:  # every candidate's raw length at once (a learned head reads them batched)
                 raws = method.raw_lengths(rt, candidates, n_subsets, measures)
             raw, subs = raws[k]
-            length, err = calibrated_length(raw, subs, calib, norm.scale)
+            length, err = calibrated_length(raw, subs, calib, frame.scale)
             own = {}
             for m, m_calib in columns:
-                own.update(m.column_values(measures[k], m_calib, norm.scale, to_arcsec))
+                own.update(m.column_values(measures[k], m_calib, frame.scale, map_to_arcsec))
             row.update(
-                bar_length_arcsec=_finite_or_none(length * to_arcsec),
-                bar_length_err_arcsec=_finite_or_none(err * to_arcsec),
+                bar_length_arcsec=_finite_or_none(length * map_to_arcsec),
+                bar_length_err_arcsec=_finite_or_none(err * map_to_arcsec),
                 bar_pa_deg=_finite_or_none(sky_pa(meas.pa_deg, cd)),
                 bar_axis_ratio=_finite_or_none(meas.axis_ratio),
                 bar_length_direct_arcsec=_finite_or_none(direct * to_arcsec),
@@ -367,4 +401,4 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
             flags |= Flag.BAR_NOT_MEASURED | (meas.flags & int(Flag.DIFFUSE_SALIENCY) if meas is not None else 0)
         row["quality_flags"] = flags
         if options.save_saliency and sg is not None:
-            write_saliency_map(options.save_saliency, row["object_id"], sg.map, norm, meas)
+            write_saliency_map(options.save_saliency, row["object_id"], sg.map, frame, meas)

@@ -120,6 +120,25 @@ def test_head_real_cross_validates_on_the_training_folds(tmp_path):
     assert lin["results"]["mix=5"]["pearson_r"] == pytest.approx(res["results"]["mix=5"]["pearson_r"])  # the JPEGs alone
 
 
+def test_length_frame_scores_both_frames_on_the_training_folds_and_simulations(tmp_path, monkeypatch):
+    from benchmarks import length_frame
+    from survey_bars import pipeline
+    from survey_bars.testing import tiny_bundle
+    from survey_bars.training import realdata
+
+    from .training.test_real_lengths import fake_real_lengths_root
+
+    root = fake_real_lengths_root(tmp_path / "real-dev")
+    res = length_frame.run(tiny_bundle(), n=16, softenings=(3.0, 10.0), root=str(root), p_bar_min=0.0, log=lambda msg: None)
+    labels = realdata.load_gz2_bars(root)
+    train = labels["fold"].isin(realdata.TRAIN_FOLDS) & labels["hoyle_bar_length_arcsec"].notna()
+    assert set(res["real"]) == {"measured", "auto s=3", "softened s=3", "softened s=10"} == set(res["sims"])
+    assert 0 <= res["real_cut"] <= 1 and 0 <= res["sims_cut"] <= 1
+    assert all(r["n"] == int(train.sum()) for r in res["real"].values())  # every training-fold bar, never fold 4
+    assert res["sims"]["measured"]["over_measured_median"] == 1.0 and res["n_sims"] == 16
+    assert pipeline.LENGTH_FRAME_SOFTENING == 3.0  # put back
+
+
 def test_head_real_says_where_the_data_are_missing(tmp_path, monkeypatch, capsys):
     from benchmarks import head_real
 

@@ -108,3 +108,29 @@ def test_implausible_size_clamped_and_flagged():
     assert n.r50_pix == pytest.approx(0.25 * 96) and n.size_from_fallback
     clean = normalise(galaxy_image(n=96, r50=5.0, noise=0.001))
     assert clean.r50_pix == pytest.approx(5.0, rel=0.15) and not clean.size_from_fallback
+
+
+def _concentrated(n=128, seed=0):
+    """A faint exponential disc (r50 16 px) with a bright compact core: most of the flux in the core."""
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    r = np.hypot(xx, yy)
+    rng = np.random.default_rng(seed)
+    return 2.0 * np.exp(-r / 9.5) + 400.0 * np.exp(-0.5 * (r / 1.5) ** 2) + rng.normal(0, 0.05, (n, n))
+
+
+def test_softened_light_sizes_a_wider_frame_for_a_concentrated_galaxy():
+    img = _concentrated()
+    flux = normalise(img)
+    soft = normalise(img, r50_softening=3.0)
+    assert soft.scale > 2 * flux.scale  # the core sets the flux's half-light radius, not the disc
+    assert (soft.x0, soft.y0) == (flux.x0, flux.y0) and soft.length_frame is None and flux.length_frame is None
+    # a galaxy image given a size keeps it
+    assert normalise(img, r50_pix=5.0, r50_softening=3.0).r50_pix == pytest.approx(5.0)
+    # never narrower than the flux's frame (an image without a bright core barely changes)
+    plain = galaxy_image(n=96, r50=8)
+    assert normalise(plain, r50_softening=3.0).scale >= normalise(plain).scale
+
+
+def test_segment_at_edge_says_when_the_stamp_cuts_the_galaxy():
+    assert not normalise(galaxy_image(n=128, r50=6)).segment_at_edge  # a small galaxy in a large stamp
+    assert normalise(galaxy_image(n=40, r50=12, noise=0.005)).segment_at_edge  # a disc wider than its stamp

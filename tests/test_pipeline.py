@@ -336,3 +336,48 @@ def test_band_option_reaches_the_reader(runtime, tmp_path):
             for b in (None, "z", "y")]
     assert [r.band for r in rows[:2]] == ["r", "z"] and rows[0].status == rows[1].status == "ok"
     assert rows[2].status == "error" and rows[2].error.startswith("band_not_found:")
+
+
+def test_softened_length_frame_measures_a_fits_bar_in_a_wider_frame(runtime, tmp_path):
+    """``length_frame="softened"``: a FITS galaxy's bar measured in a wider frame, its probabilities unchanged;
+    a display image has one frame either way."""
+    from astropy.io import fits
+
+    from .test_normalise import _concentrated
+
+    img = _concentrated()
+    img += galaxy_image(n=128, r50=8, bar_len=40, noise=0.0, seed=3, flux=300.0)
+    f = write_fits(tmp_path / "c.fits", img, objid="C", scale=0.262)
+    j = _jpeg(tmp_path / "c.jpg", img)
+    items = [InputItem(file=f), InputItem(file=j, object_id="J", pixel_scale=0.262)]
+    rows, scales = {}, {}
+    for frame in ("measured", "softened"):
+        sal = tmp_path / frame
+        opts = RunOptions(smoothgrad_samples=8, p_bar_min=0.0, save_saliency=str(sal), length_frame=frame)
+        rows[frame] = process_items(items, opts, runtime=runtime).to_pandas()
+        for oid in ("C", "J"):
+            with fits.open(sal / f"{oid}.fits") as h:
+                scales[frame, oid] = h[0].header["SCALE"]
+    m, s = rows["measured"], rows["softened"]
+    assert list(s.status) == ["ok", "ok"] and (s.bar_length_arcsec > 0).all()
+    for col in ("p_bar", "p_smooth", "p_edge_on", "r50_arcsec", "resample_scale", "bar_length_direct_arcsec"):
+        np.testing.assert_allclose(s[col], m[col], err_msg=col)  # the model frame's
+    assert scales["softened", "C"] > 1.5 * scales["measured", "C"]  # the bar's frame is wider
+    assert scales["softened", "J"] == scales["measured", "J"]  # a display image: one frame
+    assert s.bar_length_arcsec[1] == m.bar_length_arcsec[1]
+    # "auto": the wider frame only where the stamp cuts the galaxy
+    cut = write_fits(tmp_path / "cut.fits", _concentrated(n=48) + galaxy_image(n=48, r50=14, noise=0.0, flux=300.0),
+                     objid="CUT", scale=0.262)
+    whole = write_fits(tmp_path / "whole.fits", _concentrated(n=160), objid="WHOLE", scale=0.262)
+    for frame in ("measured", "auto"):
+        process_items([cut, whole], RunOptions(smoothgrad_samples=8, p_bar_min=0.0, save_saliency=str(tmp_path / f"a-{frame}"),
+                                              length_frame=frame), runtime=runtime)
+        for oid in ("CUT", "WHOLE"):
+            with fits.open(tmp_path / f"a-{frame}" / f"{oid}.fits") as h:
+                scales[frame, oid] = h[0].header["SCALE"]
+    assert scales["auto", "CUT"] > scales["measured", "CUT"] and scales["auto", "WHOLE"] == scales["measured", "WHOLE"]
+    # an r50 from the input catalogue sizes the one frame
+    given = InputItem(file=f, r50_arcsec=float(m.r50_arcsec[0]))
+    one = process_items([given], RunOptions(smoothgrad_samples=8, p_bar_min=0.0, length_frame="softened"),
+                        runtime=runtime).to_pandas()
+    assert one.bar_length_arcsec[0] == pytest.approx(m.bar_length_arcsec[0])

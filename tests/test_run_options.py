@@ -22,6 +22,7 @@ from survey_bars.pipeline import RunOptions
         ({"pixel_scale": -0.2}, "pixel_scale"),
         ({"band": 1.5}, "band"),
         ({"cosmology": "NoSuchCosmo"}, "cosmology"),
+        ({"length_frame": "wide"}, "length_frame"),
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(kw, option):

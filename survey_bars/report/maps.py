@@ -48,17 +48,20 @@ def recompute_saliency(rows, model=None, *, metadata=None, runtime=None, band=No
     # the run's overrides, else the bundle's settings (symmetrisation included)
     n_samples = int(run["smoothgrad_samples"]) if run.get("smoothgrad_samples") else None
     noise_frac = float(run["noise_frac"]) if run.get("noise_frac") else None
-    options = RunOptions(band=band)
+    length_frame = run.get("length_frame") or "measured"  # catalogues made before the option
+    options = RunOptions(band=band, length_frame=length_frame)
     out, frames, ids = {}, [], []
     for row in rows:
         oid = row["object_id"]
+        # the row's r50 gives the run's frame again; with another length frame the size is measured afresh (the
+        # row's r50 is the probabilities' frame), which gives the run's frames unless the input catalogue gave it
         item = InputItem(file=row["file"], object_id=oid, pixel_scale=row.get("pixel_scale_arcsec"),
-                         r50_arcsec=row.get("r50_arcsec"))
+                         r50_arcsec=row.get("r50_arcsec") if length_frame == "measured" else None)
         got, norm, _ = prepare_item(item, options, prep)  # the pipeline's own reading and normalisation
         if norm is None:
             out[oid] = f"cannot recompute: {got['error']}"
             continue
-        frames.append(norm)
+        frames.append(norm.length_frame or norm)  # the frame the bar was measured in
         ids.append(oid)
     if frames:
         res = smoothgrad_batch(runtime, np.stack([f.image for f in frames]), ids, n_samples=n_samples, noise_frac=noise_frac, n_subsets=1)

@@ -51,6 +51,10 @@ __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrat
 #: simulated (FITS-like) maps at some cost on the real stamps; ``python -m benchmarks.head_real``
 #: measures both by cross-validation on the training folds 0-3 (``benchmarks/RESULTS.md``).
 REAL_HEAD = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "sims": 600}
+#: the frame every calibration, length head and real fit measures bars in
+#: (``RunOptions.length_frame``): the flux's half-light radius, as for every bundle so far, so
+#: that the build still makes its bundles byte for byte, whatever the pipeline's default.
+CALIBRATION_FRAME = "measured"
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -178,7 +182,7 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     _check_seed(bundle, seed, "calibration seed")
     t0 = time.time()
     with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-calib-") as sim_dir:
-        df = measure_simulation(sim_dir, ModelRuntime(bundle), RunOptions(method=method, smoothgrad_samples=samples))
+        df = measure_simulation(sim_dir, ModelRuntime(bundle), RunOptions(method=method, smoothgrad_samples=samples, length_frame=CALIBRATION_FRAME))
     ok = (df["status"] == "ok") & df["true_has_bar"]
     cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
     cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
@@ -318,7 +322,7 @@ def detected_bar_maps(sim_dir, runtime, maps_dir, p_bar_min=0.5):
     maps : ndarray
         Their maps, ``(N, S, S)``.
     """
-    d = measure_simulation(sim_dir, runtime, RunOptions(save_saliency=maps_dir, method="moments"), calibrated=True)
+    d = measure_simulation(sim_dir, runtime, RunOptions(save_saliency=maps_dir, method="moments", length_frame=CALIBRATION_FRAME), calibrated=True)
     d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
     return d, _read_maps(maps_dir, d["object_id"])
 
@@ -691,7 +695,7 @@ def uncalibrated_head(runtime, files):
     card = runtime.card
     runtime.card = {**card, "calibration": {k: v for k, v in (card.get("calibration") or {}).items() if k != "head"}}
     try:
-        return process_items(list(files), RunOptions(method="head", p_bar_min=0.0), runtime=runtime).to_pandas()
+        return process_items(list(files), RunOptions(method="head", p_bar_min=0.0, length_frame=CALIBRATION_FRAME), runtime=runtime).to_pandas()
     finally:
         runtime.card = card
 
@@ -768,7 +772,7 @@ def calibrate_head_errors(bundle_path, *, n=1500, seed=6160, survey="mixed", wor
     t0 = time.time()
     with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-head-errors-") as sim_dir:
         # calibrated=False: the spread of the SmoothGrad subsets alone, without the head's current errors
-        df = measure_simulation(sim_dir, ModelRuntime(bundle, threads=threads), RunOptions(method="head"), calibrated=False)
+        df = measure_simulation(sim_dir, ModelRuntime(bundle, threads=threads), RunOptions(method="head", length_frame=CALIBRATION_FRAME), calibrated=False)
     keep = _detected_bars(df, p_bar_min)
     if keep.sum() < 10:
         msg = f"Only {int(keep.sum())} of {n} simulated bars were detected: too few to fit the errors. Simulate more (-n)."
@@ -887,7 +891,7 @@ def calibrate_real(bundle_path, root=None, *, method="auto", folds=None, max_len
     max_length_arcsec = realdata.MAX_HOYLE_ARCSEC if max_length_arcsec is None else float(max_length_arcsec)
     bars, items = _real_bars(root, folds, max_length_arcsec)
     card = {**bundle.card, "calibration": {**calib, name: own}}
-    opts = RunOptions(method=name, p_bar_min=0.0, threads=threads)
+    opts = RunOptions(method=name, p_bar_min=0.0, threads=threads, length_frame=CALIBRATION_FRAME)
     fold = bars["fold"].to_numpy(int)
     parts = []
     # each learned fold through the head that did not learn it (cross-fitting); the others through the bundle's
@@ -1019,7 +1023,8 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
             owner += _linear_copy_items(rows, os.path.join(tmp, "linear"), int(linear_copies), seed)
         run_items = [item for item, _, _ in owner]
         maps_dir = os.path.join(tmp, "maps")
-        process_items(run_items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=maps_dir),
+        process_items(run_items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=maps_dir,
+                                         length_frame=CALIBRATION_FRAME),
                       runtime=runtime)
         maps, lengths, ids, is_copy = [], [], [], []
         for i, (item, r, galaxy) in enumerate(owner):
