@@ -146,7 +146,7 @@ class Normalised:
         and the half-light radius of what it holds is smaller than the galaxy's.
     length_frame : Normalised or None
         A second, wider frame of the same cutout that the bar is measured in (the pipeline's
-        ``length_frame="softened"``, for inputs in linear fluxes), or None: this one.
+        ``RunOptions.length_frame``, for inputs in linear fluxes), or None: this one.
     """
 
     image: np.ndarray

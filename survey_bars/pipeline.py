@@ -108,12 +108,13 @@ class RunOptions:
         ``"auto"`` (the default): ``"softened"`` where the stamp cuts the galaxy (its segment
         reaches the stamp's edge, ``Normalised.segment_at_edge``), else ``"measured"``. A stamp
         that cuts the disc holds too little of its light, its flux's half-light radius comes out
-        small, and the bar runs to or past the measured frame's edge: real bars given as linear
+        small, and the bar runs to or past the measured frame's edge. Real bars given as linear
         FITS stamps (the real-dev stamps cut 98 % of their galaxies) came out at r 0.05 and 0.79
-        of the volunteers' lengths on the held-out fold, and at r 0.42 and 0.97 in the softened
-        frame. Simulated stamps hold their galaxies (8 % cut), and there the softened frame
-        lowers r, so it is kept for cut galaxies (``benchmarks/RESULTS.md``, "Real galaxies as
-        FITS files"). An ``r50_arcsec`` from the input catalogue sizes the one frame.
+        of the volunteers' lengths on the held-out fold with ``"measured"``, and at r 0.41 and
+        0.97 with ``"auto"``. Simulated stamps seldom cut their galaxies (5-8 % of the barred
+        ones), and the softened frame reads them less well (r 0.83 against 0.94 for all), so
+        ``"auto"`` keeps it for cut galaxies (``benchmarks/RESULTS.md``, "Real galaxies as FITS
+        files"). An ``r50_arcsec`` from the input catalogue sizes the one frame.
     saliency_all : bool
         Compute SmoothGrad maps for every galaxy, not only for those whose ``p_bar`` reaches
         ``p_bar_min`` (the only ones whose bar is measured). Costs time; useful with

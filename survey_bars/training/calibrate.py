@@ -182,7 +182,8 @@ def calibrate_bundle(bundle_path, *, n=800, seed=90210, survey="mixed", workdir=
     _check_seed(bundle, seed, "calibration seed")
     t0 = time.time()
     with _barred_simulations(workdir, n, seed, survey, workers, "survey-bars-calib-") as sim_dir:
-        df = measure_simulation(sim_dir, ModelRuntime(bundle), RunOptions(method=method, smoothgrad_samples=samples, length_frame=CALIBRATION_FRAME))
+        opts = RunOptions(method=method, smoothgrad_samples=samples, length_frame=CALIBRATION_FRAME)
+        df = measure_simulation(sim_dir, ModelRuntime(bundle), opts)
     ok = (df["status"] == "ok") & df["true_has_bar"]
     cal = fit_calibration(df.loc[ok, "raw_length_model"], df.loc[ok, "true_length_model"])
     cal.update(seed=int(seed), n_simulated=int(n), survey=survey, samples=samples or (bundle.smoothgrad or {}).get("samples"),
@@ -322,7 +323,8 @@ def detected_bar_maps(sim_dir, runtime, maps_dir, p_bar_min=0.5):
     maps : ndarray
         Their maps, ``(N, S, S)``.
     """
-    d = measure_simulation(sim_dir, runtime, RunOptions(save_saliency=maps_dir, method="moments", length_frame=CALIBRATION_FRAME), calibrated=True)
+    opts = RunOptions(save_saliency=maps_dir, method="moments", length_frame=CALIBRATION_FRAME)
+    d = measure_simulation(sim_dir, runtime, opts, calibrated=True)
     d = d[_detected_bars(d, p_bar_min)].reset_index(drop=True)
     return d, _read_maps(maps_dir, d["object_id"])
 
