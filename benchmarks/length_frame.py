@@ -12,7 +12,9 @@ first, on
    each JPEG written as a linear r-band FITS file (the display stretch undone, Q = 8, as
    ``benchmarks.real`` does for fold 4; :func:`survey_bars.training.realdata.write_linear_fits`):
    Pearson r, median ratio (ours / volunteers), median relative error and the share within
-   1 sigma, with ``--p-bar-min 0``, and the rows flagged ``BAR_AT_FRAME_LIMIT``;
+   1 sigma, with ``--p-bar-min 0``, and the rows flagged ``BAR_AT_FRAME_LIMIT``; and, for the
+   FITS files and their JPEGs, the volunteers' lengths in the pixels of the model frame
+   (``real_in_model_frame``: the median, and how many bars are longer than the frame);
 2. ``--n`` simulations of seed 4242 (``--sims``, e.g. the build's ``evaluation-4242-2000``
    directory; simulated here when not given): the same figures for the true bars that reach
    ``p_bar >= 0.5`` and are measured in every frame, against 0.541 times the formal length
@@ -62,6 +64,14 @@ def _cut_share(items):
 
     cut = [normalise(read_cutout(it.file, pixel_scale=it.pixel_scale).data).segment_at_edge for it in items]
     return float(np.mean(cut)) if cut else float("nan")
+
+
+def _in_frame(cat, ref_arcsec, size):
+    """The reference lengths in the pixels of each row's model frame: median, and how many exceed the frame."""
+    px = ref_arcsec / (cat["resample_scale"].to_numpy(float) * cat["pixel_scale_arcsec"].to_numpy(float))
+    ok = np.isfinite(px)
+    return {"n": int(ok.sum()), "frame_px": int(size), "median_px": float(np.median(px[ok])) if ok.any() else float("nan"),
+            "longer_than_frame": int((px[ok] > size).sum())}
 
 
 def _run(items, frame, softening, runtime, p_bar_min):
@@ -118,6 +128,7 @@ def run(model=None, *, sims=None, n=800, softenings=(3.0, 10.0), root=None, p_ba
     frames = ([("measured", 0.0), (f"auto s={softenings[0]:g}", float(softenings[0]))]
               + [(f"softened s={s:g}", float(s)) for s in softenings])
     limit = int(Flag.BAR_AT_FRAME_LIMIT)
+    size = rt.bundle.preprocessing.size
     out = {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
            "folds": list(realdata.TRAIN_FOLDS), "real": {}, "sims": {}}
     with tempfile.TemporaryDirectory(prefix="survey-bars-length-frame-") as tmp:
@@ -133,6 +144,11 @@ def run(model=None, *, sims=None, n=800, softenings=(3.0, 10.0), root=None, p_ba
             res["at_frame_limit"] = int(((d["quality_flags"].to_numpy(int) & limit) != 0).sum())
             out["real"][name] = res
             log(f"length_frame: real folds 0-3 as FITS, {name}: {res}")
+            if name == "measured":
+                out["real_in_model_frame"] = {"fits": _in_frame(d, ref, size)}
+        # the same bars' JPEGs, whose one frame the display stretch makes wider
+        out["real_in_model_frame"]["jpeg"] = _in_frame(_run(items, "measured", 3.0, rt, 0.0), ref, size)
+        log(f"length_frame: the volunteers' lengths in the model frame's pixels: {out['real_in_model_frame']}")
         out["real_cut"] = _cut_share(lin)
         if sims is None:
             sims = os.path.join(tmp, "sims")

@@ -134,6 +134,9 @@ def test_length_frame_scores_both_frames_on_the_training_folds_and_simulations(t
     train = labels["fold"].isin(realdata.TRAIN_FOLDS) & labels["hoyle_bar_length_arcsec"].notna()
     assert set(res["real"]) == {"measured", "auto s=3", "softened s=3", "softened s=10"} == set(res["sims"])
     assert 0 <= res["real_cut"] <= 1 and 0 <= res["sims_cut"] <= 1
+    for kind in ("fits", "jpeg"):
+        f = res["real_in_model_frame"][kind]
+        assert f["n"] == int(train.sum()) and f["median_px"] > 0 and 0 <= f["longer_than_frame"] <= f["n"]
     assert all(r["n"] == int(train.sum()) for r in res["real"].values())  # every training-fold bar, never fold 4
     assert res["sims"]["measured"]["over_measured_median"] == 1.0 and res["n_sims"] == 16
     assert pipeline.LENGTH_FRAME_SOFTENING == 3.0  # put back
