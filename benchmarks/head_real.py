@@ -21,7 +21,7 @@ of log lengths on the held-out simulated bars (the mean over the four fine-tuned
 test fold 4 is never read. Run::
 
     python -m benchmarks.head_real [--model DIR --n 4000 --mix 0,600 --stamp-copies --format-copies --linear-copies 2
-                                    --workdir DIR --out-json FILE]
+                                    --length-frame auto --workdir DIR --out-json FILE]
 
 Torch (the ``[train]`` extra) trains the heads. The real-dev data are read from
 ``$SURVEY_BARS_REAL_DEV`` or ``../shared/data/real-dev``.
@@ -58,7 +58,7 @@ _KINDS = {"small-stamps-display": "small_display", "small-stamps": "small_fits",
 
 def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=None, lr=None, mixes=(0, 600),
         threads=2, root=None, holdout_frac=0.1, p_bar_min=0.5, stamp_copies=False, format_copies=False, linear_copies=0,
-        log=None):
+        length_frame=None, log=None):
     """Cross-validate the fine-tuning of a length head on the real training folds.
 
     Parameters
@@ -101,6 +101,10 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         (``copies_*``, out of fold: a fold's copies are predicted by the head without that fold),
         and each mix is cross-validated a second time as ``mix=m+copies``: the copies learned beside
         the JPEGs, with the simulations' units set by the JPEGs' maps alone, as the build does.
+    length_frame : str, optional
+        The frame of the real maps (``RunOptions.length_frame``; default the build's,
+        :data:`survey_bars.training.calibrate.CALIBRATION_FRAME`). Only linear copies that cut
+        their galaxy can differ: ``"auto"`` gives them the frame ``survey-bars process`` does.
     log : callable, optional
         Progress lines (default: standard error).
 
@@ -115,7 +119,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     from survey_bars.inference.bundle import DEFAULT_BUNDLE, load_bundle
     from survey_bars.inference.runtime import ModelRuntime
     from survey_bars.training import realdata
-    from survey_bars.training.calibrate import REAL_HEAD, _barred_simulations, detected_bar_maps, head_sources, real_length_maps
+    from survey_bars.training.calibrate import CALIBRATION_FRAME, REAL_HEAD, _barred_simulations, detected_bar_maps, head_sources, real_length_maps
     from survey_bars.training.head import HeadGraph, fine_tune_out_of_fold, train_head
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -124,7 +128,8 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
     t0 = time.time()
     rt = ModelRuntime(load_bundle(model or DEFAULT_BUNDLE), threads=threads)
     maps, lengths, ids, is_copy = real_length_maps(rt, root, realdata.TRAIN_FOLDS, threads=threads,
-                                                   linear_copies=linear_copies, seed=seed, return_is_copy=True)
+                                                   linear_copies=linear_copies, seed=seed, return_is_copy=True,
+                                                   length_frame=length_frame)
     labels = realdata.load_gz2_bars(root).set_index("object_id")
     labels.index = labels.index.astype(str)
     fold = labels.loc[ids, "fold"].to_numpy(int)
@@ -200,7 +205,7 @@ def run(model=None, *, n=4000, seed=5150, workdir=None, epochs=30, real_epochs=N
         log(f"head_real: {name}: {results[name]}")
     return {"model": str(rt.bundle.path), "version": rt.bundle.card.get("version"), "split": realdata.SPLIT_ID,
             "folds": list(realdata.TRAIN_FOLDS), "n_real": int(jpeg.sum()), "n_real_copies": int(is_copy.sum()),
-            "linear_copies": int(linear_copies), "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies),
+            "linear_copies": int(linear_copies), "length_frame": length_frame or CALIBRATION_FRAME, "n_sim_train": len(train_len), "stamp_copies": bool(stamp_copies),
             "format_copies": bool(format_copies), "n_sim_holdout": len(out),
             "n": int(n), "seed": int(seed), "epochs": int(epochs), "real_epochs": real_epochs, "lr": lr,
             "results": results, "seconds": round(time.time() - t0, 1)}
@@ -234,6 +239,8 @@ def main(argv=None):
     p.add_argument("--linear-copies", type=int, default=0, metavar="N",
                    help="also N linear FITS copies of each real bar: scored, and learned in a second cross-validation "
                         "per mix (build_default --head-real-linear-copies; default %(default)s)")
+    p.add_argument("--length-frame", choices=("auto", "measured", "softened"), default=None,
+                   help="frame of the real maps (survey-bars process --length-frame; default: the build's, measured)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out-json", help="also write the result here")
     a = p.parse_args(argv)
@@ -243,7 +250,7 @@ def main(argv=None):
     mixes = [int(m) for m in a.mix.split(",") if m.strip()]
     res = run(a.model, n=a.n, seed=a.seed, workdir=a.workdir, epochs=a.epochs, real_epochs=a.real_epochs, lr=a.lr,
               mixes=mixes, threads=a.threads, root=root, stamp_copies=a.stamp_copies,
-              format_copies=a.format_copies, linear_copies=a.linear_copies)
+              format_copies=a.format_copies, linear_copies=a.linear_copies, length_frame=a.length_frame)
     res["command"] = "python -m benchmarks.head_real " + " ".join(argv if argv is not None else sys.argv[1:])
     print_json_line(res, a.out_json)
     return 0

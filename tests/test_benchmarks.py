@@ -114,6 +114,7 @@ def test_head_real_cross_validates_on_the_training_folds(tmp_path):
     lin = head_real.run(tiny_bundle(), n=40, workdir=str(tmp_path / "sims"), epochs=1, real_epochs=1, mixes=(5,),
                         threads=1, root=str(root), p_bar_min=0.0, linear_copies=1, log=lambda msg: None)
     assert lin["n_real"] == res["n_real"] and lin["n_real_copies"] == res["n_real"] and lin["linear_copies"] == 1
+    assert lin["length_frame"] == "measured"  # the build's frame unless --length-frame says otherwise
     assert set(lin["results"]) == {"none", "mix=5", "mix=5+copies"}
     for r in lin["results"].values():
         assert -1.0 <= r["copies_pearson_r"] <= 1.0 and r["copies_median_ratio"] > 0

@@ -956,7 +956,7 @@ def _real_bars(root, folds, max_length_arcsec):
 
 
 def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, threads=1, linear_copies=0, seed=0,
-                     return_is_copy=False):
+                     return_is_copy=False, length_frame=None):
     """SmoothGrad maps of the real-dev bars with a volunteer length, and that length in model pixels.
 
     The ``sdss-gz2-bars`` galaxies of ``folds`` with a Hoyle et al. (2011) length (at most
@@ -986,6 +986,11 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         Seed of the copies' stretches and bands.
     return_is_copy : bool, optional
         Also return which maps are of linear copies.
+    length_frame : str, optional
+        The pipeline's ``RunOptions.length_frame`` for the maps and the model pixels (default
+        :data:`CALIBRATION_FRAME`, as the build uses). ``"auto"`` measures a linear copy that
+        cuts its galaxy in the wider frame that ``survey-bars process`` gives it; the JPEGs have
+        one frame either way.
 
     Returns
     -------
@@ -1026,7 +1031,7 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         run_items = [item for item, _, _ in owner]
         maps_dir = os.path.join(tmp, "maps")
         process_items(run_items, RunOptions(method="moments", p_bar_min=0.0, threads=threads, save_saliency=maps_dir,
-                                         length_frame=CALIBRATION_FRAME),
+                                         length_frame=length_frame or CALIBRATION_FRAME),
                       runtime=runtime)
         maps, lengths, ids, is_copy = [], [], [], []
         for i, (item, r, galaxy) in enumerate(owner):

@@ -97,6 +97,12 @@ def test_real_length_maps_with_linear_copies(real_root):
     np.testing.assert_array_equal(again[3], np.arange(3 * n) >= n)  # which maps are the copies'
     assert real_length_maps(rt, real_root, (0, 1), return_is_copy=True)[3].tolist() == [False] * n
     assert linear_copy_settings(4, 0, 0) != linear_copy_settings(4, 0, 1)
+    # in the pipeline's softened length frame: the JPEGs' maps unchanged, the copies' frames wider
+    soft, soft_len, soft_ids = real_length_maps(rt, real_root, (0, 1), linear_copies=2, seed=4, length_frame="softened")
+    assert soft_ids == ids
+    np.testing.assert_array_equal(soft[:n], maps0)
+    np.testing.assert_array_equal(soft_len[:n], lengths0)
+    assert np.all(soft_len[n:] <= lengths[n:] * (1 + 1e-9)) and np.any(soft_len[n:] < 0.9 * lengths[n:])
 
 
 def test_calibrate_cli_real_linear_copies_need_real_lengths(tmp_path, capsys):
