@@ -359,6 +359,11 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         maps = smoothgrad_batch(rt, np.stack([frames[k].image for k in sel]), ids, n_samples=n_samples,
                                 noise_frac=noise_frac, n_subsets=n_subsets, symmetrise=symmetrise)
         sal = dict(zip(sel.tolist(), maps))
+    # the direct CNN's length comes from the map's frame too: one more forward pass per wider frame mapped
+    direct_px = np.asarray(fwd["bar_length_direct"], dtype=float).copy()
+    wide = [k for k in sel.tolist() if frames[k] is not prepared[ok[k]][1]]
+    if wide:
+        direct_px[wide] = rt.forward(np.stack([frames[k].image for k in wide]))["bar_length_direct"]
     method = get_method(options.method)
     geometry = method.geometry or method.name  # position angle, axis ratio and map flags
     measures = {k: MapMeasures(sg, get_method) for k, sg in sal.items()}
@@ -374,10 +379,9 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
         if p_bar is not None and P_BAR_AMBIGUOUS[0] <= p_bar <= P_BAR_AMBIGUOUS[1]:
             flags |= Flag.P_BAR_AMBIGUOUS
         # no pixel scale (an image without one): lengths in arcsec stay null (flag NO_PIXEL_SCALE)
-        to_arcsec = norm.scale * (row["pixel_scale_arcsec"] or np.nan)
         frame = frames[k]  # the map's frame: the bar's lengths are in its pixels
         map_to_arcsec = frame.scale * (row["pixel_scale_arcsec"] or np.nan)
-        direct = float(fwd["bar_length_direct"][k])
+        direct = float(direct_px[k])  # in the pixels of the map's frame, as the other lengths
         sg = sal.get(k)
         meas = measures[k].get(geometry) if sg is not None else None
         measured = p_bar is not None and p_bar >= options.p_bar_min and meas is not None and np.isfinite(meas.length)
@@ -394,7 +398,7 @@ def _infer_chunk(rt, prepared, ok, names, options, n_samples, noise_frac, n_subs
                 bar_length_err_arcsec=_finite_or_none(err * map_to_arcsec),
                 bar_pa_deg=_finite_or_none(sky_pa(meas.pa_deg, cd)),
                 bar_axis_ratio=_finite_or_none(meas.axis_ratio),
-                bar_length_direct_arcsec=_finite_or_none(direct * to_arcsec),
+                bar_length_direct_arcsec=_finite_or_none(direct * map_to_arcsec),
                 **{c: _finite_or_none(v) for c, v in own.items()},
             )
             flags |= meas.flags & ~int(Flag.BAR_NOT_MEASURED)

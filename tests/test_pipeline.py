@@ -339,9 +339,13 @@ def test_band_option_reaches_the_reader(runtime, tmp_path):
 
 
 def test_softened_length_frame_measures_a_fits_bar_in_a_wider_frame(runtime, tmp_path):
-    """``length_frame="softened"``: a FITS galaxy's bar measured in a wider frame, its probabilities unchanged;
-    a display image has one frame either way."""
+    """``length_frame="softened"``: a FITS galaxy's bar measured in a wider frame (the map and every length, the
+    direct CNN's too), its probabilities unchanged; a display image has one frame either way."""
     from astropy.io import fits
+
+    from survey_bars.io.readers import read_cutout
+    from survey_bars.normalise import normalise
+    from survey_bars.pipeline import LENGTH_FRAME_SOFTENING
 
     from .test_normalise import _concentrated
 
@@ -360,11 +364,18 @@ def test_softened_length_frame_measures_a_fits_bar_in_a_wider_frame(runtime, tmp
                 scales[frame, oid] = h[0].header["SCALE"]
     m, s = rows["measured"], rows["softened"]
     assert list(s.status) == ["ok", "ok"] and (s.bar_length_arcsec > 0).all()
-    for col in ("p_bar", "p_smooth", "p_edge_on", "r50_arcsec", "resample_scale", "bar_length_direct_arcsec"):
+    for col in ("p_bar", "p_smooth", "p_edge_on", "r50_arcsec", "resample_scale"):
         np.testing.assert_allclose(s[col], m[col], err_msg=col)  # the model frame's
     assert scales["softened", "C"] > 1.5 * scales["measured", "C"]  # the bar's frame is wider
     assert scales["softened", "J"] == scales["measured", "J"]  # a display image: one frame
     assert s.bar_length_arcsec[1] == m.bar_length_arcsec[1]
+    # the direct CNN reads the bar's frame too: the FITS galaxy's wider one, in that frame's pixels
+    cut = read_cutout(f)
+    wide = normalise(cut.data, runtime.bundle.preprocessing, variance=cut.variance, r50_softening=LENGTH_FRAME_SOFTENING)
+    expected = float(runtime.forward(wide.image[None])["bar_length_direct"][0]) * wide.scale * 0.262
+    assert s.bar_length_direct_arcsec[0] == pytest.approx(expected, rel=1e-4)
+    assert s.bar_length_direct_arcsec[0] != pytest.approx(m.bar_length_direct_arcsec[0], rel=1e-3)
+    assert s.bar_length_direct_arcsec[1] == m.bar_length_direct_arcsec[1]
     # "auto": the wider frame only where the stamp cuts the galaxy
     cut = write_fits(tmp_path / "cut.fits", _concentrated(n=48) + galaxy_image(n=48, r50=14, noise=0.0, flux=300.0),
                      objid="CUT", scale=0.262)

@@ -51,10 +51,16 @@ __all__ = ["measure_simulation", "fit_calibration", "fit_error_model", "calibrat
 #: simulated (FITS-like) maps at some cost on the real stamps; ``python -m benchmarks.head_real``
 #: measures both by cross-validation on the training folds 0-3 (``benchmarks/RESULTS.md``).
 REAL_HEAD = {"epochs": 30, "lr": 1e-3, "batch_size": 32, "sims": 600}
-#: the frame every calibration, length head and real fit measures bars in
-#: (``RunOptions.length_frame``): the flux's half-light radius, as for every bundle so far, so
-#: that the build still makes its bundles byte for byte, whatever the pipeline's default.
+#: the frame every calibration and real fit measures bars in, and the simulated maps the length
+#: head learns (``RunOptions.length_frame``): the flux's half-light radius, as for every bundle so
+#: far, so that the build still makes its bundles byte for byte, whatever the pipeline's default.
 CALIBRATION_FRAME = "measured"
+#: the frame of the real bars' maps that fine-tune the length head (:func:`real_length_maps`): the
+#: one ``survey-bars process`` measures them in by default. A JPEG has one frame, so a head that
+#: learns the JPEGs alone is the same in any; a linear FITS copy cuts its galaxy (as 98 % of the
+#: real-dev stamps do) and gets the wider frame, which keeps its bar inside it. Learned in the
+#: model frame the copies' bars overran it, and the head forgot the simulations (``benchmarks.head_real``)
+HEAD_REAL_FRAME = "auto"
 
 
 def measure_simulation(sim_dir, runtime, options=None, *, calibrated=False):
@@ -526,7 +532,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
         folds = realdata.TRAIN_FOLDS if crossfit else realdata.LENGTH_TRAIN_FOLDS
     folds = tuple(int(f) for f in folds)
     maps, lengths, ids, is_copy = real_length_maps(runtime, root, folds, threads=threads, linear_copies=linear_copies,
-                                                   seed=seed, return_is_copy=True)
+                                                   seed=seed, return_is_copy=True, length_frame=HEAD_REAL_FRAME)
     if len(maps) < 20:
         msg = (f"Only {len(maps)} real bars with a volunteer length in folds {list(folds)}: too few to fine-tune the "
                "length head on. Check the real-dev directory, or leave the real lengths out.")
@@ -543,6 +549,7 @@ def _fine_tune_real(head, runtime, root, folds, sim_maps, sim_lengths, *, epochs
     if linear_copies:
         rec["linear_copies"] = {"copies": int(linear_copies), "n_maps": int(is_copy.sum()), "seed": int(seed),
                                 "scale_from": "the JPEGs' maps (fine_tune_head's scale_mask)",
+                                "length_frame": HEAD_REAL_FRAME,
                                 "how": ("each bar's JPEG also as linear single-band FITS copies "
                                         "(survey_bars.training.realdata.linear_from_display; Q and band from "
                                         "survey_bars.training.data.linear_copy_settings)")}

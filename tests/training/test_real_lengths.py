@@ -183,6 +183,7 @@ def test_cross_fitted_head_learns_every_training_fold_and_is_fitted_out_of_fold(
     rt = rec["real_training"]
     assert rt["folds"] == list(realdata.TRAIN_FOLDS) and rt["n_bars"] == 35  # fold 4 never
     assert rt["linear_copies"]["copies"] == 1 and rt["linear_copies"]["n_maps"] == 35  # one linear copy of each
+    assert rt["linear_copies"]["length_frame"] == cal.HEAD_REAL_FRAME == "auto"  # the copies' frame: process's
     assert rt["cross_fitted"]["folds"] == [0, 1, 2, 3]
     assert rt["n_scale_maps"] == 35  # the simulations' units from the JPEGs' maps alone
     # each fold's JPEGs and copies read by the head without that fold
