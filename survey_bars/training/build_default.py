@@ -145,8 +145,10 @@ DEFAULTS = {
     # FITS images are read as well as the JPEGs; 0: none (bundle 5.4)
     "real_linear_copies": 2,
     # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). Heads
-    # built with 2 read real JPEG and, above all, simulated lengths worse, with the simulations' units set by
-    # every real map or by the JPEGs' alone (RESULTS.md, "Real galaxies as FITS files")
+    # built with 2 in the model frame read real JPEG and, above all, simulated lengths worse. The copies'
+    # maps are now made in the frame the pipeline gives them (calibrate.HEAD_REAL_FRAME), where the
+    # cross-validation finds them learned without that cost to the simulations (RESULTS.md, "Real
+    # galaxies as FITS files"); a bundle built so has yet to be judged
     "head_real_linear_copies": 0,
 }
 
