@@ -404,7 +404,8 @@ def _softened_r50(sub, seg, x0, y0, softening):
     return float(r[order][k])
 
 
-def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None, r50_softening=None):
+def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None, r50_softening=None,
+              length_frame_softening=None, length_frame_always=False):
     """Bring a cutout into the model frame.
 
     Parameters
@@ -430,6 +431,14 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None, r50_
         stretch does, so a concentrated galaxy in linear fluxes gets about the frame its display
         image gets (:data:`survey_bars.pipeline.LENGTH_FRAME_SOFTENING`). Without a noise
         estimate, or when the result is not wider, the flux's radius is used.
+    length_frame_softening : float, optional
+        Also make the wider frame that ``r50_softening`` would give (from the same background and
+        segment, without measuring them again) and attach it as ``length_frame``, where the
+        segment reaches the stamp's edge (``segment_at_edge``), or always with
+        ``length_frame_always``. It is attached only when it is wider, and never when
+        ``r50_pix`` is given (the pipeline's ``RunOptions.length_frame``).
+    length_frame_always : bool, optional
+        Make that frame whether or not the stamp cuts the galaxy.
 
     Returns
     -------
@@ -470,13 +479,29 @@ def normalise(data, config=None, *, mask=None, r50_pix=None, variance=None, r50_
             if total_var > 0:
                 snr = max(float(sub[use].sum()) / np.sqrt(total_var), 0.0)
     given = r50_pix is not None and np.isfinite(r50_pix) and r50_pix > 0
-    if r50_softening is not None and not given and not fallback and noise > 0:
-        soft = _softened_r50(sub, seg, x0, y0, float(r50_softening) * noise)
-        if soft is not None and soft > r50:
-            r50 = max(soft, cfg.min_r50_pix)
-    if given:
-        r50 = float(r50_pix)
-    elif r50 > MAX_R50_FRAC * min(nx, ny):
+
+    def softened(s):
+        """The softened light's half-light radius where it is wider, else the flux's."""
+        if s is None or given or fallback or not noise > 0:
+            return r50
+        soft = _softened_r50(sub, seg, x0, y0, float(s) * noise)
+        return max(soft, cfg.min_r50_pix) if soft is not None and soft > r50 else r50
+
+    def frame(r50):
+        return _frame(sub, good, plane, cfg, x0, y0, r50, fallback, noise, snr, at_edge, clamp=not given)
+
+    out = frame(float(r50_pix) if given else softened(r50_softening))
+    if length_frame_softening is not None and (at_edge or length_frame_always):
+        wide = frame(softened(length_frame_softening))
+        if wide.scale > out.scale:  # the bar is measured in the wider frame
+            out = dataclasses.replace(out, length_frame=wide)
+    return out
+
+
+def _frame(sub, good, plane, cfg, x0, y0, r50, fallback, noise, snr, at_edge, clamp=True):
+    """The model frame of the background-subtracted ``sub`` for a half-light radius ``r50``."""
+    ny, nx = sub.shape
+    if clamp and r50 > MAX_R50_FRAC * min(nx, ny):
         # a half-light radius over a quarter of the stamp means the segmentation merged the
         # galaxy with something else (masked regions, bleed trails): clamp it and flag it
         r50 = MAX_R50_FRAC * min(nx, ny)

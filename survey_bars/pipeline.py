@@ -50,7 +50,7 @@ P_BAR_AMBIGUOUS = (0.35, 0.65)
 #: ``RunOptions.length_frame``: the frame a bar is measured in, for inputs in linear fluxes (FITS)
 LENGTH_FRAMES = ("auto", "measured", "softened")
 #: the softening of the ``"softened"`` length frame, in units of the background noise
-#: (:func:`survey_bars.normalise.normalise`'s ``r50_softening``). Chosen on the real-dev training
+#: (:func:`survey_bars.normalise.normalise`'s ``length_frame_softening``). Chosen on the real-dev training
 #: folds 0-3 as linear FITS files (3 against 10; benchmarks/RESULTS.md, "Real galaxies as FITS files")
 LENGTH_FRAME_SOFTENING = 3.0
 #: Bar measuring methods of ``RunOptions.method`` (``auto`` resolves per bundle:
@@ -224,12 +224,10 @@ def prepare_item(item, options, prep_cfg):
     if item.r50_arcsec is not None and np.isfinite(item.r50_arcsec) and item.r50_arcsec > 0 and cut.pixel_scale_arcsec:
         r50_pix = item.r50_arcsec / cut.pixel_scale_arcsec
     try:
-        norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix, variance=cut.variance)
-        wider = options.length_frame == "softened" or (options.length_frame == "auto" and norm.segment_at_edge)
-        if wider and not cut.display and r50_pix is None:
-            wide = normalise(cut.data, prep_cfg, variance=cut.variance, r50_softening=LENGTH_FRAME_SOFTENING)
-            if wide.scale > norm.scale:  # the bar is measured in the wider frame
-                norm = dataclasses.replace(norm, length_frame=wide)
+        # a FITS input's bar may be measured in a wider frame (RunOptions.length_frame); a display has one
+        soft = None if cut.display or options.length_frame == "measured" else LENGTH_FRAME_SOFTENING
+        norm = normalise(cut.data, prep_cfg, r50_pix=r50_pix, variance=cut.variance, length_frame_softening=soft,
+                         length_frame_always=options.length_frame == "softened")
     except ValueError as exc:
         row.update(status="error", error=f"normalise: {exc}")
         return row, None, None

@@ -134,3 +134,20 @@ def test_softened_light_sizes_a_wider_frame_for_a_concentrated_galaxy():
 def test_segment_at_edge_says_when_the_stamp_cuts_the_galaxy():
     assert not normalise(galaxy_image(n=128, r50=6)).segment_at_edge  # a small galaxy in a large stamp
     assert normalise(galaxy_image(n=40, r50=12, noise=0.005)).segment_at_edge  # a disc wider than its stamp
+
+
+def test_length_frame_is_the_softened_frame_made_from_one_measurement():
+    """``length_frame_softening``: the softened frame attached as ``length_frame``, the same as a second call gives."""
+    img = _concentrated()  # a stamp that holds its galaxy
+    plain = normalise(img)
+    for always, want in ((False, False), (True, True)):
+        n = normalise(img, length_frame_softening=3.0, length_frame_always=always)
+        np.testing.assert_array_equal(n.image, plain.image)  # the model frame is untouched
+        assert (n.length_frame is not None) == want and not n.segment_at_edge
+    wide, soft = normalise(img, length_frame_softening=3.0, length_frame_always=True).length_frame, normalise(img, r50_softening=3.0)
+    np.testing.assert_array_equal(wide.image, soft.image)
+    assert wide.scale == soft.scale > plain.scale and wide.length_frame is None
+    # a stamp that cuts its galaxy gets it without being asked; a given size keeps one frame
+    cut = _concentrated(n=48) + galaxy_image(n=48, r50=14, noise=0.0, flux=300.0)
+    assert normalise(cut).segment_at_edge and normalise(cut, length_frame_softening=3.0).length_frame is not None
+    assert normalise(img, r50_pix=5.0, length_frame_softening=3.0, length_frame_always=True).length_frame is None
