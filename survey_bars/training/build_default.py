@@ -147,8 +147,9 @@ DEFAULTS = {
     # the same for the length head's real fine-tuning; 0: the JPEGs alone (bundle 5.5 and before). Heads
     # built with 2 in the model frame read real JPEG and, above all, simulated lengths worse. The copies'
     # maps are now made in the frame the pipeline gives them (calibrate.HEAD_REAL_FRAME), where the
-    # cross-validation finds them learned without that cost to the simulations (RESULTS.md, "Real
-    # galaxies as FITS files"); a bundle built so has yet to be judged
+    # cross-validation finds them learned without that cost to the simulations. A bundle built so read
+    # fold 4 as FITS at r 0.73 (5.5: 0.41) but cut simulated stamps, in the wide frame, 2-4 times too
+    # long (accuracy set r 0.73 against 0.90), so it was not shipped (RESULTS.md, "Real galaxies as FITS files")
     "head_real_linear_copies": 0,
 }
 
