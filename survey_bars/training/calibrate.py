@@ -59,7 +59,9 @@ CALIBRATION_FRAME = "measured"
 #: one ``survey-bars process`` measures them in by default. A JPEG has one frame, so a head that
 #: learns the JPEGs alone is the same in any; a linear FITS copy cuts its galaxy (as 98 % of the
 #: real-dev stamps do) and gets the wider frame, which keeps its bar inside it. Learned in the
-#: model frame the copies' bars overran it, and the head forgot the simulations (``benchmarks.head_real``)
+#: model frame the copies' bars overran it, and the head forgot the simulations; learned in the
+#: wider frames they were read well, but cut simulated stamps in wide frames were not, as the
+#: head's simulated maps are all in :data:`CALIBRATION_FRAME` (``benchmarks/RESULTS.md``)
 HEAD_REAL_FRAME = "auto"
 
 
@@ -995,9 +997,9 @@ def real_length_maps(runtime, root=None, folds=None, *, max_length_arcsec=None, 
         Also return which maps are of linear copies.
     length_frame : str, optional
         The pipeline's ``RunOptions.length_frame`` for the maps and the model pixels (default
-        :data:`CALIBRATION_FRAME`, as the build uses). ``"auto"`` measures a linear copy that
-        cuts its galaxy in the wider frame that ``survey-bars process`` gives it; the JPEGs have
-        one frame either way.
+        :data:`CALIBRATION_FRAME`; the build's head fine-tuning passes :data:`HEAD_REAL_FRAME`).
+        ``"auto"`` measures a linear copy that cuts its galaxy in the wider frame that
+        ``survey-bars process`` gives it; the JPEGs have one frame either way.
 
     Returns
     -------
